@@ -1,0 +1,34 @@
+# Two commands do all set-up: `make run` and `make test`. Both create .venv and
+# install leadflow into it (editable, with the dev tools) when it is missing or
+# pyproject.toml changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Offline machines: keep the Prefect server from reporting telemetry errors.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/leadflow run examples/leads.csv
+
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/one_lead.py
+
+clean:
+	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""`process_lead`: one lead through the pipeline, as a Prefect flow run.
+
+    validate -> look up -> score, follow-up, assign          (in order: each needs the last)
+             -> update CRM | notify the team | log the event  (at once: none needs another)
+
+Orchestration costs about 30 ms per task run here while a pure step costs
+microseconds, so tasks sit only where they buy something: the look-up and the
+decision (which writes the round-robin state) are tasks; validation, scoring and the
+follow-up are timed and logged inside the flow and the decide task. Each side-effect
+branch is its own task, so each is retried, cached and shown on its own.
+
+Once only: each branch's task is cached under a key per lead and side effect
+(`crm:<lead id>`, `notify:<lead id>`, `event:<lead id>`), persisted in Prefect's
+result storage, so a repeated run or a rerun of the file finds the branch done and
+skips it; the adapters receive the same key and enforce it themselves, which covers a
+task retried after its side effect happened but before its result was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+from prefect.states import State
+from structlog.contextvars import bound_contextvars
+
+from flows.retries import retry_options
+from flows.runtime import Runtime, current_runtime
+from integrations.base import LeadEvent
+from leadflow.decide import decide, timed
+from leadflow.intake import RawRecord, Rejection, validate_record
+from leadflow.logging import get_logger
+from leadflow.models import (
+    BranchResult,
+    BranchStatus,
+    CrmMatch,
+    Decision,
+    Lead,
+    LeadOutcome,
+    StepTiming,
+    lead_id_of,
+)
+from leadflow.settings import PipelineSettings
+
+log = get_logger(__name__)
+
+BRANCHES = ("update_crm", "notify_team", "log_event")
+
+
+class InvalidLeadError(ValueError):
+    """The record could not become a Lead; it has been set aside in the quarantine."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.where} ({rejection.lead_ref}): {rejection.reason}")
+        self.rejection = rejection
+
+    def __reduce__(self):
+        return (type(self), (self.rejection,))
+
+
+class BranchesFailedError(RuntimeError):
+    """One or more side-effect branches failed after their retries. The others ran."""
+
+    def __init__(self, outcome: LeadOutcome) -> None:
+        reasons = "; ".join(f"{name}: {why}" for name, why in outcome.failed_branches.items())
+        super().__init__(f"lead {outcome.lead_id}: {reasons}")
+        self.outcome = outcome
+
+    def __reduce__(self):
+        return (type(self), (self.outcome,))
+
+
+def once_key(branch: str, lead_id: str) -> str:
+    """The once-only key of one side effect for one lead."""
+    return f"{branch}:{lead_id}"
+
+
+def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return once_key(branch, parameters["lead"].id).replace(":", "-")
+
+
+# --- the steps that are tasks ------------------------------------------------------
+
+
+@task(name="look-up", cache_policy=NO_CACHE)
+async def look_up(lead: Lead) -> CrmMatch:
+    """Existing CRM contact and account, their owners, and enrichment."""
+    return await current_runtime().adapters.crm.look_up(lead)
+
+
+@task(name="decide", cache_policy=NO_CACHE)
+async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepTiming]]:
+    """Score, follow-up and assignment: one task, since only the assignment does I/O."""
+    runtime = current_runtime()
+    return await decide(
+        lead,
+        match,
+        rules=runtime.rules,
+        scorer=runtime.adapters.scorer,
+        assigner=runtime.assigner,
+    )
+
+
+@task(name="update-crm", cache_key_fn=functools.partial(_cache_key, "crm"), persist_result=True)
+async def update_crm(lead: Lead, decision: Decision) -> str:
+    record_id = await current_runtime().adapters.crm.upsert(
+        lead, decision, idempotency_key=once_key("crm", lead.id)
+    )
+    return f"contact {record_id}"
+
+
+@task(name="notify-team", cache_key_fn=functools.partial(_cache_key, "notify"), persist_result=True)
+async def notify_team(lead: Lead, decision: Decision) -> str:
+    await current_runtime().adapters.notifier.notify(
+        lead, decision, idempotency_key=once_key("notify", lead.id)
+    )
+    return f"notified {decision.rep}"
+
+
+@task(name="log-event", cache_key_fn=functools.partial(_cache_key, "event"), persist_result=True)
+async def log_event(lead: Lead, decision: Decision) -> str:
+    event_id = once_key("event", lead.id)
+    await current_runtime().adapters.event_sink.record(
+        LeadEvent(
+            event_id=event_id,
+            lead_id=lead.id,
+            occurred_at=datetime.now(UTC),
+            decision=decision,
+        )
+    )
+    return f"event {event_id}"
+
+
+@functools.cache
+def _configured(settings: PipelineSettings) -> dict[str, Any]:
+    """The vendor-facing tasks with this configuration's retry policy (built once)."""
+    options = retry_options(settings)
+    return {
+        "look_up": look_up.with_options(**options),
+        "update_crm": update_crm.with_options(**options),
+        "notify_team": notify_team.with_options(**options),
+        "log_event": log_event.with_options(**options),
+    }
+
+
+# --- the flow ----------------------------------------------------------------------
+
+
+def _run_name() -> str:
+    return f"lead-{lead_id_of(flow_run.parameters.get('record') or {}) or 'unknown'}"
+
+
+@flow(name="process-lead", flow_run_name=_run_name, log_prints=False)
+async def process_lead(
+    record: dict[str, Any], origin: str = "api", position: int = 0
+) -> LeadOutcome:
+    """Process one raw lead record: validate, look up, decide, then the three side
+    effects at once. Ends Failed, naming the branch, if a side effect failed after its
+    retries; a record that fails validation is quarantined and the run ends Failed."""
+    runtime = current_runtime()
+    started = time.perf_counter()
+    steps: list[StepTiming] = []
+    checked = await timed(
+        steps,
+        "validate",
+        lambda: _validate(RawRecord(origin=origin, position=position, data=record)),
+    )
+    if isinstance(checked, Rejection):
+        await runtime.quarantine.put([checked])
+        log.warning("lead set aside", where=checked.where, reason=checked.reason)
+        raise InvalidLeadError(checked)
+    lead = checked
+    with bound_contextvars(lead_id=lead.id):
+        outcome = await run_pipeline(lead, runtime, steps)
+        log.info(
+            "lead processed",
+            tier=outcome.decision.tier,
+            score=outcome.decision.score,
+            rep=outcome.decision.rep,
+            rule=outcome.decision.assignment_rule,
+            branches={name: result.status.value for name, result in outcome.branches.items()},
+            total_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    if not outcome.ok:
+        raise BranchesFailedError(outcome)
+    return outcome
+
+
+async def _validate(record: RawRecord) -> Lead | Rejection:
+    return validate_record(record)
+
+
+async def run_pipeline(lead: Lead, runtime: Runtime, steps: list[StepTiming]) -> LeadOutcome:
+    """The steps after validation, inside the current flow run."""
+    tasks = _configured(runtime.settings.pipeline)
+    match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
+    decision, decide_steps = await timed(steps, "decide", lambda: decide_lead(lead, match))
+    steps.extend(decide_steps)
+    for step in steps:
+        log.info("step", step=step.step, duration_ms=round(step.duration_ms, 2))
+    log.info(
+        "decided", tier=decision.tier, score=decision.score, reasons=len(decision.score_reasons)
+    )
+
+    async def branch(name: str) -> tuple[str, BranchResult]:
+        started = time.perf_counter()
+        state: State = await tasks[name](lead, decision, return_state=True)
+        elapsed = (time.perf_counter() - started) * 1000
+        return name, await _branch_result(name, state, elapsed)
+
+    results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
+    for name, result in results.items():
+        steps.append(StepTiming(step=name, duration_ms=result.duration_ms))
+        log.info(
+            "branch",
+            branch=name,
+            status=result.status.value,
+            duration_ms=round(result.duration_ms, 2),
+            error=result.error,
+        )
+    return LeadOutcome(lead_id=lead.id, decision=decision, branches=results, steps=steps)
+
+
+async def _branch_result(name: str, state: State, elapsed_ms: float) -> BranchResult:
+    if state.is_completed():
+        detail = await state.aresult()
+        if state.name == "Cached":
+            return BranchResult(
+                status=BranchStatus.SKIPPED,
+                duration_ms=elapsed_ms,
+                detail=f"done before ({detail}); once-only key kept it from repeating",
+            )
+        return BranchResult(status=BranchStatus.OK, duration_ms=elapsed_ms, detail=detail)
+    exc = await state.aresult(raise_on_failure=False)
+    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else state.message
+    return BranchResult(status=BranchStatus.FAILED, duration_ms=elapsed_ms, error=reason)

@@ -1,0 +1,71 @@
+"""How tasks that call vendors retry: Prefect's own retries, told which errors to retry.
+
+- transient errors (timeouts, connection failures, 429, 5xx) are retried with
+  exponential backoff and jitter (`retries`, `retry_delay_seconds`,
+  `retry_jitter_factor` from `LEADFLOW_PIPELINE__*`);
+- permanent errors (400, 401, 403, ...) and bugs fail at once;
+- a 429's Retry-After is honoured: the retry condition waits out whatever part of
+  the server's delay exceeds the backoff Prefect is about to apply, capped at
+  `max_retry_after_seconds` so a vendor cannot stall a run for hours.
+
+The condition is `async def` on purpose: Prefect never retries an async task whose
+retry condition is a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect.tasks import Task, exponential_backoff
+
+from flows.runtime import current_runtime
+from integrations.errors import RateLimited, TransientError
+from leadflow.logging import get_logger
+from leadflow.settings import PipelineSettings
+
+log = get_logger(__name__)
+
+
+def retry_options(settings: PipelineSettings) -> dict[str, Any]:
+    """`Task.with_options` arguments for a task that calls a vendor."""
+    delays = (
+        exponential_backoff(backoff_factor=settings.retry_backoff_seconds)(settings.retries)
+        if settings.retry_backoff_seconds > 0
+        else 0
+    )
+    return {
+        "retries": settings.retries,
+        "retry_delay_seconds": delays,
+        "retry_jitter_factor": settings.retry_jitter_factor or None,
+        "retry_condition_fn": retry_transient_errors,
+    }
+
+
+async def retry_transient_errors(task: Task, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry TransientError only, after any Retry-After."""
+    exc = await state.aresult(raise_on_failure=False)
+    if not isinstance(exc, TransientError):
+        return False
+    if isinstance(exc, RateLimited) and exc.retry_after:
+        planned = _planned_delay(task, task_run.run_count)
+        cap = current_runtime().settings.pipeline.max_retry_after_seconds
+        extra = min(exc.retry_after, cap) - planned
+        if extra > 0:
+            log.info(
+                "honouring Retry-After",
+                task=task.name,
+                retry_after_s=exc.retry_after,
+                waiting_s=round(extra, 3),
+            )
+            await asyncio.sleep(extra)
+    return True
+
+
+def _planned_delay(task: Task, run_count: int) -> float:
+    delays = task.retry_delay_seconds
+    if not delays:
+        return 0.0
+    if isinstance(delays, list | tuple):
+        return float(delays[min(max(run_count - 1, 0), len(delays) - 1)])
+    return float(delays)

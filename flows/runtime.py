@@ -1,0 +1,80 @@
+"""What a flow run works with: settings, rules, adapters and stores, built once.
+
+Flow parameters must be plain data (Prefect records them), so the adapters are not
+passed in: a flow asks `current_runtime()`, which builds the runtime from settings on
+first use in this process and event loop, and reuses it for every later run (the
+warm path). `use_runtime()` puts a runtime in place for a block: the command line
+does this to close adapters cleanly at the end; tests and benchmarks do it to
+substitute adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from integrations.wiring import Adapters, build_adapters
+from leadflow.assignment import Assigner
+from leadflow.intake import Quarantine
+from leadflow.rules import Rules, load_rules
+from leadflow.settings import Settings, load_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    rules: Rules
+    adapters: Adapters
+    assigner: Assigner
+    quarantine: Quarantine
+
+    async def aclose(self) -> None:
+        await self.adapters.aclose()
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    rules: Rules | None = None,
+    **adapter_overrides,
+) -> Runtime:
+    """Load settings and rules (raising SettingsError / RulesError naming the key),
+    build the adapters and stores. No I/O beyond reading the rules file."""
+    settings = settings or load_settings()
+    rules = rules or load_rules(settings.rules_path)
+    return Runtime(
+        settings=settings,
+        rules=rules,
+        adapters=build_adapters(settings, rules, **adapter_overrides),
+        assigner=Assigner(rules.assignment, settings.database_url),
+        quarantine=Quarantine(settings.database_url),
+    )
+
+
+_override: ContextVar[Runtime | None] = ContextVar("leadflow_runtime", default=None)
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def current_runtime() -> Runtime:
+    runtime = _override.get()
+    if runtime is not None:
+        return runtime
+    loop = asyncio.get_running_loop()
+    if loop not in _per_loop:
+        _per_loop[loop] = build_runtime()
+    return _per_loop[loop]
+
+
+@contextmanager
+def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    token = _override.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _override.reset(token)

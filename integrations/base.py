@@ -1,0 +1,148 @@
+"""The adapter boundary: one small interface per kind of integration.
+
+Each interface has one or two async methods for a single lead and a bulk variant
+beside it. The bulk variant's default loops over the single one concurrently;
+vendors with a bulk endpoint override it (the micro-batch path calls the bulk
+methods). Side-effecting methods take an `idempotency_key`, one per lead and side
+effect, that the adapter passes on to the vendor or enforces itself, so a retried
+task or a repeated run does the side effect once.
+
+`side_effects` marks the kinds shadow mode must replace with a recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from pydantic import BaseModel
+
+from leadflow.intake import RawRecord
+from leadflow.models import CrmMatch, Decision, Lead, Score
+
+if TYPE_CHECKING:
+    from leadflow.rules import Rules
+    from leadflow.settings import Settings
+
+
+class LeadEvent(BaseModel):
+    """What the event sink stores for reporting: one row per processed lead."""
+
+    event_id: str
+    type: str = "lead.processed"
+    lead_id: str
+    occurred_at: datetime
+    decision: Decision
+
+
+class Adapter(ABC):
+    """Shared lifecycle of every adapter. Subclasses set `kind` through their interface
+    and `name` themselves; the registry keys them by the pair."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    side_effects: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        """Build from leadflow's settings (and the adapter's own). No I/O here:
+        connections open on first use."""
+        return cls()
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release connections. Called once when the run's adapters are closed."""
+
+
+class LeadSource(Adapter):
+    kind = "source"
+
+    @abstractmethod
+    def records(self) -> AsyncIterator[RawRecord]:
+        """Yield raw records in order."""
+
+
+class CRM(Adapter):
+    kind = "crm"
+    side_effects = True
+
+    @abstractmethod
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        """The existing contact and account for the lead, with owners and enrichment."""
+
+    @abstractmethod
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        """Create or update the lead's contact; returns the CRM's record id."""
+
+    async def look_up_many(self, leads: Sequence[Lead]) -> list[CrmMatch]:
+        return list(await asyncio.gather(*(self.look_up(lead) for lead in leads)))
+
+    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+        """Bulk upsert of (lead, decision, idempotency_key) triples, in order."""
+        return list(
+            await asyncio.gather(
+                *(self.upsert(lead, decision, idempotency_key=key) for lead, decision, key in items)
+            )
+        )
+
+
+class Notifier(Adapter):
+    kind = "notifier"
+    side_effects = True
+
+    @abstractmethod
+    async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
+        """Tell the assigned rep or team about the lead."""
+
+    async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
+        await asyncio.gather(
+            *(self.notify(lead, decision, idempotency_key=key) for lead, decision, key in items)
+        )
+
+
+class EventSink(Adapter):
+    kind = "event_sink"
+    side_effects = True
+
+    @abstractmethod
+    async def record(self, event: LeadEvent) -> None:
+        """Store the event; an event whose `event_id` is already stored is ignored."""
+
+    async def record_many(self, events: Sequence[LeadEvent]) -> None:
+        await asyncio.gather(*(self.record(event) for event in events))
+
+
+class Scorer(Adapter):
+    kind = "scorer"
+
+    @abstractmethod
+    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
+        """Score the lead, with the reasons behind the points."""
+
+    async def score_many(
+        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+    ) -> list[Score]:
+        return list(
+            await asyncio.gather(
+                *(self.score(lead, m) for lead, m in zip(leads, matches, strict=True))
+            )
+        )
+
+
+__all__ = [
+    "CRM",
+    "KINDS",
+    "Adapter",
+    "EventSink",
+    "LeadEvent",
+    "LeadSource",
+    "Notifier",
+    "RawRecord",
+    "Scorer",
+]
+
+KINDS: dict[str, type[Adapter]] = {
+    cls.kind: cls for cls in (LeadSource, CRM, Notifier, EventSink, Scorer)
+}

@@ -1,0 +1,99 @@
+"""Leads from a CSV or JSONL file.
+
+Every record keeps its position (CSV row counting the header as row 1, JSONL line),
+so a set-aside record can be found in the file. A row that cannot be parsed into
+fields (a ragged CSV row, a line that is not a JSON object) is still yielded, with
+`error` set, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from integrations.base import LeadSource, RawRecord
+
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class FileLeadSource(LeadSource):
+    name = "file"
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+
+    async def records(self) -> AsyncIterator[RawRecord]:
+        if self.path is None:
+            raise ValueError("the file source needs a path")
+        for record in read_records(self.path):
+            yield record
+
+
+def read_records(path: Path) -> list[RawRecord]:
+    """All records of a CSV or JSONL file, in order. Raises ValueError for a file
+    leadflow cannot read at all (unknown suffix, no header)."""
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: expected a .csv or .jsonl file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return _read_csv(handle, str(path)) if kind == "csv" else _read_jsonl(handle, str(path))
+
+
+def _read_csv(handle, origin: str) -> list[RawRecord]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if not header:
+        raise ValueError(f"{origin}: the CSV file has no header row")
+    header = [name.strip() for name in header]
+    records = []
+    for row in reader:
+        position = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines are not records
+        if len(row) != len(header):
+            records.append(
+                RawRecord(
+                    position=position,
+                    data={f"column_{i + 1}": cell for i, cell in enumerate(row)},
+                    error=f"malformed row: {len(row)} fields, the header has {len(header)}",
+                    origin=origin,
+                )
+            )
+            continue
+        records.append(
+            RawRecord(position=position, data=dict(zip(header, row, strict=True)), origin=origin)
+        )
+    return records
+
+
+def _read_jsonl(handle, origin: str) -> list[RawRecord]:
+    records = []
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            records.append(
+                RawRecord(
+                    position=number,
+                    data={"line": line.rstrip("\n")},
+                    error=f"malformed line: not JSON ({exc.msg})",
+                    origin=origin,
+                )
+            )
+            continue
+        if not isinstance(data, dict):
+            records.append(
+                RawRecord(
+                    position=number,
+                    data={"line": line.rstrip("\n")},
+                    error=f"malformed line: a JSON {type(data).__name__}, not an object",
+                    origin=origin,
+                )
+            )
+            continue
+        records.append(RawRecord(position=number, data=data, origin=origin))
+    return records

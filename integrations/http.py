@@ -1,0 +1,89 @@
+"""HTTP plumbing shared by adapters that talk to vendors: one client factory and one
+place that turns httpx outcomes into the `integrations.errors` tree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from integrations.errors import (
+    AdapterError,
+    AuthenticationError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+
+USER_AGENT = "leadflow/0.1 (+https://github.com/leadflow)"
+
+
+def make_client(
+    base_url: str, *, timeout: float, headers: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """An AsyncClient with our timeouts and user agent. Connection retries are left
+    to the pipeline's task retries, which back off and are visible in Prefect."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout),
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_for_response(response: httpx.Response, operation: str) -> AdapterError | None:
+    """The adapter error a response stands for, or None when it succeeded."""
+    status = response.status_code
+    if status < 400:
+        return None
+    where = f"{operation}: HTTP {status} from {response.request.method} {response.request.url.path}"
+    if status == 429 or (status == 503 and "retry-after" in response.headers):
+        return RateLimited(where, parse_retry_after(response.headers.get("retry-after")))
+    if status >= 500 or status == 408:
+        return TransientError(where)
+    if status in (401, 403):
+        return AuthenticationError(where)
+    return PermanentError(where)
+
+
+def raise_for_response(response: httpx.Response, operation: str) -> None:
+    error = error_for_response(response, operation)
+    if error is not None:
+        raise error
+
+
+def error_for_exception(exc: httpx.HTTPError, operation: str) -> AdapterError:
+    """Timeouts and connection failures are transient; other client errors are not."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
+        return TransientError(f"{operation}: {kind}")
+    return PermanentError(f"{operation}: {kind}")
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request, operation: str) -> httpx.Response:
+    """Send a request and raise the matching adapter error on failure."""
+    try:
+        response = await client.send(request)
+    except httpx.HTTPError as exc:
+        raise error_for_exception(exc, operation) from exc
+    raise_for_response(response, operation)
+    return response

@@ -1,0 +1,163 @@
+"""A CRM on the local database, so the pipeline runs with no vendor account.
+
+Contacts and accounts have owners; the look-up reads them (and the account's size
+and country as enrichment), the upsert writes the lead's contact keyed by email, so
+processing a lead twice updates one contact and never creates a second. On first use
+the tables are seeded from a JSON file (examples/crm_seed.json by default) with
+accounts and contacts whose owners make the owner-match rule fire in the sample run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integrations.base import CRM
+from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.models import CrmMatch, Decision, Lead
+from leadflow.rules import Rules
+from leadflow.settings import AdapterSettings, Settings, load_settings
+
+metadata = MetaData()
+
+accounts = Table(
+    "crm_accounts",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("domain", String, nullable=False, unique=True),
+    Column("name", String),
+    Column("owner", String),
+    Column("employee_count", Integer),
+    Column("country", String),
+)
+
+contacts = Table(
+    "crm_contacts",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("email", String, nullable=False, unique=True),
+    Column("first_name", String),
+    Column("last_name", String),
+    Column("company", String),
+    Column("title", String),
+    Column("country", String),
+    Column("owner", String),
+    Column("lead_id", String),
+    Column("score", Integer),
+    Column("tier", String),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+
+class LocalCrmSettings(AdapterSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_LOCAL_CRM_")
+
+    seed_path: Path | None = Field(
+        default=Path("examples/crm_seed.json"),
+        description="accounts and contacts loaded into an empty local CRM",
+    )
+
+
+class LocalCRM(CRM):
+    name = "local"
+
+    def __init__(self, database_url: str, seed_path: Path | None = None) -> None:
+        self.database_url = database_url
+        self.seed_path = seed_path
+        self._lock = asyncio.Lock()
+        self._ready: AsyncEngine | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        own = load_settings(LocalCrmSettings)
+        return cls(settings.database_url, own.seed_path)
+
+    async def _engine(self) -> AsyncEngine:
+        """Tables created and seed loaded before the first read or write, exactly once,
+        however many leads arrive at the same moment."""
+        async with self._lock:
+            if self._ready is None:
+                engine = await ensure_tables(self.database_url, metadata)
+                if self.seed_path is not None:
+                    await self._seed(engine, self.seed_path)
+                self._ready = engine
+        return self._ready
+
+    async def _seed(self, engine: AsyncEngine, seed_path: Path) -> None:
+        seed = json.loads(await asyncio.to_thread(Path(seed_path).read_text))
+        async with engine.begin() as connection:
+            if seed.get("accounts"):
+                await connection.execute(
+                    insert_ignoring_duplicates(engine, accounts, ["id"]), seed["accounts"]
+                )
+            if seed.get("contacts"):
+                rows = [{"updated_at": None, **row} for row in seed["contacts"]]
+                await connection.execute(insert_ignoring_duplicates(engine, contacts, ["id"]), rows)
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        engine = await self._engine()
+        async with engine.connect() as connection:
+            contact = (
+                await connection.execute(select(contacts).where(contacts.c.email == lead.email))
+            ).first()
+            account = (
+                await connection.execute(select(accounts).where(accounts.c.domain == lead.domain))
+            ).first()
+        enrichment = {}
+        if account is not None:
+            enrichment = {
+                key: value
+                for key, value in (
+                    ("company", account.name),
+                    ("employee_count", account.employee_count),
+                    ("country", account.country),
+                )
+                if value is not None
+            }
+        return CrmMatch(
+            contact_id=contact.id if contact else None,
+            contact_owner=contact.owner if contact else None,
+            account_id=account.id if account else None,
+            account_owner=account.owner if account else None,
+            enrichment=enrichment,
+        )
+
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        engine = await self._engine()
+        values = {
+            "first_name": lead.first_name,
+            "last_name": lead.last_name,
+            "company": lead.company,
+            "title": lead.title,
+            "country": lead.country,
+            "owner": decision.rep,
+            "lead_id": lead.id,
+            "score": decision.score,
+            "tier": decision.tier,
+            "updated_at": datetime.now(UTC),
+        }
+        async with engine.begin() as connection:
+            existing = (
+                await connection.execute(
+                    select(contacts.c.id).where(contacts.c.email == lead.email)
+                )
+            ).scalar()
+            if existing is not None:
+                await connection.execute(
+                    update(contacts).where(contacts.c.id == existing).values(**values)
+                )
+                return existing
+            contact_id = f"c_{uuid.uuid5(uuid.NAMESPACE_URL, lead.email).hex[:12]}"
+            await connection.execute(
+                contacts.insert().values(id=contact_id, email=lead.email, **values)
+            )
+            return contact_id

@@ -1,0 +1,24 @@
+"""The default scorer: points from the rules file (see leadflow.rules.score_lead)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from integrations.base import Scorer
+from leadflow.models import CrmMatch, Lead, Score
+from leadflow.rules import Rules, ScoringRules, score_lead
+from leadflow.settings import Settings
+
+
+class RulesScorer(Scorer):
+    name = "rules"
+
+    def __init__(self, rules: ScoringRules) -> None:
+        self.rules = rules
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(rules.scoring)
+
+    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
+        return score_lead(lead, self.rules)

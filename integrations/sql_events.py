@@ -1,0 +1,73 @@
+"""An event sink on the local database: one row per processed lead, for reporting.
+
+    sqlite3 .leadflow/leadflow.db \
+      "select tier, rep, count(*) from lead_events group by 1, 2"
+
+The event id is the once-only key, so storing the same event again changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
+
+from integrations.base import EventSink, LeadEvent
+from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.rules import Rules
+from leadflow.settings import Settings
+
+metadata = MetaData()
+
+lead_events = Table(
+    "lead_events",
+    metadata,
+    Column("event_id", String, primary_key=True),
+    Column("type", String, nullable=False),
+    Column("lead_id", String, nullable=False, index=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("tier", String, nullable=False),
+    Column("follow_up", String, nullable=False),
+    Column("rep", String, nullable=False),
+    Column("assignment_rule", String, nullable=False),
+    Column("decision", JSON, nullable=False),
+)
+
+
+class SqlEventSink(EventSink):
+    name = "sqlite"
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(settings.database_url)
+
+    async def record(self, event: LeadEvent) -> None:
+        await self.record_many([event])
+
+    async def record_many(self, events) -> None:
+        if not events:
+            return
+        engine = await ensure_tables(self.database_url, metadata)
+        rows = [
+            {
+                "event_id": event.event_id,
+                "type": event.type,
+                "lead_id": event.lead_id,
+                "occurred_at": event.occurred_at,
+                "score": event.decision.score,
+                "tier": event.decision.tier,
+                "follow_up": event.decision.follow_up.value,
+                "rep": event.decision.rep,
+                "assignment_rule": event.decision.assignment_rule,
+                "decision": event.decision.model_dump(mode="json"),
+            }
+            for event in events
+        ]
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert_ignoring_duplicates(engine, lead_events, ["event_id"]), rows
+            )

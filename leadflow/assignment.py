@@ -1,0 +1,138 @@
+"""Rep assignment: an ordered waterfall, with weighted round robin as its third step.
+
+1. the owner of the existing contact, else of the account, from the CRM look-up
+   (skipped when that owner is marked unavailable in the rules);
+2. the first territory that matches the lead (country or region, company size) and
+   whose team has an available rep: weighted round robin within that team;
+3. the fallback owner.
+
+Round robin is "smooth weighted round robin" (the nginx algorithm): every pick adds
+each available rep's weight to their running credit, picks the rep with the most
+credit and charges them the team's total weight. After any number of picks each
+rep's count is within one of their exact weighted share, and the order interleaves
+(A B A C A B ...) instead of bursting. The credits live in the database and each
+pick runs in one write transaction (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE
+on PostgreSQL), so concurrent tasks or processes never read the same state.
+
+A lead's assignment is stored with it: assigning the same lead again (a retried
+task, a rerun of the file) returns the first answer and does not move the rotation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadflow.db import ensure_tables
+from leadflow.models import Assignment, CrmMatch, Lead
+from leadflow.rules import AssignmentRules, Rep
+
+metadata = MetaData()
+
+round_robin_credit = Table(
+    "round_robin_credit",
+    metadata,
+    Column("team", String, primary_key=True),
+    Column("rep", String, primary_key=True),
+    Column("credit", Integer, nullable=False),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("lead_id", String, primary_key=True),
+    Column("rep", String, nullable=False),
+    Column("rule", String, nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def pick_weighted(reps: list[Rep], credit: dict[str, int]) -> tuple[str, dict[str, int]]:
+    """One smooth-weighted-round-robin pick over available reps.
+
+    Returns the chosen rep and the new credits (only available reps change).
+    Ties go to the rep listed first, so the order is deterministic.
+    """
+    available = [rep for rep in reps if rep.available]
+    total = sum(rep.weight for rep in available)
+    new_credit = dict(credit)
+    for rep in available:
+        new_credit[rep.id] = new_credit.get(rep.id, 0) + rep.weight
+    chosen = max(available, key=lambda rep: (new_credit[rep.id], -available.index(rep)))
+    new_credit[chosen.id] -= total
+    return chosen.id, new_credit
+
+
+class Assigner:
+    """Runs the waterfall for a lead against the persisted round-robin state."""
+
+    def __init__(self, rules: AssignmentRules, database_url: str) -> None:
+        self.rules = rules
+        self.database_url = database_url
+        self._unavailable = {
+            rep.id for team in rules.teams.values() for rep in team.reps if not rep.available
+        }
+
+    async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment:
+        engine = await ensure_tables(self.database_url, metadata)
+        async with engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    select(assignments.c.rep, assignments.c.rule).where(
+                        assignments.c.lead_id == lead.id
+                    )
+                )
+            ).first()
+            if row is not None:
+                return Assignment(rep=row.rep, rule=row.rule)
+            assignment = await self._waterfall(connection, lead, match)
+            await connection.execute(
+                assignments.insert().values(
+                    lead_id=lead.id,
+                    rep=assignment.rep,
+                    rule=assignment.rule,
+                    assigned_at=datetime.now(UTC),
+                )
+            )
+        return assignment
+
+    async def _waterfall(
+        self, connection: AsyncConnection, lead: Lead, match: CrmMatch | None
+    ) -> Assignment:
+        owner = match.owner if match and self.rules.use_crm_owner else None
+        if owner and owner[0] not in self._unavailable:
+            return Assignment(rep=owner[0], rule=f"crm_owner:{owner[1]}")
+        for territory in self.rules.territories:
+            team = self.rules.teams[territory.team]
+            if territory.matches(lead, self.rules.regions) and any(r.available for r in team.reps):
+                rep = await self._next_in_rotation(connection, territory.team, team.reps)
+                return Assignment(
+                    rep=rep, rule=f"territory:{territory.name}/round_robin:{territory.team}"
+                )
+        return Assignment(rep=self.rules.fallback_owner, rule="fallback")
+
+    async def _next_in_rotation(
+        self, connection: AsyncConnection, team: str, reps: list[Rep]
+    ) -> str:
+        query = (
+            select(round_robin_credit.c.rep, round_robin_credit.c.credit)
+            .where(round_robin_credit.c.team == team)
+            .with_for_update()
+        )
+        credit = {row.rep: row.credit for row in await connection.execute(query)}
+        chosen, new_credit = pick_weighted(reps, credit)
+        for rep, value in new_credit.items():
+            if rep in credit:
+                if credit[rep] != value:
+                    await connection.execute(
+                        update(round_robin_credit)
+                        .where(round_robin_credit.c.team == team, round_robin_credit.c.rep == rep)
+                        .values(credit=value)
+                    )
+            else:
+                await connection.execute(
+                    round_robin_credit.insert().values(team=team, rep=rep, credit=value)
+                )
+        return chosen

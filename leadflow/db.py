@@ -1,0 +1,91 @@
+"""One place that turns a database URL into a ready SQLAlchemy async engine.
+
+SQLite is the default (a file under .leadflow/); PostgreSQL works with a
+`postgresql+asyncpg://` URL (install the `postgres` extra). Two SQLite details are
+settled here so nothing else has to think about them:
+
+- every transaction starts with BEGIN IMMEDIATE, which takes the write lock up
+  front; read-then-write sequences (round robin, once-only ledgers) are then
+  serialised across tasks and processes instead of failing with "database is locked"
+  half-way; on PostgreSQL the same code uses SELECT ... FOR UPDATE;
+- WAL journaling and a busy timeout, so readers do not block the writer.
+
+Engines are cached per event loop: an asyncio connection pool belongs to the loop
+that made it, and tests, the CLI and Prefect workers each run their own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from pathlib import Path
+
+from sqlalchemy import MetaData, Table, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = (
+    weakref.WeakKeyDictionary()
+)
+_created: set[tuple[int, str, int]] = set()
+
+
+def get_engine(url: str) -> AsyncEngine:
+    """The engine for `url` on the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    per_loop = _engines.setdefault(loop, {})
+    if url not in per_loop:
+        per_loop[url] = _create_engine(url)
+    return per_loop[url]
+
+
+def _create_engine(url: str) -> AsyncEngine:
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - driver hook
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection):  # pragma: no cover - driver hook
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+async def ensure_tables(url: str, metadata: MetaData) -> AsyncEngine:
+    """The engine for `url`, with `metadata`'s tables created once per engine."""
+    engine = get_engine(url)
+    key = (id(engine), url, id(metadata))
+    if key not in _created:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        _created.add(key)
+    return engine
+
+
+async def dispose_engines() -> None:
+    """Close the running loop's engines (end of a CLI command or a test session)."""
+    loop = asyncio.get_running_loop()
+    for engine in _engines.pop(loop, {}).values():
+        await engine.dispose()
+
+
+def insert_ignoring_duplicates(engine: AsyncEngine, table: Table, index: list[str]):
+    """INSERT that does nothing when a row with the same `index` columns exists:
+    the building block of every once-only write."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=index)

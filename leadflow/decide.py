@@ -1,0 +1,83 @@
+"""The sequential part of the pipeline after the look-up: score, decide the follow-up,
+assign a rep. Plain async functions with no Prefect in them, so the flow, the
+benchmark's plain-asyncio baseline and the coming micro-batch path share one
+implementation and one set of timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
+
+from leadflow.models import Assignment, CrmMatch, Decision, Lead, Score, StepTiming
+from leadflow.rules import Rules
+
+T = TypeVar("T")
+
+
+class ScoresLeads(Protocol):
+    async def score(self, lead: Lead, match: CrmMatch | None) -> Score: ...
+
+
+class AssignsReps(Protocol):
+    async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment: ...
+
+
+def apply_enrichment(lead: Lead, match: CrmMatch | None) -> Lead:
+    """The lead with blanks filled from the CRM (company, size, country): what the
+    record says wins, what the CRM knows fills the gaps."""
+    if match is None or not match.enrichment:
+        return lead
+    known = set(lead.model_fields)
+    fills = {
+        key: value
+        for key, value in match.enrichment.items()
+        if key in known and getattr(lead, key) in (None, "")
+    }
+    return lead.model_copy(update=fills) if fills else lead
+
+
+async def timed(steps: list[StepTiming], name: str, work: Callable[[], Awaitable[T]]) -> T:
+    started = time.perf_counter()
+    try:
+        return await work()
+    finally:
+        steps.append(StepTiming(step=name, duration_ms=(time.perf_counter() - started) * 1000))
+
+
+async def decide(
+    lead: Lead,
+    match: CrmMatch | None,
+    *,
+    rules: Rules,
+    scorer: ScoresLeads,
+    assigner: AssignsReps,
+    received_at: datetime | None = None,
+) -> tuple[Decision, list[StepTiming]]:
+    """Score, then the follow-up from the tier, then the rep. Returns the Decision and
+    how long each step took."""
+    steps: list[StepTiming] = []
+    enriched = apply_enrichment(lead, match)
+    score = await timed(steps, "score", lambda: scorer.score(enriched, match))
+
+    async def follow_up():
+        return rules.tier_for(score.value)
+
+    tier = await timed(steps, "follow_up", follow_up)
+    assignment = await timed(steps, "assign", lambda: assigner.assign(enriched, match))
+    start = received_at or lead.created_at or datetime.now(UTC)
+    decision = Decision(
+        lead_id=lead.id,
+        score=score.value,
+        score_reasons=score.reasons,
+        tier=tier.name,
+        follow_up=tier.follow_up,
+        sla_minutes=tier.sla_minutes,
+        due_at=start + timedelta(minutes=tier.sla_minutes) if tier.sla_minutes else None,
+        rep=assignment.rep,
+        assignment_rule=assignment.rule,
+        rules_version=rules.version,
+    )
+    return decision, steps

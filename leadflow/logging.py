@@ -1,0 +1,142 @@
+"""structlog, configured once at the entry point.
+
+- Lines carry `lead_id` (bound with `structlog.contextvars.bound_contextvars`) and the
+  Prefect `flow_run_id` / `task_run_id` of the run they were written in.
+- On a terminal they are readable (ConsoleRenderer); otherwise one JSON object per
+  line. `LEADFLOW_LOG__FORMAT` overrides the choice.
+- Inside a flow or task run they also reach the Prefect UI, under that run, through
+  Prefect's own API log handler attached to the `leadflow` logger.
+- Secrets never appear: SecretStr values and values under secret-looking keys are
+  replaced before any renderer sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+from leadflow.settings import LogSettings
+
+LOGGER_NAME = "leadflow"
+REDACTED = "**********"
+_SECRET_KEY = re.compile(r"token|secret|password|api_key|authorization|cookie", re.IGNORECASE)
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: mask SecretStr values and values under secret-looking keys."""
+    return {key: _redact(key, value) for key, value in event_dict.items()}
+
+
+def _redact(key: str, value: Any) -> Any:
+    if isinstance(value, SecretStr) or (_SECRET_KEY.search(key) and value not in (None, "")):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact(key, v) for v in value)
+    return value
+
+
+def add_run_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the Prefect flow and task run this line was written in."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:  # pragma: no cover - prefect is a dependency
+        return event_dict
+    task_context = TaskRunContext.get()
+    flow_context = FlowRunContext.get()
+    if task_context is not None:
+        event_dict.setdefault("task_run_id", str(task_context.task_run.id))
+        event_dict.setdefault("flow_run_id", str(task_context.task_run.flow_run_id))
+    elif flow_context is not None and flow_context.flow_run is not None:
+        event_dict.setdefault("flow_run_id", str(flow_context.flow_run.id))
+    return event_dict
+
+
+SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    add_run_ids,
+    redact_secrets,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+class _InRunOnly(logging.Filter):
+    """Pass only records written inside a Prefect flow or task run, so lines from the
+    command line itself do not make Prefect's handler warn about a missing run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def configure_logging(settings: LogSettings, *, console_level: str | None = None) -> None:
+    """Configure structlog and the `leadflow` stdlib logger. Safe to call again: the
+    second call replaces the handlers instead of adding more.
+
+    `console_level` lets the command line keep the terminal quiet (progress bar) while
+    the Prefect UI still receives every line at `settings.level`.
+    """
+    use_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *SHARED_PROCESSORS,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level or settings.level)
+    console.setFormatter(structlog.stdlib.ProcessorFormatter(processor=renderer))
+
+    handlers: list[logging.Handler] = [console]
+    try:
+        from prefect.logging.handlers import APILogHandler
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        to_prefect = APILogHandler()
+        to_prefect.setLevel(settings.level)
+        to_prefect.addFilter(_InRunOnly())
+        # The UI shows plain text: key=value pairs, no colours.
+        to_prefect.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processor=structlog.processors.KeyValueRenderer(
+                    key_order=["event", "lead_id"], drop_missing=True
+                )
+            )
+        )
+        handlers.append(to_prefect)
+
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.setLevel(settings.level)
+    logger.propagate = False
+
+
+def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
+    """A structlog logger under the `leadflow` stdlib logger."""
+    if not name.startswith(LOGGER_NAME):
+        name = f"{LOGGER_NAME}.{name}"
+    return structlog.get_logger(name)

@@ -1,0 +1,262 @@
+"""The records the pipeline passes along: a Lead in, a Decision made, a LeadOutcome out.
+
+They are plain pydantic models with no behaviour beyond validation, so that every
+adapter, flow and report speaks the same language, and so that a Decision from the
+new pipeline can be compared field by field with one from the current process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A deliberately small email check: one @, a dot in the domain, no spaces. The
+# vendors validate further; here we only need to reject what cannot be an address.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Fields that map onto Lead attributes; everything else in a raw record lands in
+# `attributes` so that engagement rules can score it.
+LEAD_FIELDS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "domain",
+    "title",
+    "country",
+    "source",
+    "employee_count",
+    "created_at",
+)
+
+
+def derive_lead_id(email: str, source: str | None) -> str:
+    """A stable id for a record that brings none: the same person from the same
+    source is the same lead, so reruns and retries find the work already done."""
+    digest = hashlib.sha256(f"{source or ''}|{email}".encode()).hexdigest()
+    return f"lead_{digest[:16]}"
+
+
+class Lead(BaseModel):
+    """A validated lead. Build one with `Lead.from_record(raw)`."""
+
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    id: str = Field(min_length=1)
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    domain: str
+    title: str | None = None
+    country: str | None = None
+    source: str | None = None
+    employee_count: int | None = Field(default=None, ge=0)
+    created_at: datetime | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _normalise_email(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        email = value.strip().lower()
+        if not _EMAIL.match(email):
+            raise ValueError(f"{value!r} is not an email address")
+        return email
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _normalise_domain(cls, value: Any) -> Any:
+        return value.strip().lower().removeprefix("www.") if isinstance(value, str) else value
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _normalise_country(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("created_at")
+    @classmethod
+    def _assume_utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _normalise_source(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @classmethod
+    def from_record(cls, raw: dict[str, Any]) -> Lead:
+        """Validate a raw record (a CSV row, a JSON object, a webhook body).
+
+        Empty strings count as absent, the domain defaults to the email's, the id
+        defaults to `derive_lead_id`, and unknown keys become `attributes`.
+        Raises pydantic.ValidationError naming the offending field.
+        """
+        record = {k.strip(): v for k, v in raw.items() if isinstance(k, str)}
+        cleaned = {k: v for k, v in record.items() if v is not None and v != ""}
+        fields = {k: cleaned[k] for k in LEAD_FIELDS if k in cleaned}
+        extra = {k: v for k, v in cleaned.items() if k not in LEAD_FIELDS and k != "attributes"}
+        nested = cleaned.get("attributes")
+        fields["attributes"] = {**extra, **(nested if isinstance(nested, dict) else {})}
+        return cls.model_validate(fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_email(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        email = data.get("email")
+        if isinstance(email, str) and "@" in email:
+            normalised = email.strip().lower()
+            data = dict(data)
+            data.setdefault("domain", normalised.rsplit("@", 1)[1])
+            if not data.get("id"):
+                data["id"] = derive_lead_id(normalised, _lower(data.get("source")))
+        return data
+
+
+def lead_id_of(raw: dict[str, Any]) -> str | None:
+    """The id a raw record will have once validated, or None if it has no usable email."""
+    if raw.get("id"):
+        return str(raw["id"]).strip()
+    email = raw.get("email")
+    if isinstance(email, str) and "@" in email:
+        return derive_lead_id(email.strip().lower(), _lower(raw.get("source")))
+    return None
+
+
+def _lower(value: Any) -> str | None:
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+class CrmMatch(BaseModel):
+    """What the CRM look-up found: an existing contact and/or account, with owners."""
+
+    contact_id: str | None = None
+    contact_owner: str | None = None
+    account_id: str | None = None
+    account_owner: str | None = None
+    enrichment: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def owner(self) -> tuple[str, str] | None:
+        """The owner to route to, with where it came from: contact first, then account."""
+        if self.contact_owner:
+            return self.contact_owner, "contact"
+        if self.account_owner:
+            return self.account_owner, "account"
+        return None
+
+
+class ScoreReason(BaseModel):
+    """One line of the score's arithmetic, so a rep (or a shadow report) can see why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str
+    rule: str
+    points: int
+
+
+class Score(BaseModel):
+    value: int
+    reasons: list[ScoreReason] = Field(default_factory=list)
+
+
+class FollowUpType(StrEnum):
+    CALL = "call"
+    EMAIL_SEQUENCE = "email_sequence"
+    NURTURE = "nurture"
+    NONE = "none"
+
+
+class Assignment(BaseModel):
+    rep: str
+    rule: str
+
+
+class Decision(BaseModel):
+    """Everything the pipeline decided about one lead.
+
+    It is the unit shadow mode compares with the current process, so every field is
+    a plain value with a stable meaning: `COMPARED_FIELDS` names those a comparison
+    should look at (timestamps and reasons explain, they are not the decision).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    COMPARED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "score",
+        "tier",
+        "follow_up",
+        "sla_minutes",
+        "rep",
+    )
+
+    lead_id: str
+    score: int
+    score_reasons: list[ScoreReason]
+    tier: str
+    follow_up: FollowUpType
+    sla_minutes: int | None
+    due_at: datetime | None
+    rep: str
+    assignment_rule: str
+    rules_version: str
+
+    def differences(self, other: Decision) -> dict[str, tuple[Any, Any]]:
+        """Field-by-field differences over COMPARED_FIELDS: {field: (self, other)}."""
+        return {
+            name: (getattr(self, name), getattr(other, name))
+            for name in self.COMPARED_FIELDS
+            if getattr(self, name) != getattr(other, name)
+        }
+
+
+class BranchStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class BranchResult(BaseModel):
+    """What one side-effect branch did for one lead."""
+
+    status: BranchStatus
+    duration_ms: float = 0.0
+    error: str | None = None
+    detail: str | None = None
+
+
+class StepTiming(BaseModel):
+    step: str
+    duration_ms: float
+
+
+class LeadOutcome(BaseModel):
+    """The Decision plus one result per side-effect branch."""
+
+    lead_id: str
+    decision: Decision
+    branches: dict[str, BranchResult]
+    steps: list[StepTiming] = Field(default_factory=list)
+
+    @property
+    def failed_branches(self) -> dict[str, str]:
+        """{branch: reason} for every branch that failed after its retries."""
+        return {
+            name: result.error or "failed"
+            for name, result in self.branches.items()
+            if result.status is BranchStatus.FAILED
+        }
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_branches

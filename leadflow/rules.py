@@ -1,0 +1,349 @@
+"""The rules file: scoring points, tiers with their follow-up, and the assignment waterfall.
+
+Operations people own this file, so it is validated in full at start-up and every
+error names the key that is wrong (`assignment.territories.1.team: ...`). Loading is
+the only I/O here; everything else in this module is a pure function of the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leadflow.models import FollowUpType, Lead, Score, ScoreReason
+
+
+class RulesError(ValueError):
+    """The rules file cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    # A typo in a key is an error, not a silently ignored rule.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- scoring -----------------------------------------------------------------------
+
+
+class TitleRule(_Strict):
+    keywords: list[str] = Field(min_length=1)
+    points: int
+
+
+class SizeBand(_Strict):
+    min: int = Field(default=0, ge=0)
+    max: int | None = Field(default=None, ge=0)
+    points: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+    def contains(self, count: int) -> bool:
+        return count >= self.min and (self.max is None or count <= self.max)
+
+
+class FitRules(_Strict):
+    cap: int | None = Field(default=None, ge=0)
+    title_keywords: list[TitleRule] = Field(default_factory=list)
+    company_size: list[SizeBand] = Field(default_factory=list)
+    countries: dict[str, int] = Field(default_factory=dict)
+    sources: dict[str, int] = Field(default_factory=dict)
+
+
+class EngagementRule(_Strict):
+    attribute: str
+    equals: bool | int | float | str | None = None
+    at_least: float | None = None
+    points: int
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        if (self.equals is None) == (self.at_least is None):
+            raise ValueError("give exactly one of 'equals' or 'at_least'")
+        return self
+
+    def matches(self, attributes: dict[str, Any]) -> bool:
+        if self.attribute not in attributes:
+            return False
+        value = attributes[self.attribute]
+        if self.at_least is not None:
+            number = _as_number(value)
+            return number is not None and number >= self.at_least
+        if isinstance(self.equals, bool):
+            return _as_bool(value) is self.equals
+        return str(value).strip().lower() == str(self.equals).strip().lower()
+
+
+class EngagementRules(_Strict):
+    cap: int | None = Field(default=None, ge=0)
+    rules: list[EngagementRule] = Field(default_factory=list)
+
+
+class DomainList(_Strict):
+    points: int = Field(le=0)
+    domains: list[str] = Field(default_factory=list)
+
+
+class DisqualifierRules(_Strict):
+    cap: int | None = Field(default=None, le=0, description="the most the group can take away")
+    free_mail: DomainList | None = None
+    competitors: DomainList | None = None
+
+
+class ScoringRules(_Strict):
+    max_total: int = Field(default=100, gt=0)
+    fit: FitRules = Field(default_factory=FitRules)
+    engagement: EngagementRules = Field(default_factory=EngagementRules)
+    disqualifiers: DisqualifierRules = Field(default_factory=DisqualifierRules)
+
+
+# --- tiers -------------------------------------------------------------------------
+
+
+class Tier(_Strict):
+    name: str
+    min_score: int
+    follow_up: FollowUpType
+    sla_minutes: int | None = Field(default=None, gt=0)
+
+
+# --- assignment --------------------------------------------------------------------
+
+
+class Rep(_Strict):
+    id: str
+    weight: int = Field(default=1, gt=0)
+    available: bool = True
+
+
+class Team(_Strict):
+    reps: list[Rep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        ids = [rep.id for rep in self.reps]
+        duplicated = sorted({rep for rep in ids if ids.count(rep) > 1})
+        if duplicated:
+            raise ValueError(f"rep listed twice: {', '.join(duplicated)}")
+        return self
+
+
+class Territory(_Strict):
+    name: str
+    team: str
+    countries: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    min_employees: int | None = Field(default=None, ge=0)
+    max_employees: int | None = Field(default=None, ge=0)
+
+    def matches(self, lead: Lead, regions: dict[str, list[str]]) -> bool:
+        places = set(self.countries)
+        for region in self.regions:
+            places.update(regions[region])
+        if places and lead.country not in places:
+            return False
+        if self.min_employees is not None or self.max_employees is not None:
+            if lead.employee_count is None:
+                return False
+            if self.min_employees is not None and lead.employee_count < self.min_employees:
+                return False
+            if self.max_employees is not None and lead.employee_count > self.max_employees:
+                return False
+        return True
+
+
+class AssignmentRules(_Strict):
+    use_crm_owner: bool = True
+    fallback_owner: str
+    regions: dict[str, list[str]] = Field(default_factory=dict)
+    territories: list[Territory] = Field(default_factory=list)
+    teams: dict[str, Team] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Self:
+        for index, territory in enumerate(self.territories):
+            if territory.team not in self.teams:
+                raise ValueError(
+                    f"territories.{index}.team: team {territory.team!r} is not defined "
+                    "under [assignment.teams]"
+                )
+            for region in territory.regions:
+                if region not in self.regions:
+                    raise ValueError(
+                        f"territories.{index}.regions: region {region!r} is not defined "
+                        "under [assignment.regions]"
+                    )
+        return self
+
+
+# --- the file ----------------------------------------------------------------------
+
+
+class Rules(_Strict):
+    scoring: ScoringRules = Field(default_factory=ScoringRules)
+    tiers: list[Tier] = Field(min_length=1)
+    assignment: AssignmentRules
+    version: str = ""
+
+    @model_validator(mode="after")
+    def _tiers_cover_every_score(self) -> Self:
+        names = [tier.name for tier in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tiers: tier names must be unique")
+        if min(tier.min_score for tier in self.tiers) > 0:
+            raise ValueError("tiers: one tier needs min_score = 0 so that every lead has a tier")
+        return self
+
+    def tier_for(self, score: int) -> Tier:
+        """The highest tier whose threshold the score reaches."""
+        eligible = [tier for tier in self.tiers if score >= tier.min_score]
+        return max(eligible, key=lambda tier: tier.min_score)
+
+
+def load_rules(path: Path | str) -> Rules:
+    """Read and validate a TOML or YAML rules file; RulesError names the bad key."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RulesError(f"rules file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text.decode())
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RulesError(f"rules file {path}: not valid {path.suffix[1:]}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RulesError(f"rules file {path}: the top level must be a table of keys")
+    data.setdefault("version", hashlib.sha256(text).hexdigest()[:12])
+    try:
+        return Rules.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(f"rules file {path}:\n{_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
+    return "\n".join(lines)
+
+
+# --- scoring -----------------------------------------------------------------------
+
+
+def score_lead(lead: Lead, rules: ScoringRules) -> Score:
+    """Points for fit and engagement, minus disqualifiers, each group capped, then
+    the total clamped to [0, max_total]. Every point comes with its reason."""
+    reasons: list[ScoreReason] = []
+    reasons += _capped("fit", _fit_points(lead, rules.fit), rules.fit.cap)
+    engagement = [
+        ScoreReason(group="engagement", rule=_engagement_label(rule), points=rule.points)
+        for rule in rules.engagement.rules
+        if rule.matches(lead.attributes)
+    ]
+    reasons += _capped("engagement", engagement, rules.engagement.cap)
+    reasons += _capped("disqualifiers", _disqualifier_points(lead, rules.disqualifiers), None)
+    floor = rules.disqualifiers.cap
+    negative = sum(r.points for r in reasons if r.group == "disqualifiers")
+    if floor is not None and negative < floor:
+        reasons.append(
+            ScoreReason(group="disqualifiers", rule=f"capped at {floor}", points=floor - negative)
+        )
+    total = sum(reason.points for reason in reasons)
+    clamped = max(0, min(total, rules.max_total))
+    if clamped != total:
+        reasons.append(
+            ScoreReason(
+                group="total", rule=f"clamped to 0..{rules.max_total}", points=clamped - total
+            )
+        )
+    return Score(value=clamped, reasons=reasons)
+
+
+def _capped(group: str, reasons: list[ScoreReason], cap: int | None) -> list[ScoreReason]:
+    total = sum(reason.points for reason in reasons)
+    if cap is not None and total > cap:
+        reasons = [*reasons, ScoreReason(group=group, rule=f"capped at {cap}", points=cap - total)]
+    return reasons
+
+
+def _fit_points(lead: Lead, fit: FitRules) -> list[ScoreReason]:
+    reasons = []
+    title = (lead.title or "").lower()
+    for rule in fit.title_keywords:  # first matching rule wins: list the strongest first
+        hit = next((word for word in rule.keywords if word.lower() in title), None)
+        if hit:
+            reasons.append(ScoreReason(group="fit", rule=f"title has {hit!r}", points=rule.points))
+            break
+    if lead.employee_count is not None:
+        band = next((b for b in fit.company_size if b.contains(lead.employee_count)), None)
+        if band:
+            upper = f"-{band.max}" if band.max is not None else "+"
+            reasons.append(
+                ScoreReason(group="fit", rule=f"company size {band.min}{upper}", points=band.points)
+            )
+    if lead.country and lead.country in fit.countries:
+        reasons.append(
+            ScoreReason(
+                group="fit", rule=f"country {lead.country}", points=fit.countries[lead.country]
+            )
+        )
+    if lead.source and lead.source in fit.sources:
+        reasons.append(
+            ScoreReason(group="fit", rule=f"source {lead.source}", points=fit.sources[lead.source])
+        )
+    return reasons
+
+
+def _disqualifier_points(lead: Lead, rules: DisqualifierRules) -> list[ScoreReason]:
+    reasons = []
+    for label, domains in (("free-mail", rules.free_mail), ("competitor", rules.competitors)):
+        if domains and lead.domain in {d.lower() for d in domains.domains}:
+            reasons.append(
+                ScoreReason(
+                    group="disqualifiers",
+                    rule=f"{label} domain {lead.domain}",
+                    points=domains.points,
+                )
+            )
+    return reasons
+
+
+def _engagement_label(rule: EngagementRule) -> str:
+    if rule.at_least is not None:
+        return f"{rule.attribute} >= {rule.at_least:g}"
+    return f"{rule.attribute} = {rule.equals}"
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "yes", "y", "1"}:
+        return True
+    if text in {"false", "no", "n", "0", ""}:
+        return False
+    return None
