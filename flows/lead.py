@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -82,8 +83,14 @@ def once_key(branch: str, lead_id: str) -> str:
     return f"{branch}:{lead_id}"
 
 
+_BRANCH_ADAPTER = {"crm": "crm", "notify": "notifier", "event": "event_sink"}
+
+
 def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return once_key(branch, parameters["lead"].id).replace(":", "-")
+    """Prefect cache key of a branch task: the side effect, where it lands, the lead."""
+    adapter = getattr(current_runtime().adapters, _BRANCH_ADAPTER[branch])
+    scope = hashlib.sha256(adapter.once_scope.encode()).hexdigest()[:12]
+    return f"{branch}-{scope}-{parameters['lead'].id}"
 
 
 # --- the steps that are tasks ------------------------------------------------------
@@ -176,18 +183,7 @@ async def process_lead(
         await runtime.quarantine.put([checked])
         log.warning("lead set aside", where=checked.where, reason=checked.reason)
         raise InvalidLeadError(checked)
-    lead = checked
-    with bound_contextvars(lead_id=lead.id):
-        outcome = await run_pipeline(lead, runtime, steps)
-        log.info(
-            "lead processed",
-            tier=outcome.decision.tier,
-            score=outcome.decision.score,
-            rep=outcome.decision.rep,
-            rule=outcome.decision.assignment_rule,
-            branches={name: result.status.value for name, result in outcome.branches.items()},
-            total_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+    outcome = await run_pipeline(checked, runtime, steps, started=started)
     if not outcome.ok:
         raise BranchesFailedError(outcome)
     return outcome
@@ -197,38 +193,59 @@ async def _validate(record: RawRecord) -> Lead | Rejection:
     return validate_record(record)
 
 
-async def run_pipeline(lead: Lead, runtime: Runtime, steps: list[StepTiming]) -> LeadOutcome:
-    """The steps after validation, inside the current flow run."""
+async def run_pipeline(
+    lead: Lead, runtime: Runtime, steps: list[StepTiming], *, started: float | None = None
+) -> LeadOutcome:
+    """The steps after validation, inside the current flow run: look up and decide in
+    order, then the three branches at once. A failed branch is reported in the outcome,
+    not raised; a failed look-up or decision raises, since nothing can follow it."""
+    started = started or time.perf_counter()
     tasks = _configured(runtime.settings.pipeline)
-    match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
-    decision, decide_steps = await timed(steps, "decide", lambda: decide_lead(lead, match))
-    steps.extend(decide_steps)
-    for step in steps:
-        log.info("step", step=step.step, duration_ms=round(step.duration_ms, 2))
-    log.info(
-        "decided", tier=decision.tier, score=decision.score, reasons=len(decision.score_reasons)
+    with bound_contextvars(lead_id=lead.id):
+        match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
+        decision, decide_steps = await timed(steps, "decide", lambda: decide_lead(lead, match))
+        steps.extend(decide_steps)
+
+        async def branch(name: str) -> tuple[str, BranchResult]:
+            began = time.perf_counter()
+            state: State = await tasks[name](lead, decision, return_state=True)
+            elapsed = (time.perf_counter() - began) * 1000
+            return name, await _branch_result(state, elapsed)
+
+        results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
+        steps.extend(
+            StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()
+        )
+        outcome = LeadOutcome(lead_id=lead.id, decision=decision, branches=results, steps=steps)
+        _log_outcome(outcome, time.perf_counter() - started)
+    return outcome
+
+
+def _log_outcome(outcome: LeadOutcome, seconds: float) -> None:
+    """One line per step with its duration, then one line for the lead: what the UI
+    shows under the run, and what `leadflow run -v` prints."""
+    for step in outcome.steps:
+        result = outcome.branches.get(step.step)
+        log.info(
+            "step",
+            step=step.step,
+            duration_ms=round(step.duration_ms, 2),
+            **({"status": result.status.value, "error": result.error} if result else {}),
+        )
+    decision = outcome.decision
+    (log.info if outcome.ok else log.warning)(
+        "lead processed",
+        tier=decision.tier,
+        score=decision.score,
+        follow_up=decision.follow_up.value,
+        rep=decision.rep,
+        rule=decision.assignment_rule,
+        failed=outcome.failed_branches or None,
+        total_ms=round(seconds * 1000, 1),
     )
 
-    async def branch(name: str) -> tuple[str, BranchResult]:
-        started = time.perf_counter()
-        state: State = await tasks[name](lead, decision, return_state=True)
-        elapsed = (time.perf_counter() - started) * 1000
-        return name, await _branch_result(name, state, elapsed)
 
-    results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
-    for name, result in results.items():
-        steps.append(StepTiming(step=name, duration_ms=result.duration_ms))
-        log.info(
-            "branch",
-            branch=name,
-            status=result.status.value,
-            duration_ms=round(result.duration_ms, 2),
-            error=result.error,
-        )
-    return LeadOutcome(lead_id=lead.id, decision=decision, branches=results, steps=steps)
-
-
-async def _branch_result(name: str, state: State, elapsed_ms: float) -> BranchResult:
+async def _branch_result(state: State, elapsed_ms: float) -> BranchResult:
     if state.is_completed():
         detail = await state.aresult()
         if state.name == "Cached":

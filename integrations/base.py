@@ -52,6 +52,12 @@ class Adapter(ABC):
         connections open on first use."""
         return cls()
 
+    @property
+    def once_scope(self) -> str:
+        """Where this adapter's side effects land, for once-only keys: the same lead
+        sent to another CRM (or another local database) is a new side effect."""
+        return f"{self.kind}.{self.name}"
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections. Called once when the run's adapters are closed."""
 

@@ -76,6 +76,10 @@ class LocalCRM(CRM):
         self._lock = asyncio.Lock()
         self._ready: AsyncEngine | None = None
 
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.database_url}"
+
     @classmethod
     def from_settings(cls, settings: Settings, rules: Rules) -> Self:
         own = load_settings(LocalCrmSettings)

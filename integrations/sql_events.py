@@ -41,6 +41,10 @@ class SqlEventSink(EventSink):
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
 
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.database_url}"
+
     @classmethod
     def from_settings(cls, settings: Settings, rules: Rules) -> Self:
         return cls(settings.database_url)

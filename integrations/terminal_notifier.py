@@ -43,6 +43,10 @@ class TerminalNotifier(Notifier):
         self._read_up_to = 0
         self._lock = asyncio.Lock()
 
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.outbox_path.resolve()}"
+
     @classmethod
     def from_settings(cls, settings: Settings, rules: Rules) -> Self:
         own = load_settings(TerminalNotifierSettings)

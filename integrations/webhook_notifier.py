@@ -37,6 +37,10 @@ class WebhookNotifier(Notifier):
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
         self._client = make_client(url, timeout=timeout, headers=headers)
 
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.url}"
+
     @classmethod
     def from_settings(cls, settings: Settings, rules: Rules) -> Self:
         own = load_settings(WebhookNotifierSettings)

@@ -59,10 +59,18 @@ def validate_record(record: RawRecord) -> Lead | Rejection:
         return _reject(record, describe_validation_error(exc))
 
 
+# Derived from the email: when the email is wrong, their absence is not news.
+_DERIVED = {"id", "domain"}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    email_bad = any(error["loc"][:1] == ("email",) for error in errors)
     parts = []
-    for error in exc.errors():
+    for error in errors:
         field = ".".join(str(part) for part in error["loc"]) or "record"
+        if email_bad and error["type"] == "missing" and field in _DERIVED:
+            continue
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             parts.append(f"{field}: required, missing")
