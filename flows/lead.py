@@ -203,8 +203,8 @@ async def run_pipeline(
     tasks = _configured(runtime.settings.pipeline)
     with bound_contextvars(lead_id=lead.id):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
-        decision, decide_steps = await timed(steps, "decide", lambda: decide_lead(lead, match))
-        steps.extend(decide_steps)
+        decision, decide_steps = await decide_lead(lead, match)
+        steps.extend(decide_steps)  # score, follow_up, assign: timed inside the task
 
         async def branch(name: str) -> tuple[str, BranchResult]:
             began = time.perf_counter()

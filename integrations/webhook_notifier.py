@@ -53,8 +53,10 @@ class WebhookNotifier(Notifier):
             "lead": lead.model_dump(mode="json"),
             "decision": decision.model_dump(mode="json"),
         }
+        # The configured URL exactly: a relative "" would be joined to httpx's base_url,
+        # which httpx always ends with "/", so ".../hook" would be POSTed as ".../hook/".
         request = self._client.build_request(
-            "POST", "", json=body, headers={"Idempotency-Key": idempotency_key}
+            "POST", self.url, json=body, headers={"Idempotency-Key": idempotency_key}
         )
         await send(self._client, request, "webhook notify")
 

@@ -8,6 +8,7 @@ the only I/O here; everything else in this module is a pure function of the rule
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
@@ -285,7 +286,7 @@ def _fit_points(lead: Lead, fit: FitRules) -> list[ScoreReason]:
     reasons = []
     title = (lead.title or "").lower()
     for rule in fit.title_keywords:  # first matching rule wins: list the strongest first
-        hit = next((word for word in rule.keywords if word.lower() in title), None)
+        hit = next((word for word in rule.keywords if _has_words(title, word)), None)
         if hit:
             reasons.append(ScoreReason(group="fit", rule=f"title has {hit!r}", points=rule.points))
             break
@@ -307,6 +308,13 @@ def _fit_points(lead: Lead, fit: FitRules) -> list[ScoreReason]:
             ScoreReason(group="fit", rule=f"source {lead.source}", points=fit.sources[lead.source])
         )
     return reasons
+
+
+def _has_words(text: str, words: str) -> bool:
+    """Whether `words` (a keyword or phrase) occurs in the lower-cased `text` as whole
+    words: "cto" matches "CTO" and "CEO/CTO" but not "Director"."""
+    pattern = rf"(?<![^\W_]){re.escape(words.strip().lower())}(?![^\W_])"
+    return re.search(pattern, text) is not None
 
 
 def _disqualifier_points(lead: Lead, rules: DisqualifierRules) -> list[ScoreReason]:

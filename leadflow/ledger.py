@@ -1,0 +1,194 @@
+"""The drop-folder ledger: which file contents have been taken for processing.
+
+The `poll-leads` flow watches a folder; this module decides which files in it are
+new. A file is known by the sha256 of its content, not its name, so a file copied in
+again under another name (or renamed) is recognised and left alone, and a file whose
+content changed is new.
+
+Taking a file is one INSERT that does nothing when the row exists (`claim`): the
+database, not the poller, decides who wins, so two pollers racing on the same folder,
+an overlapping scheduled run or a rerun never process the same content twice. The row
+is written before processing starts and marked done or failed after, so a crash in
+between leaves it `claimed`; such a claim is taken over by a later poll once it is
+older than `stale_after`. Reprocessing after a takeover is safe because each lead's
+side effects have their own once-only keys (flows/lead.py): the ledger saves the
+work, the per-lead keys are what make a repeat harmless.
+
+A failed file is not retried by the poller (its leads may fail the same way every
+minute); rerun it with the `process-file` deployment once the cause is fixed.
+
+No Prefect here: the flow in flows/poll.py is the thin layer that calls this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, select, update
+
+from leadflow.db import ensure_tables, insert_ignoring_duplicates
+
+
+class FileStatus(StrEnum):
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+metadata = MetaData()
+
+processed_files = Table(
+    "processed_files",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("name", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("run_id", String),
+    Column("detail", String),
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A row of the ledger: what happened to one file content."""
+
+    sha256: str
+    name: str
+    status: FileStatus
+    claimed_at: datetime
+    finished_at: datetime | None = None
+    run_id: str | None = None
+    detail: str | None = None
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks (a drop file can be large)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def ready_files(
+    folder: Path, suffixes: Iterable[str], *, settle_seconds: float, now: float | None = None
+) -> tuple[list[Path], list[Path]]:
+    """Lead files in `folder` that are ready, and those that are too fresh.
+
+    A file modified less than `settle_seconds` ago may still be being copied in; its
+    half-written content would hash differently from the finished file and both would
+    be processed. Hidden files (`.name`) are left alone: that is where writers put a
+    file before renaming it into place. Sorted by name, so a poll is repeatable.
+    """
+    wanted = {suffix.lower() for suffix in suffixes}
+    now = time.time() if now is None else now
+    ready: list[Path] = []
+    fresh: list[Path] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in wanted or not path.is_file():
+            continue
+        (fresh if now - path.stat().st_mtime < settle_seconds else ready).append(path)
+    return ready, fresh
+
+
+class FileLedger:
+    """The `processed_files` table in the leadflow database."""
+
+    def __init__(self, database_url: str, *, stale_after: timedelta = timedelta(hours=1)) -> None:
+        self.database_url = database_url
+        self.stale_after = stale_after
+
+    async def claim(self, sha256: str, name: str) -> LedgerEntry | None:
+        """Take this content for processing. None when taken: the caller processes it.
+        Otherwise the existing entry, whose content must not be processed again.
+
+        One transaction (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL): the
+        insert, or else the take-over of a stale claim, or else the read of the
+        winner's row."""
+        engine = await ensure_tables(self.database_url, metadata)
+        now = datetime.now(UTC)
+        async with engine.begin() as connection:
+            inserted = await connection.execute(
+                insert_ignoring_duplicates(engine, processed_files, ["sha256"]),
+                {
+                    "sha256": sha256,
+                    "name": name,
+                    "status": FileStatus.CLAIMED.value,
+                    "claimed_at": now,
+                },
+            )
+            if inserted.rowcount == 1:
+                return None
+            taken_over = await connection.execute(
+                update(processed_files)
+                .where(
+                    processed_files.c.sha256 == sha256,
+                    processed_files.c.status == FileStatus.CLAIMED.value,
+                    processed_files.c.claimed_at < now - self.stale_after,
+                )
+                .values(name=name, claimed_at=now, detail="stale claim taken over")
+            )
+            if taken_over.rowcount == 1:
+                return None
+            row = (
+                await connection.execute(
+                    select(processed_files).where(processed_files.c.sha256 == sha256)
+                )
+            ).one()
+        return _entry(row._mapping)
+
+    async def finish(
+        self, sha256: str, *, ok: bool, run_id: str | None = None, detail: str | None = None
+    ) -> None:
+        """Record how processing a claimed content ended. Only a claim is finished:
+        when a stale claim was taken over, the first of the two to finish is kept."""
+        engine = await ensure_tables(self.database_url, metadata)
+        status = FileStatus.DONE if ok else FileStatus.FAILED
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(processed_files)
+                .where(
+                    processed_files.c.sha256 == sha256,
+                    processed_files.c.status == FileStatus.CLAIMED.value,
+                )
+                .values(
+                    status=status.value,
+                    finished_at=datetime.now(UTC),
+                    run_id=run_id,
+                    detail=detail,
+                )
+            )
+
+    async def entries(self) -> list[LedgerEntry]:
+        """Every entry, oldest claim first."""
+        engine = await ensure_tables(self.database_url, metadata)
+        query = select(processed_files).order_by(
+            processed_files.c.claimed_at, processed_files.c.name
+        )
+        async with engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [_entry(row) for row in rows]
+
+
+def _entry(row) -> LedgerEntry:
+    return LedgerEntry(
+        sha256=row["sha256"],
+        name=row["name"],
+        status=FileStatus(row["status"]),
+        claimed_at=_utc(row["claimed_at"]),
+        finished_at=_utc(row["finished_at"]),
+        run_id=row["run_id"],
+        detail=row["detail"],
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they were written in UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

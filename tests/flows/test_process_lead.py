@@ -1,0 +1,278 @@
+"""process_lead under a real Prefect API: order, overlap, isolation, retries, once-only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import sqlalchemy as sa
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from flows.lead import BranchesFailedError, InvalidLeadError, process_lead
+from flows.runtime import use_runtime
+from integrations.base import CRM, EventSink, Notifier
+from integrations.errors import PermanentError, TransientError
+from integrations.local_crm import LocalCRM, contacts
+from integrations.sql_events import SqlEventSink, lead_events
+from integrations.terminal_notifier import TerminalNotifier
+from leadflow.db import get_engine
+from leadflow.intake import quarantine
+from leadflow.logging import add_run_ids
+from leadflow.models import BranchStatus
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def record(email: str, **extra) -> dict:
+    return {
+        "email": email,
+        "first_name": "Test",
+        "title": "VP Sales",
+        "company": "Acme",
+        "country": "US",
+        "employee_count": "120",
+        "source": "referral",
+        **extra,
+    }
+
+
+async def count(database_url: str, table: sa.Table, **where) -> int:
+    query = sa.select(sa.func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    async with get_engine(database_url).connect() as connection:
+        return (await connection.execute(query)).scalar_one()
+
+
+# --- recording and misbehaving adapters --------------------------------------------
+
+
+class Journal:
+    """Where the recording adapters write what happened, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+class RecordingCRM(LocalCRM):
+    def __init__(self, journal: Journal, database_url: str) -> None:
+        super().__init__(database_url, EXAMPLES / "crm_seed.json")
+        self.journal = journal
+
+    async def look_up(self, lead):
+        self.journal.calls.append("look_up")
+        return await super().look_up(lead)
+
+    async def upsert(self, lead, decision, *, idempotency_key):
+        self.journal.calls.append("update_crm")
+        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
+
+
+class BarrierCRM(LocalCRM):
+    """Upsert waits until all three branches have started: it can only finish if
+    the branches run at the same time."""
+
+    def __init__(self, barrier: asyncio.Barrier, database_url: str) -> None:
+        super().__init__(database_url, EXAMPLES / "crm_seed.json")
+        self.barrier = barrier
+
+    async def upsert(self, lead, decision, *, idempotency_key):
+        await asyncio.wait_for(self.barrier.wait(), timeout=10)
+        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
+
+
+class BarrierNotifier(Notifier):
+    name = "barrier"
+
+    def __init__(self, barrier: asyncio.Barrier) -> None:
+        self.barrier = barrier
+
+    async def notify(self, lead, decision, *, idempotency_key):
+        await asyncio.wait_for(self.barrier.wait(), timeout=10)
+
+
+class BarrierSink(EventSink):
+    name = "barrier"
+
+    def __init__(self, barrier: asyncio.Barrier) -> None:
+        self.barrier = barrier
+
+    async def record(self, event):
+        await asyncio.wait_for(self.barrier.wait(), timeout=10)
+
+
+class BrokenNotifier(Notifier):
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def notify(self, lead, decision, *, idempotency_key):
+        self.calls += 1
+        raise PermanentError("chat notify: HTTP 403 from POST /hooks")
+
+
+class FlakyAfterWrite(TerminalNotifier):
+    """Sends, then fails as if the connection dropped before the reply: the retry
+    must not send a second notification."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts = 0
+
+    async def notify(self, lead, decision, *, idempotency_key):
+        self.attempts += 1
+        await super().notify(lead, decision, idempotency_key=idempotency_key)
+        if self.attempts == 1:
+            raise TransientError("notify: ReadTimeout")
+
+
+class FlakyCRM(CRM):
+    """Look-up times out twice, then answers."""
+
+    name = "flaky"
+
+    def __init__(self, inner: CRM, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.look_ups = 0
+
+    async def look_up(self, lead):
+        self.look_ups += 1
+        if self.look_ups <= self.failures:
+            raise TransientError("crm look-up: ReadTimeout")
+        return await self.inner.look_up(lead)
+
+    async def upsert(self, lead, decision, *, idempotency_key):
+        return await self.inner.upsert(lead, decision, idempotency_key=idempotency_key)
+
+
+# --- tests -------------------------------------------------------------------------
+
+
+async def test_steps_run_in_order_and_report_durations(make_runtime):
+    journal = Journal()
+    runtime = make_runtime()
+    runtime.adapters.crm = RecordingCRM(journal, runtime.settings.database_url)
+    with use_runtime(runtime), capture_logs(processors=[merge_contextvars, add_run_ids]) as logs:
+        outcome = await process_lead(record("order@acme.test", demo_requested="yes"))
+
+    assert journal.calls == ["look_up", "update_crm"]
+    names = [step.step for step in outcome.steps]
+    assert names[:5] == ["validate", "look_up", "score", "follow_up", "assign"]
+    assert set(names[5:]) == {"update_crm", "notify_team", "log_event"}
+    assert all(step.duration_ms > 0 for step in outcome.steps)
+    logged = {entry["step"]: entry for entry in logs if entry["event"] == "step"}
+    assert set(logged) == set(names)
+    assert all(entry["lead_id"] == outcome.lead_id for entry in logged.values())
+    assert all("flow_run_id" in entry for entry in logged.values())
+    decision = outcome.decision
+    assert decision.tier == "hot" and decision.follow_up == "call" and decision.sla_minutes == 15
+    assert sum(reason.points for reason in decision.score_reasons) == decision.score
+    assert decision.assignment_rule == "territory:north-america/round_robin:na"
+
+
+async def test_the_three_branches_run_at_the_same_time(make_runtime):
+    barrier = asyncio.Barrier(3)
+    runtime = make_runtime()
+    runtime.adapters.crm = BarrierCRM(barrier, runtime.settings.database_url)
+    runtime.adapters.notifier = BarrierNotifier(barrier)
+    runtime.adapters.event_sink = BarrierSink(barrier)
+    with use_runtime(runtime):
+        outcome = await process_lead(record("overlap@acme.test"))
+    # Had any branch waited for another, the barrier would never have opened and
+    # every branch would have timed out.
+    assert {r.status for r in outcome.branches.values()} == {BranchStatus.OK}
+
+
+async def test_a_failing_branch_fails_the_run_and_spares_the_others(make_runtime):
+    notifier = BrokenNotifier()
+    runtime = make_runtime(notifier=notifier)
+    with use_runtime(runtime):
+        state = await process_lead(record("isolated@acme.test"), return_state=True)
+    assert state.is_failed()
+    error = await state.aresult(raise_on_failure=False)
+    assert isinstance(error, BranchesFailedError)
+    assert "notify_team" in str(error) and "403" in str(error)
+    outcome = error.outcome
+    assert outcome.failed_branches.keys() == {"notify_team"}
+    assert outcome.branches["update_crm"].status is BranchStatus.OK
+    assert outcome.branches["log_event"].status is BranchStatus.OK
+    assert notifier.calls == 1  # a permanent error is not retried
+    url = runtime.settings.database_url
+    assert await count(url, contacts, email="isolated@acme.test") == 1
+    assert await count(url, lead_events, lead_id=outcome.lead_id) == 1
+
+
+async def test_a_transient_look_up_error_is_retried(make_runtime):
+    runtime = make_runtime()
+    flaky = FlakyCRM(runtime.adapters.crm, failures=2)
+    runtime.adapters.crm = flaky
+    with use_runtime(runtime):
+        outcome = await process_lead(record("flaky@acme.test"))
+    assert flaky.look_ups == 3
+    assert outcome.ok
+
+
+async def test_a_rerun_repeats_no_side_effect(make_runtime, tmp_path):
+    runtime = make_runtime()
+    url = runtime.settings.database_url
+    with use_runtime(runtime):
+        first = await process_lead(record("twice@acme.test"))
+        second = await process_lead(record("twice@acme.test"))
+    assert {r.status for r in first.branches.values()} == {BranchStatus.OK}
+    assert {r.status for r in second.branches.values()} == {BranchStatus.SKIPPED}
+    assert second.decision.rep == first.decision.rep
+    assert await count(url, contacts, email="twice@acme.test") == 1
+    assert await count(url, lead_events, lead_id=first.lead_id) == 1
+    outbox = (tmp_path / "outbox.jsonl").read_text().splitlines()
+    assert [json.loads(line)["lead_id"] for line in outbox].count(first.lead_id) == 1
+
+
+async def test_a_task_retried_after_its_side_effect_does_not_repeat_it(make_runtime, tmp_path):
+    notifier = FlakyAfterWrite(tmp_path / "outbox.jsonl", echo=False)
+    runtime = make_runtime(notifier=notifier)
+    with use_runtime(runtime):
+        outcome = await process_lead(record("retried@acme.test"))
+    assert notifier.attempts == 2
+    assert outcome.branches["notify_team"].status is BranchStatus.OK
+    lines = (tmp_path / "outbox.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+
+
+async def test_a_new_database_is_a_new_target(make_runtime, tmp_path):
+    """The once-only key includes where the side effect lands, so pointing leadflow
+    at a fresh database does not skip the work there."""
+    runtime = make_runtime()
+    with use_runtime(runtime):
+        await process_lead(record("moved@acme.test"))
+    other_url = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    moved = make_runtime()
+    moved.adapters.crm = LocalCRM(other_url, None)
+    moved.adapters.event_sink = SqlEventSink(other_url)
+    with use_runtime(moved):
+        outcome = await process_lead(record("moved@acme.test"))
+    assert outcome.branches["update_crm"].status is BranchStatus.OK
+    assert outcome.branches["log_event"].status is BranchStatus.OK
+    assert outcome.branches["notify_team"].status is BranchStatus.SKIPPED
+    assert await count(other_url, contacts, email="moved@acme.test") == 1
+
+
+async def test_a_bad_record_is_set_aside_and_the_run_fails_naming_the_field(runtime):
+    state = await process_lead(
+        {"email": "nobody-at-all", "company": "Acme"}, origin="webhook", return_state=True
+    )
+    assert state.is_failed()
+    error = await state.aresult(raise_on_failure=False)
+    assert isinstance(error, InvalidLeadError)
+    assert "email" in str(error) and "nobody-at-all" in str(error)
+    assert await count(runtime.settings.database_url, quarantine, origin="webhook") == 1
+
+
+async def test_owner_of_an_existing_contact_gets_the_lead(runtime):
+    outcome = await process_lead(record("hank.scorpio@globex.test", title="CEO"))
+    assert outcome.decision.rep == "frank@example.com"
+    assert outcome.decision.assignment_rule == "crm_owner:contact"
