@@ -1,0 +1,136 @@
+"""`leadflow run examples/leads.csv` as a user runs it: a subprocess, a brand-new
+PREFECT_HOME (so Prefect starts its own temporary server) and a brand-new database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+LEADFLOW = Path(sys.executable).parent / "leadflow"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "LEADFLOW_"))
+    }
+    env.update(
+        PREFECT_HOME=str(workdir / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        LEADFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}",
+        LEADFLOW_TERMINAL_OUTBOX_PATH=str(workdir / "outbox.jsonl"),
+        LEADFLOW_RULES_PATH=str(ROOT / "examples" / "rules.toml"),
+        LEADFLOW_LOCAL_CRM_SEED_PATH=str(ROOT / "examples" / "crm_seed.json"),
+        COLUMNS="160",
+    )
+    env.update(extra_env)
+    return subprocess.run(
+        [str(LEADFLOW), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def query(workdir: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(workdir / "leadflow.db") as connection:
+        return connection.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir: Path) -> subprocess.CompletedProcess:
+    shutil.copy(ROOT / "examples" / "leads.csv", workdir / "leads.csv")
+    return run_cli(workdir, "run", "leads.csv")
+
+
+def test_the_sample_run_succeeds_with_a_summary(first_run):
+    assert first_run.returncode == 0, first_run.stderr[-3000:]
+    out = first_run.stdout
+    assert "55 of 60 records processed from leads.csv" in out
+    for heading in ("By tier", "By rep", "Failed branches: none", "Set aside", "Wall time"):
+        assert heading in out
+    assert "Traceback" not in first_run.stderr
+
+
+def test_the_local_crm_and_events_tables_hold_the_leads(first_run, workdir):
+    assert first_run.returncode == 0
+    (events,) = query(workdir, "select count(*) from lead_events")[0]
+    assert events == 55
+    tiers = dict(query(workdir, "select tier, count(*) from lead_events group by tier"))
+    assert set(tiers) == {"hot", "warm", "cold"}
+    # 3 seeded contacts; 2 of the sample leads are those contacts, updated in place.
+    (contacts,) = query(workdir, "select count(*) from crm_contacts")[0]
+    assert contacts == 3 + 55 - 2
+    (rule,) = query(workdir, "select assignment_rule from lead_events where lead_id = 'crm-hank'")[
+        0
+    ]
+    assert rule == "crm_owner:contact"
+
+
+def test_bad_rows_are_quarantined_with_their_reason(first_run, workdir):
+    rows = query(workdir, "select position, reason from quarantine order by position")
+    assert [position for position, _ in rows] == [57, 58, 59, 60, 61]
+    reasons = dict(rows)
+    assert reasons[57].startswith("email: required")
+    assert "not-an-email" in reasons[58]
+    assert "employee_count" in reasons[59]
+    assert "created_at" in reasons[60]
+    assert "malformed row" in reasons[61]
+
+
+def test_a_second_run_repeats_nothing_and_strict_fails_on_set_aside(first_run, workdir):
+    assert first_run.returncode == 0
+    again = run_cli(workdir, "run", "leads.csv", "--strict")
+    assert again.returncode == 1  # --strict: set-aside records make it fail
+    assert "55 already done before" in " ".join(again.stdout.split())
+    (events,) = query(workdir, "select count(*) from lead_events")[0]
+    assert events == 55
+    outbox = (workdir / "outbox.jsonl").read_text().splitlines()
+    assert len(outbox) == 55
+
+
+def test_a_wrong_setting_is_named(workdir):
+    result = run_cli(workdir, "run", "leads.csv", LEADFLOW_PIPELINE__CONCURRENCY="0")
+    assert result.returncode == 2
+    assert "LEADFLOW_PIPELINE__CONCURRENCY" in result.stderr
+    assert "greater than or equal to 1" in result.stderr
+
+
+def test_a_wrong_rules_file_is_named(workdir):
+    rules = workdir / "bad-rules.toml"
+    rules.write_text(
+        (ROOT / "examples" / "rules.toml").read_text().replace("min_score = 70", "min_scor = 70")
+    )
+    result = run_cli(workdir, "run", "leads.csv", LEADFLOW_RULES_PATH=str(rules))
+    assert result.returncode == 2
+    assert "tiers.0.min_scor: unknown key" in result.stderr
+
+
+def test_help_and_adapters_and_quarantine(first_run, workdir):
+    help_text = run_cli(workdir, "--help").stdout
+    for command in ("run", "adapters", "quarantine"):
+        assert command in help_text
+    adapters = run_cli(workdir, "adapters").stdout
+    for name in ("local", "terminal", "webhook", "sqlite", "rules", "file"):
+        assert name in adapters
+    listed = run_cli(workdir, "quarantine", "list")
+    assert listed.returncode == 0
+    assert "not-an-email" in listed.stdout
