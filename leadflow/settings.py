@@ -70,6 +70,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default"
     )
 
     rules_path: Path = Field(
@@ -96,7 +97,7 @@ _SECRET_NAME = re.compile(r"token|secret|password|api_key|authorization", re.IGN
 class AdapterSettings(BaseSettings):
     """Base for an adapter's own settings: subclass with `env_prefix="LEADFLOW_<NAME>_"`."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
 
 def load_settings(cls: type[T] = Settings, **overrides: object) -> T:  # type: ignore[assignment]
