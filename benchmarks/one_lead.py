@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from flows.lead import process_lead  # noqa: E402
-from flows.runtime import Runtime, build_runtime, use_runtime  # noqa: E402
+from flows.runtime import Runtime, build_runtime, prefect_clients, use_runtime  # noqa: E402
 from integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer  # noqa: E402
 from integrations.local_crm import LocalCRM  # noqa: E402
 from integrations.rules_scorer import RulesScorer  # noqa: E402
@@ -54,6 +55,10 @@ class Slow:
 
     async def wait(self) -> None:
         await asyncio.sleep(self.latency)
+
+    @property
+    def once_scope(self) -> str:
+        return self.inner.once_scope  # the side effect lands where the inner one's does
 
 
 class SlowCRM(CRM, Slow):
@@ -137,9 +142,12 @@ def make_runtime(workdir: Path, latency: float) -> Runtime:
     return runtime
 
 
+RUN = uuid.uuid4().hex[:8]  # fresh leads every run: nothing is "already done"
+
+
 def lead_record(side: str, number: int) -> dict:
     return {
-        "email": f"{side}{number}@bench{number}.test",
+        "email": f"{side}{number}.{RUN}@bench{number}.test",
         "title": "Director of Sales",
         "country": "US",
         "employee_count": "150",
@@ -214,13 +222,14 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         runtime = make_runtime(Path(tmp), latency)
-        with use_runtime(runtime):
-            baseline = await measure(
-                "asyncio", plain_asyncio, runtime, args.leads, args.warmup, args.gap
-            )
-            flow = await measure(
-                "prefect", prefect_flow, runtime, args.leads, args.warmup, args.gap
-            )
+        async with prefect_clients():
+            with use_runtime(runtime):
+                baseline = await measure(
+                    "asyncio", plain_asyncio, runtime, args.leads, args.warmup, args.gap
+                )
+                flow = await measure(
+                    "prefect", prefect_flow, runtime, args.leads, args.warmup, args.gap
+                )
         await runtime.aclose()
 
     ideal = 4 * latency

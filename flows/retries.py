@@ -5,8 +5,9 @@
   `retry_jitter_factor` from `LEADFLOW_PIPELINE__*`);
 - permanent errors (400, 401, 403, ...) and bugs fail at once;
 - a 429's Retry-After is honoured: the retry condition waits out whatever part of
-  the server's delay exceeds the backoff Prefect is about to apply, capped at
-  `max_retry_after_seconds` so a vendor cannot stall a run for hours.
+  the server's delay exceeds the shortest backoff Prefect may apply (jitter can
+  shorten it), capped at `max_retry_after_seconds` so a vendor cannot stall a run
+  for hours.
 
 The condition is `async def` on purpose: Prefect never retries an async task whose
 retry condition is a plain function.
@@ -18,6 +19,7 @@ import asyncio
 from typing import Any
 
 from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.math import lower_clamp_multiple
 
 from flows.runtime import current_runtime
 from integrations.errors import RateLimited, TransientError
@@ -63,9 +65,16 @@ async def retry_transient_errors(task: Task, task_run: Any, state: Any) -> bool:
 
 
 def _planned_delay(task: Task, run_count: int) -> float:
+    """The shortest delay Prefect may apply before this retry: the backoff, less what
+    jitter can take off it (Prefect draws the jittered delay from as low as
+    `lower_clamp_multiple(1 + jitter)` times the backoff)."""
     delays = task.retry_delay_seconds
     if not delays:
         return 0.0
     if isinstance(delays, list | tuple):
-        return float(delays[min(max(run_count - 1, 0), len(delays) - 1)])
-    return float(delays)
+        delay = float(delays[min(max(run_count - 1, 0), len(delays) - 1)])
+    else:
+        delay = float(delays)
+    if task.retry_jitter_factor and delay > 0:
+        delay *= lower_clamp_multiple(1 + task.retry_jitter_factor)
+    return delay

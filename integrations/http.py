@@ -53,8 +53,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 def error_for_response(response: httpx.Response, operation: str) -> AdapterError | None:
     """The adapter error a response stands for, or None when it succeeded."""
     status = response.status_code
-    if status < 400:
+    if status < 300:
         return None
+    # Redirects are not followed: a moved endpoint must fail loudly, not count as sent.
     where = f"{operation}: HTTP {status} from {response.request.method} {response.request.url.path}"
     if status == 429 or (status == 503 and "retry-after" in response.headers):
         return RateLimited(where, parse_retry_after(response.headers.get("retry-after")))

@@ -293,7 +293,7 @@ async def _pending(settings: Settings):
 
 async def _replay(runtime: Runtime, fixed: Path | None) -> tuple[int, int]:
     from flows.lead import process_lead
-    from flows.runtime import use_runtime
+    from flows.runtime import prefect_clients, use_runtime
     from leadflow.db import dispose_engines
 
     pending = {r.key: r for r in await runtime.quarantine.pending()}
@@ -318,17 +318,18 @@ async def _replay(runtime: Runtime, fixed: Path | None) -> tuple[int, int]:
                 )
     done: list[str] = []
     try:
-        with use_runtime(runtime):
-            for key, origin, position, data in items:
-                state = await process_lead(
-                    record=data, origin=origin, position=position, return_state=True
-                )
-                if not state.is_completed():
-                    err.print(f"still set aside: {state.message}", highlight=False)
-                # A fixed copy that still fails is quarantined again as its own record,
-                # so the original leaves the queue either way.
-                if key in pending and (state.is_completed() or fixed is not None):
-                    done.append(key)
+        async with prefect_clients():
+            with use_runtime(runtime):
+                for key, origin, position, data in items:
+                    state = await process_lead(
+                        record=data, origin=origin, position=position, return_state=True
+                    )
+                    if not state.is_completed():
+                        err.print(f"still set aside: {state.message}", highlight=False)
+                    # A fixed copy that still fails is quarantined again as its own record,
+                    # so the original leaves the queue either way.
+                    if key in pending and (state.is_completed() or fixed is not None):
+                        done.append(key)
         await runtime.quarantine.mark_replayed(done)
     finally:
         await runtime.aclose()

@@ -1,0 +1,108 @@
+"""`poll_leads`: every new lead file dropped in a folder, processed once.
+
+The `poll-leads` deployment (deployments/prefect.yaml) runs this every minute, so
+sales operations can drop a CSV or JSONL export in the folder and walk away. Each
+poll lists the folder, and for each file ready to read takes it in the ledger
+(leadflow/ledger.py) by the sha256 of its content before running `process_file` on
+it. The ledger is what makes it "once": a rerun, two polls overlapping (a slow file
+outlasting the interval) or two workers on the same folder find the content taken and
+skip it, and so does a copy of a file under a new name.
+
+Each file is a `process-file` child flow run, awaited with `return_state=True`: a file
+whose leads failed ends its own run Failed, is marked failed in the ledger and does not
+stop the files after it. The poll itself completes and reports the failure in its
+summary; the poller does not retry a failed file (it would fail the same way every
+minute), the `process-file` deployment does once the cause is fixed.
+
+Files run one after another: `process_file` already runs its leads concurrently, up
+to the configured limit, and a second file in parallel would only compete for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.files import process_file
+from flows.runtime import current_runtime
+from integrations.file_source import SUFFIXES
+from leadflow.ledger import FileLedger, content_digest, ready_files
+from leadflow.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PollSummary(BaseModel):
+    """What one poll did, by file name."""
+
+    folder: str
+    processed: list[str] = Field(default_factory=list, description="processed, run Completed")
+    failed: list[str] = Field(default_factory=list, description="processed, run Failed")
+    skipped: list[str] = Field(default_factory=list, description="content already taken")
+    waiting: list[str] = Field(
+        default_factory=list, description="modified too recently; the next poll looks again"
+    )
+
+
+@flow(name="poll-leads")
+async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> PollSummary:
+    """Process each lead file in `folder` (default: the `drop_folder` setting, created
+    if missing) whose content has not been processed before. A file modified less than
+    `settle_seconds` ago is left for the next poll: it may still be being copied in."""
+    runtime = current_runtime()
+    drop = await asyncio.to_thread(_ready_folder, Path(folder or runtime.settings.drop_folder))
+    ledger = FileLedger(runtime.settings.database_url)
+    ready, fresh = await asyncio.to_thread(
+        ready_files, drop, SUFFIXES, settle_seconds=settle_seconds
+    )
+    summary = PollSummary(folder=str(drop), waiting=[path.name for path in fresh])
+
+    for path in ready:
+        try:
+            digest = await asyncio.to_thread(content_digest, path)
+        except FileNotFoundError:  # moved away since the listing: nothing to do
+            log.info("file gone before it was read", file=path.name)
+            continue
+        holder = await ledger.claim(digest, path.name)
+        if holder is not None:
+            log.debug("file skipped", file=path.name, same_content_as=holder.name)
+            summary.skipped.append(path.name)
+            continue
+
+        log.info("file taken", file=path.name, sha256=digest[:12])
+        state = await process_file.with_options(flow_run_name=f"file-{path.name}")(
+            path=str(path), return_state=True
+        )
+        ok = state.is_completed()
+        run_id = state.state_details.flow_run_id
+        await ledger.finish(
+            digest,
+            ok=ok,
+            run_id=str(run_id) if run_id else None,
+            detail=None if ok else state.message,
+        )
+        if ok:
+            summary.processed.append(path.name)
+        else:
+            log.warning("file failed", file=path.name, reason=state.message)
+            summary.failed.append(path.name)
+
+    log.info(
+        "poll done",
+        folder=summary.folder,
+        processed=len(summary.processed),
+        failed=len(summary.failed),
+        skipped=len(summary.skipped),
+        waiting=len(summary.waiting),
+    )
+    return summary
+
+
+def _ready_folder(folder: Path) -> Path:
+    """The drop folder, created if missing, as an absolute path: child runs and the
+    quarantine then name files in a way that does not depend on the working directory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()

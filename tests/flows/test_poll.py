@@ -1,0 +1,215 @@
+"""`poll_leads` on a temporary drop folder: each file content is processed once.
+
+Processing a lead twice would be invisible in the CRM (its side effects have their own
+once-only keys), so the tests count what only a processing does: the CRM look-up,
+which is never cached. One look-up per lead means the file went through once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from flows.poll import PollSummary, poll_leads
+from flows.runtime import current_runtime, use_runtime
+from integrations.errors import PermanentError
+from integrations.local_crm import LocalCRM, contacts
+from leadflow.db import get_engine
+from leadflow.ledger import FileLedger, FileStatus
+from leadflow.models import CrmMatch, Decision, Lead
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = "id,email,first_name,last_name,company,title,country,source,employee_count\n"
+
+
+def lead_row(name: str) -> str:
+    return f",{name}@pollco.test,{name.title()},Poll,Pollco,VP Sales,US,website,120\n"
+
+
+def lead_line(name: str) -> str:
+    return json.dumps({"email": f"{name}@pollco.test", "first_name": name.title(), "title": "CTO"})
+
+
+def drop(folder: Path, file_name: str, *people: str) -> Path:
+    """Write a lead file (CSV or JSONL by its suffix) as a finished drop: modified a
+    minute ago, so it is past the settle time."""
+    path = folder / file_name
+    if path.suffix == ".jsonl":
+        path.write_text("".join(lead_line(p) + "\n" for p in people), encoding="utf-8")
+    else:
+        path.write_text(HEADER + "".join(lead_row(p) for p in people), encoding="utf-8")
+    settled(path)
+    return path
+
+
+def settled(path: Path) -> None:
+    a_minute_ago = time.time() - 60
+    os.utime(path, (a_minute_ago, a_minute_ago))
+
+
+class CountingCRM(LocalCRM):
+    """The local CRM, counting look-ups per email; can be told to refuse some upserts."""
+
+    def __init__(self, *args, refuse: set[str] = frozenset(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.look_ups: Counter[str] = Counter()
+        self.refuse = refuse
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        self.look_ups[lead.email] += 1
+        return await super().look_up(lead)
+
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        if lead.email in self.refuse:
+            raise PermanentError(f"local crm: upsert of {lead.email} refused (test)")
+        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder.resolve()
+
+
+@pytest.fixture
+async def crm(prefect_api, make_runtime, tmp_path):
+    """The `runtime` fixture's embedded runtime (same builder), with a counting CRM
+    in place for the test; yields the CRM."""
+    counting = CountingCRM(
+        f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}", ROOT / "examples" / "crm_seed.json"
+    )
+    built = make_runtime(crm=counting)
+    with use_runtime(built):
+        yield counting
+    await built.aclose()
+
+
+async def crm_rows(crm: LocalCRM) -> dict[str, tuple]:
+    """email -> (lead_id, updated_at) of the pollco.test contacts in the CRM table."""
+    engine = get_engine(crm.database_url)
+    query = select(contacts.c.email, contacts.c.lead_id, contacts.c.updated_at).where(
+        contacts.c.email.like("%@pollco.test")
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return {row.email: (row.lead_id, row.updated_at) for row in rows}
+
+
+async def test_each_file_once_new_files_later_copies_never(crm: CountingCRM, inbox: Path):
+    drop(inbox, "a.csv", "ann", "abe")
+    drop(inbox, "b.jsonl", "bob")
+    (inbox / "notes.txt").write_text("not leads")
+
+    first = await poll_leads(str(inbox))
+
+    assert first == PollSummary(folder=str(inbox), processed=["a.csv", "b.jsonl"])
+    assert crm.look_ups == {"ann@pollco.test": 1, "abe@pollco.test": 1, "bob@pollco.test": 1}
+    after_first = await crm_rows(crm)
+    assert set(after_first) == {"ann@pollco.test", "abe@pollco.test", "bob@pollco.test"}
+
+    again = await poll_leads(str(inbox))
+
+    assert again.processed == [] and again.failed == []
+    assert again.skipped == ["a.csv", "b.jsonl"]
+    assert sum(crm.look_ups.values()) == 3
+
+    drop(inbox, "c.csv", "cat")
+    (inbox / "a-renamed.csv").write_bytes((inbox / "a.csv").read_bytes())
+    settled(inbox / "a-renamed.csv")
+
+    third = await poll_leads(str(inbox))
+
+    assert third.processed == ["c.csv"]
+    assert third.skipped == ["a-renamed.csv", "a.csv", "b.jsonl"]
+    assert crm.look_ups["cat@pollco.test"] == 1
+    assert crm.look_ups["ann@pollco.test"] == 1  # the renamed copy did not run
+    after_third = await crm_rows(crm)
+    assert set(after_third) == set(after_first) | {"cat@pollco.test"}
+    # The contacts written by the first poll were not touched again.
+    assert {email: after_third[email] for email in after_first} == after_first
+
+    ledger = await FileLedger(crm.database_url).entries()
+    assert sorted(e.name for e in ledger) == ["a.csv", "b.jsonl", "c.csv"]
+    assert {e.status for e in ledger} == {FileStatus.DONE}
+    assert all(e.run_id and e.finished_at for e in ledger)
+
+
+async def test_the_default_folder_is_the_setting_created_if_missing(
+    crm: CountingCRM, tmp_path: Path
+):
+    settings = current_runtime().settings
+    settings.drop_folder = tmp_path / "drop" / "here"
+
+    empty = await poll_leads()
+
+    assert settings.drop_folder.is_dir()
+    assert empty == PollSummary(folder=str(settings.drop_folder.resolve()))
+
+    drop(settings.drop_folder, "first.csv", "dora")
+
+    assert (await poll_leads()).processed == ["first.csv"]
+    assert crm.look_ups == {"dora@pollco.test": 1}
+
+
+async def test_a_fresh_file_waits_for_the_next_poll(crm: CountingCRM, inbox: Path):
+    (inbox / "copying.csv").write_text(HEADER + lead_row("dee"))  # modified just now
+
+    early = await poll_leads(str(inbox), settle_seconds=3600)
+
+    assert early.waiting == ["copying.csv"] and early.processed == []
+    assert crm.look_ups == {}
+    assert await FileLedger(crm.database_url).entries() == []
+
+    later = await poll_leads(str(inbox), settle_seconds=0)
+
+    assert later.processed == ["copying.csv"]
+    assert crm.look_ups == {"dee@pollco.test": 1}
+
+
+async def test_a_failed_file_does_not_stop_the_others_and_is_not_retried(
+    make_runtime, prefect_api, tmp_path: Path, inbox: Path
+):
+    crm = CountingCRM(
+        f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}",
+        ROOT / "examples" / "crm_seed.json",
+        refuse={"fay@pollco.test"},
+    )
+    built = make_runtime(crm=crm)
+    drop(inbox, "1-bad.csv", "fay", "fox")
+    drop(inbox, "2-good.csv", "gus")
+    try:
+        with use_runtime(built):
+            first = await poll_leads(str(inbox))
+            second = await poll_leads(str(inbox))
+    finally:
+        await built.aclose()
+
+    assert first.failed == ["1-bad.csv"] and first.processed == ["2-good.csv"]
+    assert second.skipped == ["1-bad.csv", "2-good.csv"]
+    assert crm.look_ups == {"fay@pollco.test": 1, "fox@pollco.test": 1, "gus@pollco.test": 1}
+    statuses = {e.name: (e.status, e.detail) for e in await FileLedger(crm.database_url).entries()}
+    assert statuses["2-good.csv"] == (FileStatus.DONE, None)
+    assert statuses["1-bad.csv"][0] is FileStatus.FAILED
+    assert "LeadsFailedError" in statuses["1-bad.csv"][1]
+    assert "update_crm" in statuses["1-bad.csv"][1]
+    assert set(await crm_rows(crm)) == {"fox@pollco.test", "gus@pollco.test"}
+
+
+async def test_two_pollers_racing_process_each_file_once(crm: CountingCRM, inbox: Path):
+    drop(inbox, "r1.csv", "ray")
+    drop(inbox, "r2.csv", "rex")
+    drop(inbox, "r3.csv", "roy")
+
+    one, two = await asyncio.gather(poll_leads(str(inbox)), poll_leads(str(inbox)))
+
+    assert sorted(one.processed + two.processed) == ["r1.csv", "r2.csv", "r3.csv"]
+    assert sorted(one.skipped + two.skipped) == ["r1.csv", "r2.csv", "r3.csv"]
+    assert crm.look_ups == {"ray@pollco.test": 1, "rex@pollco.test": 1, "roy@pollco.test": 1}

@@ -1,0 +1,380 @@
+"""Taking records in: Lead normalisation, rejections, the file reader, the quarantine."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from integrations.file_source import FileLeadSource, read_records
+from leadflow.intake import Quarantine, RawRecord, Rejection, validate_record
+from leadflow.models import Lead, derive_lead_id, lead_id_of
+
+# --- Lead.from_record ---------------------------------------------------------------
+
+
+def test_email_trimmed_and_lowercased_domain_from_email() -> None:
+    lead = Lead.from_record({"email": "  Jane.Doe@Example.COM \t"})
+    assert lead.email == "jane.doe@example.com"
+    assert lead.domain == "example.com"
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        pytest.param("www.Acme.test", "acme.test", id="www-stripped"),
+        pytest.param("  WWW.acme.test ", "acme.test", id="www-upper-padded"),
+        pytest.param("shop.acme.test", "shop.acme.test", id="other-subdomain-kept"),
+        pytest.param("wwwacme.test", "wwwacme.test", id="www-without-dot-kept"),
+    ],
+)
+def test_explicit_domain_normalised(domain: str, expected: str) -> None:
+    lead = Lead.from_record({"email": "jo@mail.other.test", "domain": domain})
+    assert lead.domain == expected
+
+
+def test_www_stripped_from_email_derived_domain() -> None:
+    assert Lead.from_record({"email": "jo@www.acme.test"}).domain == "acme.test"
+
+
+@pytest.mark.parametrize(
+    ("country", "expected"),
+    [("us", "US"), (" de ", "DE"), ("Gb", "GB"), ("", None), (None, None)],
+    ids=["lower", "padded", "mixed", "empty", "none"],
+)
+def test_country_uppercased(country: str | None, expected: str | None) -> None:
+    assert Lead.from_record({"email": "jo@acme.test", "country": country}).country == expected
+
+
+def test_id_derived_deterministically_and_stable() -> None:
+    first = Lead.from_record({"email": "Jo@Acme.test", "source": " Webinar "})
+    second = Lead.from_record({"email": "  jo@acme.TEST", "source": "webinar", "title": "CEO"})
+    assert first.id == second.id == derive_lead_id("jo@acme.test", "webinar")
+    assert first.id.startswith("lead_") and len(first.id) == len("lead_") + 16
+    # the same person from another source is another lead
+    assert Lead.from_record({"email": "jo@acme.test", "source": "referral"}).id != first.id
+    assert Lead.from_record({"email": "jo@acme.test"}).id == derive_lead_id("jo@acme.test", None)
+
+
+def test_lead_id_of_agrees_with_validation() -> None:
+    raw = {"email": " Jo@Acme.test ", "source": "Webinar"}
+    assert lead_id_of(raw) == Lead.from_record(raw).id
+    assert lead_id_of({"id": " x-1 ", "email": "jo@acme.test"}) == "x-1"
+    assert lead_id_of({"email": "not-an-email"}) is None
+
+
+@pytest.mark.parametrize("raw_id", ["crm-42", "  crm-42 "], ids=["plain", "padded"])
+def test_explicit_id_kept(raw_id: str) -> None:
+    lead = Lead.from_record({"id": raw_id, "email": "jo@acme.test", "source": "webinar"})
+    assert lead.id == "crm-42"
+
+
+def test_empty_id_means_derived() -> None:
+    lead = Lead.from_record({"id": "", "email": "jo@acme.test"})
+    assert lead.id == derive_lead_id("jo@acme.test", None)
+
+
+def test_unknown_columns_become_attributes() -> None:
+    lead = Lead.from_record(
+        {
+            "email": "jo@acme.test",
+            "demo_requested": "yes",
+            " pricing_page_views ": "4",
+            "blank": "",
+            "attributes": {"nested": 1, "demo_requested": "no"},
+        }
+    )
+    assert lead.attributes == {"demo_requested": "no", "pricing_page_views": "4", "nested": 1}
+
+
+def test_empty_strings_are_absent() -> None:
+    lead = Lead.from_record(
+        {
+            "email": "jo@acme.test",
+            "first_name": "",
+            "title": "",
+            "employee_count": "",
+            "created_at": "",
+            "source": "",
+            "company": None,
+        }
+    )
+    assert (lead.first_name, lead.title, lead.employee_count, lead.created_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert lead.source is None and lead.company is None
+    assert lead.id == derive_lead_id("jo@acme.test", None)
+    assert lead.attributes == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(
+            "2024-05-01T10:00:00", datetime(2024, 5, 1, 10, tzinfo=UTC), id="naive-is-utc"
+        ),
+        pytest.param("2024-05-01T10:00:00Z", datetime(2024, 5, 1, 10, tzinfo=UTC), id="zulu"),
+        pytest.param(
+            "2024-05-01T12:00:00+02:00",
+            datetime(2024, 5, 1, 12, tzinfo=timezone(timedelta(hours=2))),
+            id="offset-kept",
+        ),
+        pytest.param(
+            datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 10, tzinfo=UTC), id="naive-datetime"
+        ),
+    ],
+)
+def test_created_at_timezone(raw: object, expected: datetime) -> None:
+    created = Lead.from_record({"email": "jo@acme.test", "created_at": raw}).created_at
+    assert created == expected
+    assert created is not None and created.utcoffset() == expected.utcoffset()
+
+
+def test_employee_count_parsed() -> None:
+    assert (
+        Lead.from_record({"email": "jo@acme.test", "employee_count": "250"}).employee_count == 250
+    )
+
+
+# --- validate_record ------------------------------------------------------------------
+
+
+def reject(data: dict, *, error: str | None = None, position: int = 7) -> Rejection:
+    result = validate_record(
+        RawRecord(origin="leads.csv", position=position, data=data, error=error)
+    )
+    assert isinstance(result, Rejection), result
+    return result
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "fragments", "lead_ref"),
+    [
+        pytest.param({"first_name": "Jo"}, "email", ["required, missing"], "?", id="no-email"),
+        pytest.param(
+            {"email": "", "first_name": "Jo"}, "email", ["required, missing"], "?", id="empty"
+        ),
+        pytest.param(
+            {"email": "not-an-email"},
+            "email",
+            ["'not-an-email' is not an email address"],
+            "not-an-email",
+            id="invalid-email",
+        ),
+        pytest.param(
+            {"email": "jo@acme"},
+            "email",
+            ["is not an email address"],
+            "jo@acme",
+            id="email-without-dot",
+        ),
+        pytest.param(
+            {"email": "jo@acme.test", "employee_count": "lots"},
+            "employee_count",
+            ["valid integer", "(got 'lots')"],
+            "jo@acme.test",
+            id="employee-count-lots",
+        ),
+        pytest.param(
+            {"email": "jo@acme.test", "employee_count": "-5"},
+            "employee_count",
+            ["greater than or equal to 0", "-5"],
+            "jo@acme.test",
+            id="negative-employee-count",
+        ),
+        pytest.param(
+            {"id": "crm-9", "email": "jo@acme.test", "created_at": "yesterday"},
+            "created_at",
+            ["datetime", "(got 'yesterday')"],
+            "crm-9",
+            id="bad-created-at",
+        ),
+    ],
+)
+def test_rejections_name_field_and_record(
+    data: dict, field: str, fragments: list[str], lead_ref: str
+) -> None:
+    rejection = reject(data)
+    assert rejection.reason.startswith(f"{field}: ")
+    for fragment in fragments:
+        assert fragment in rejection.reason
+    assert rejection.where == "leads.csv row 7"
+    assert rejection.lead_ref == lead_ref
+    assert rejection.data == data
+    # derived fields are not news when the email is the problem
+    for derived in ("id:", "domain:"):
+        assert derived not in rejection.reason
+
+
+def test_several_errors_all_named() -> None:
+    rejection = reject({"email": "bad", "employee_count": "lots"})
+    assert rejection.reason.startswith("email: ")
+    assert "; employee_count: " in rejection.reason
+    assert "domain" not in rejection.reason and "id:" not in rejection.reason
+
+
+def test_source_level_parse_error_is_the_reason() -> None:
+    rejection = reject(
+        {"column_1": "a", "column_2": "b"}, error="malformed row: 2 fields, the header has 3"
+    )
+    assert rejection.reason == "malformed row: 2 fields, the header has 3"
+    assert rejection.where == "leads.csv row 7"
+    assert rejection.lead_ref == "?"
+
+
+def test_where_without_origin() -> None:
+    rejection = validate_record(RawRecord(position=3, data={}))
+    assert isinstance(rejection, Rejection)
+    assert rejection.where == "record row 3"
+
+
+def test_valid_record_is_a_lead() -> None:
+    result = validate_record(RawRecord(origin="x.csv", position=2, data={"email": "jo@acme.test"}))
+    assert isinstance(result, Lead)
+    assert result.email == "jo@acme.test"
+
+
+def test_rejection_key_is_stable() -> None:
+    data = {"email": "bad", "title": "CEO"}
+    first = reject(data)
+    assert reject(dict(reversed(list(data.items())))).key == first.key  # key order irrelevant
+    assert len(first.key) == 24
+    assert reject(data, position=8).key != first.key
+    assert reject({"email": "bad", "title": "CTO"}).key != first.key
+    other_origin = validate_record(RawRecord(origin="other.csv", position=7, data=data))
+    assert isinstance(other_origin, Rejection) and other_origin.key != first.key
+
+
+# --- read_records ---------------------------------------------------------------------
+
+
+def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_csv_rows_numbered_from_header(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "leads.csv",
+        "email, title ,country\na@acme.test,CEO,US\n\n , , \nb@acme.test,CTO\nc@acme.test,VP,DE\n",
+    )
+    records = read_records(path)
+    assert [r.position for r in records] == [2, 5, 6]
+    assert all(r.origin == str(path) for r in records)
+    assert records[0].data == {"email": "a@acme.test", "title": "CEO", "country": "US"}
+    assert records[0].error is None
+    ragged = records[1]
+    assert ragged.error == "malformed row: 2 fields, the header has 3"
+    assert ragged.data == {"column_1": "b@acme.test", "column_2": "CTO"}
+    assert records[2].data["country"] == "DE" and records[2].error is None
+
+
+def test_csv_too_many_fields(tmp_path: Path) -> None:
+    path = write(tmp_path, "leads.csv", "email,title\na@acme.test,CEO,extra\n")
+    (record,) = read_records(path)
+    assert record.error == "malformed row: 3 fields, the header has 2"
+    assert record.position == 2
+
+
+def test_csv_bom_handled(tmp_path: Path) -> None:
+    path = write(tmp_path, "leads.csv", "email,country\na@acme.test,US\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    (record,) = read_records(path)
+    assert record.data == {"email": "a@acme.test", "country": "US"}
+
+
+def test_csv_quoted_newline_and_crlf(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "leads.csv", 'email,title\r\na@acme.test,"Head of\r\nSales"\r\nb@acme.test,VP\r\n'
+    )
+    records = read_records(path)
+    assert [r.data["email"] for r in records] == ["a@acme.test", "b@acme.test"]
+    assert records[0].data["title"] == "Head of\r\nSales"
+    assert all(r.error is None for r in records)
+
+
+def test_csv_without_header(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no header row"):
+        read_records(write(tmp_path, "empty.csv", ""))
+
+
+def test_jsonl_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "leads.jsonl",
+        json.dumps({"email": "a@acme.test", "employee_count": 10})
+        + "\n\n"
+        + "{not json\n"
+        + "[1, 2]\n"
+        + '"just a string"\n'
+        + json.dumps({"email": "b@acme.test"})
+        + "\n",
+    )
+    records = read_records(path)
+    assert [r.position for r in records] == [1, 3, 4, 5, 6]
+    assert records[0].data == {"email": "a@acme.test", "employee_count": 10}
+    assert records[0].error is None
+    assert records[1].error is not None and records[1].error.startswith("malformed line: not JSON")
+    assert records[1].data == {"line": "{not json"}
+    assert records[2].error == "malformed line: a JSON list, not an object"
+    assert records[3].error == "malformed line: a JSON str, not an object"
+    assert records[4].data == {"email": "b@acme.test"} and records[4].error is None
+
+
+def test_ndjson_suffix_and_case(tmp_path: Path) -> None:
+    path = write(tmp_path, "LEADS.NDJSON", '{"email": "a@acme.test"}\n')
+    assert [r.data for r in read_records(path)] == [{"email": "a@acme.test"}]
+
+
+@pytest.mark.parametrize("name", ["leads.txt", "leads.json", "leads"])
+def test_unknown_suffix(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=r"expected a \.csv or \.jsonl file"):
+        read_records(write(tmp_path, name, "email\na@acme.test\n"))
+
+
+async def test_file_source_yields_records(tmp_path: Path) -> None:
+    path = write(tmp_path, "leads.csv", "email\na@acme.test\nb@acme.test\n")
+    records = [r async for r in FileLeadSource(path).records()]
+    assert [(r.position, r.data["email"]) for r in records] == [
+        (2, "a@acme.test"),
+        (3, "b@acme.test"),
+    ]
+    with pytest.raises(ValueError, match="needs a path"):
+        [r async for r in FileLeadSource().records()]
+
+
+# --- Quarantine -----------------------------------------------------------------------
+
+
+async def test_quarantine_round_trip(tmp_path: Path) -> None:
+    store = Quarantine(f"sqlite+aiosqlite:///{tmp_path}/q.db")
+    assert await store.pending() == []
+    bad = reject({"email": "bad"}, position=2)
+    worse = reject({"email": "jo@acme.test", "employee_count": "lots"}, position=3)
+
+    await store.put([bad, worse])
+    await store.put([bad])  # a rerun sets the same record aside again
+    await store.put([])
+
+    pending = await store.pending()
+    assert [r.key for r in pending] == [bad.key, worse.key]
+    assert pending[0] == bad
+    assert pending[1].reason == worse.reason and pending[1].data == worse.data
+
+    await store.mark_replayed([bad.key])
+    await store.mark_replayed([])
+    assert [r.key for r in await store.pending()] == [worse.key]
+
+
+async def test_quarantine_survives_a_new_instance(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/q.db"
+    rejection = reject({"email": "bad"})
+    await Quarantine(url).put([rejection])
+    assert [r.key for r in await Quarantine(url).pending()] == [rejection.key]
