@@ -125,10 +125,10 @@ def listening(listener: ProgressListener) -> Iterator[None]:
         _listener.reset(token)
 
 
-def split_records(path: Path) -> tuple[list[tuple[int, dict, Lead]], list[Rejection]]:
+def split_records(path: Path) -> tuple[list[Lead], list[Rejection]]:
     """Valid leads with their rows, and the set-aside records. A lead that appears
     twice in the file is set aside the second time: it would change nothing."""
-    leads: list[tuple[int, dict, Lead]] = []
+    leads: list[Lead] = []
     rejected: list[Rejection] = []
     first_row: dict[str, int] = {}
     for record in read_records(path):
@@ -148,7 +148,7 @@ def split_records(path: Path) -> tuple[list[tuple[int, dict, Lead]], list[Reject
             )
         else:
             first_row[checked.id] = record.position
-            leads.append((record.position, record.data, checked))
+            leads.append(checked)
     return leads, rejected
 
 
@@ -161,20 +161,7 @@ async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRu
     await runtime.quarantine.put([r for r in rejected if not r.key.startswith("dup-")])
     for rejection in rejected:
         log.info("record set aside", where=rejection.where, reason=rejection.reason)
-    listener = _listener.get()
-    if listener:
-        listener.started(len(leads))
-
-    limit = asyncio.Semaphore(concurrency or runtime.settings.pipeline.concurrency)
-
-    async def one(position: int, data: dict, lead: Lead) -> LeadOutcome | FailedBranch:
-        async with limit:
-            result = await _run_one(runtime, lead)
-        if listener:
-            listener.finished(lead.id, isinstance(result, LeadOutcome) and result.ok)
-        return result
-
-    results = await asyncio.gather(*(one(*item) for item in leads))
+    results = await run_leads(runtime, leads, concurrency)
     summary = summarise(str(path), len(leads) + len(rejected), results, rejected)
     summary.wall_seconds = round(time.perf_counter() - started, 3)
     await acreate_markdown_artifact(
@@ -192,14 +179,29 @@ async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRu
     return summary
 
 
-async def _run_one(runtime: Runtime, lead: Lead) -> LeadOutcome | FailedBranch:
-    try:
-        return await run_pipeline(lead, runtime, [])
-    except Exception as exc:  # the look-up or decision failed: nothing could follow
-        log.warning("lead failed", lead_id=lead.id, error=f"{type(exc).__name__}: {exc}")
-        return FailedBranch(
-            lead_id=lead.id, branch="pipeline", reason=f"{type(exc).__name__}: {exc}"
-        )
+async def run_leads(
+    runtime: Runtime, leads: list[Lead], concurrency: int | None = None
+) -> list[LeadOutcome | FailedBranch]:
+    """Every lead through the pipeline inside the current flow run, at most
+    `concurrency` at a time, in input order; progress goes to the listener, if any."""
+    listener = _listener.get()
+    if listener:
+        listener.started(len(leads))
+    limit = asyncio.Semaphore(concurrency or runtime.settings.pipeline.concurrency)
+
+    async def one(lead: Lead) -> LeadOutcome | FailedBranch:
+        async with limit:
+            try:
+                result: LeadOutcome | FailedBranch = await run_pipeline(lead, runtime, [])
+            except Exception as exc:  # the look-up or decision failed: nothing could follow
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning("lead failed", lead_id=lead.id, error=reason)
+                result = FailedBranch(lead_id=lead.id, branch="pipeline", reason=reason)
+        if listener:
+            listener.finished(lead.id, isinstance(result, LeadOutcome) and result.ok)
+        return result
+
+    return list(await asyncio.gather(*(one(lead) for lead in leads)))
 
 
 def summarise(

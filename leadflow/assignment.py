@@ -1,7 +1,7 @@
 """Rep assignment: an ordered waterfall, with weighted round robin as its third step.
 
 1. the owner of the existing contact, else of the account, from the CRM look-up
-   (skipped when that owner is marked unavailable in the rules);
+   (an owner marked unavailable in the rules is passed over);
 2. the first territory that matches the lead (country or region, company size) and
    whose team has an available rep: weighted round robin within that team;
 3. the fallback owner.
@@ -101,9 +101,10 @@ class Assigner:
     async def _waterfall(
         self, connection: AsyncConnection, lead: Lead, match: CrmMatch | None
     ) -> Assignment:
-        owner = match.owner if match and self.rules.use_crm_owner else None
-        if owner and owner[0] not in self._unavailable:
-            return Assignment(rep=owner[0], rule=f"crm_owner:{owner[1]}")
+        if match is not None and self.rules.use_crm_owner:
+            for owner, where in match.owners:
+                if owner not in self._unavailable:
+                    return Assignment(rep=owner, rule=f"crm_owner:{where}")
         for territory in self.rules.territories:
             team = self.rules.teams[territory.team]
             if territory.matches(lead, self.rules.regions) and any(r.available for r in team.reps):

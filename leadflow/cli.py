@@ -254,13 +254,13 @@ def quarantine_export(
     target: Annotated[Path, typer.Argument(help="JSONL file to write.")],
 ) -> None:
     """Write waiting records to a JSONL file to fix by hand, then `quarantine replay FILE`."""
+    from flows.replay import KEY_FIELD, REASON_FIELD
+
     settings = _settings(False)
     rejected = asyncio.run(_pending(settings))
     with target.open("w", encoding="utf-8") as handle:
         for r in rejected:
-            handle.write(
-                json.dumps({"_quarantine_key": r.key, "_reason": r.reason, **r.data}) + "\n"
-            )
+            handle.write(json.dumps({KEY_FIELD: r.key, REASON_FIELD: r.reason, **r.data}) + "\n")
     out.print(f"{len(rejected)} records written to {target}")
 
 
@@ -276,9 +276,19 @@ def quarantine_replay(
     processed and leave the quarantine; those that still fail stay, with the new reason."""
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    replayed, still_bad = asyncio.run(_replay(runtime, fixed))
-    out.print(f"{replayed} records left the quarantine; {still_bad} still set aside")
-    raise typer.Exit(1 if still_bad else 0)
+    summary = asyncio.run(_replay(runtime, fixed))
+    for item in summary.still_set_aside:
+        err.print(
+            f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
+            highlight=False,
+        )
+    for item in summary.failed:
+        err.print(f"failed: {item.lead_id} {item.branch}: {item.reason}", highlight=False)
+    out.print(
+        f"{summary.replayed} records processed and out of the quarantine; "
+        f"{len(summary.still_set_aside)} still set aside; {len(summary.failed)} failed"
+    )
+    raise typer.Exit(1 if summary.still_set_aside or summary.failed else 0)
 
 
 async def _pending(settings: Settings):
@@ -291,50 +301,17 @@ async def _pending(settings: Settings):
         await dispose_engines()
 
 
-async def _replay(runtime: Runtime, fixed: Path | None) -> tuple[int, int]:
-    from flows.lead import process_lead
-    from flows.runtime import prefect_clients, use_runtime
+async def _replay(runtime: Runtime, fixed: Path | None):
+    from flows.replay import replay_quarantine
+    from flows.runtime import use_runtime
     from leadflow.db import dispose_engines
 
-    pending = {r.key: r for r in await runtime.quarantine.pending()}
-    if fixed is None:
-        items = [(r.key, r.origin, r.position, r.data) for r in pending.values()]
-    else:
-        items = []
-        text = await asyncio.to_thread(fixed.read_text, encoding="utf-8")
-        for line in text.splitlines():
-            if line.strip():
-                record = json.loads(line)
-                key = record.pop("_quarantine_key", None)
-                record.pop("_reason", None)
-                source = pending.get(key)
-                items.append(
-                    (
-                        key,
-                        source.origin if source else str(fixed),
-                        source.position if source else 0,
-                        record,
-                    )
-                )
-    done: list[str] = []
     try:
-        async with prefect_clients():
-            with use_runtime(runtime):
-                for key, origin, position, data in items:
-                    state = await process_lead(
-                        record=data, origin=origin, position=position, return_state=True
-                    )
-                    if not state.is_completed():
-                        err.print(f"still set aside: {state.message}", highlight=False)
-                    # A fixed copy that still fails is quarantined again as its own record,
-                    # so the original leaves the queue either way.
-                    if key in pending and (state.is_completed() or fixed is not None):
-                        done.append(key)
-        await runtime.quarantine.mark_replayed(done)
+        with use_runtime(runtime):
+            return await replay_quarantine(corrected=str(fixed) if fixed else None)
     finally:
         await runtime.aclose()
         await dispose_engines()
-    return len(done), len(items) - len(done)
 
 
 def main() -> None:  # pragma: no cover - console script shim

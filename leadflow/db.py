@@ -17,6 +17,7 @@ that made it, and tests, the CLI and Prefect workers each run their own loop.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from pathlib import Path
 
@@ -52,8 +53,8 @@ def _create_engine(url: str) -> AsyncEngine:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -61,6 +62,24 @@ def _create_engine(url: str) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _use_wal(cursor) -> None:
+    """Switch the file to WAL once. The switch needs the file to itself and SQLite
+    does not wait for that, so when another connection (another worker) holds it we
+    try again briefly; the file stays WAL once any connection has switched it."""
+    for attempt in range(50):
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0].lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's, or the async driver's wrapper of it
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    # Still not WAL: the default journal works too, only with less concurrency.
 
 
 async def ensure_tables(url: str, metadata: MetaData) -> AsyncEngine:

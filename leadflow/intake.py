@@ -81,15 +81,16 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def rejection_key(record: RawRecord) -> str:
+    """The quarantine key of a record: the same record set aside again is stored once."""
+    text = json.dumps([record.origin, record.position, record.data], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def _reject(record: RawRecord, reason: str) -> Rejection:
     lead_ref = str(record.data.get("id") or record.data.get("email") or "").strip() or "?"
-    key = hashlib.sha256(
-        json.dumps(
-            [record.origin, record.position, record.data], sort_keys=True, default=str
-        ).encode()
-    ).hexdigest()[:24]
     return Rejection(
-        key=key,
+        key=rejection_key(record),
         origin=record.origin,
         position=record.position,
         lead_ref=lead_ref,

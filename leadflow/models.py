@@ -61,6 +61,12 @@ class Lead(BaseModel):
     created_at: datetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # JSON sources send numeric ids; 42 and "42" are the same lead.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("email", mode="before")
     @classmethod
     def _normalise_email(cls, value: Any) -> Any:
@@ -146,13 +152,10 @@ class CrmMatch(BaseModel):
     enrichment: dict[str, Any] = Field(default_factory=dict)
 
     @property
-    def owner(self) -> tuple[str, str] | None:
-        """The owner to route to, with where it came from: contact first, then account."""
-        if self.contact_owner:
-            return self.contact_owner, "contact"
-        if self.account_owner:
-            return self.account_owner, "account"
-        return None
+    def owners(self) -> list[tuple[str, str]]:
+        """Owners to route to, in order, with where each came from: contact, account."""
+        found = [(self.contact_owner, "contact"), (self.account_owner, "account")]
+        return [(owner, where) for owner, where in found if owner]
 
 
 class ScoreReason(BaseModel):

@@ -237,6 +237,10 @@ def _describe(exc: ValidationError) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        # A validator that checks references names the key inside its own section.
+        inner = re.match(r"^([\w.]+): (.*)$", message, re.DOTALL)
+        if inner and key:
+            key, message = f"{key}.{inner[1]}", inner[2]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
         lines.append(f"  {key}: {message}" if key else f"  {message}")

@@ -134,3 +134,20 @@ def test_help_and_adapters_and_quarantine(first_run, workdir):
     listed = run_cli(workdir, "quarantine", "list")
     assert listed.returncode == 0
     assert "not-an-email" in listed.stdout
+
+
+def test_export_fix_and_replay(first_run, workdir):
+    exported = run_cli(workdir, "quarantine", "export", "fix.jsonl")
+    assert exported.returncode == 0 and "5 records written" in exported.stdout
+    lines = (workdir / "fix.jsonl").read_text().splitlines()
+    fixed = [line.replace('"not-an-email"', '"fixed.address@lucerne.test"') for line in lines]
+    (workdir / "fix.jsonl").write_text("\n".join(fixed) + "\n")
+    replayed = run_cli(workdir, "quarantine", "replay", "fix.jsonl")
+    assert replayed.returncode == 1  # four are still wrong
+    assert "1 records processed and out of the quarantine; 4 still set aside" in replayed.stdout
+    (count,) = query(workdir, "select count(*) from quarantine where status = 'pending'")[0]
+    assert count == 4
+    rows = query(
+        workdir, "select count(*) from crm_contacts where email = 'fixed.address@lucerne.test'"
+    )
+    assert rows == [(1,)]

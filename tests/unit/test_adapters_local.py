@@ -110,12 +110,12 @@ async def test_local_crm_look_up(db_url: str, email: str, expected: CrmMatch) ->
 
 async def test_local_crm_owner_precedence(db_url: str) -> None:
     crm = LocalCRM(db_url, SEED)
-    assert (await crm.look_up(lead("hank.scorpio@globex.test"))).owner == (
-        "frank@example.com",
-        "contact",
-    )
-    assert (await crm.look_up(lead("x@umbrella.test"))).owner == ("greta@example.com", "account")
-    assert (await crm.look_up(lead("x@hooli.test"))).owner is None
+    assert (await crm.look_up(lead("hank.scorpio@globex.test"))).owners == [
+        ("frank@example.com", "contact"),
+        ("erin@example.com", "account"),
+    ]
+    assert (await crm.look_up(lead("x@umbrella.test"))).owners == [("greta@example.com", "account")]
+    assert (await crm.look_up(lead("x@hooli.test"))).owners == []
 
 
 async def test_local_crm_without_seed(db_url: str) -> None:

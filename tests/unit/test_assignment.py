@@ -150,6 +150,12 @@ def na_sequence(n: int) -> list[str]:
             id="unavailable-owner-skipped",
         ),
         pytest.param(
+            CrmMatch(contact_owner="dave@example.com", account_owner="erin@example.com"),
+            "erin@example.com",
+            "crm_owner:account",
+            id="unavailable-contact-owner-then-account-owner",
+        ),
+        pytest.param(
             CrmMatch(enrichment={"company": "x"}),
             "alice@example.com",
             "territory:north-america/round_robin:na",
