@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/one_lead.py
+	$(BIN)/python benchmarks/burst.py
 
 clean:
 	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache

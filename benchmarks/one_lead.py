@@ -28,119 +28,19 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
-from flows.lead import process_lead  # noqa: E402
-from flows.runtime import Runtime, build_runtime, prefect_clients, use_runtime  # noqa: E402
-from integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer  # noqa: E402
-from integrations.local_crm import LocalCRM  # noqa: E402
-from integrations.rules_scorer import RulesScorer  # noqa: E402
-from integrations.sql_events import SqlEventSink  # noqa: E402
-from integrations.terminal_notifier import TerminalNotifier  # noqa: E402
-from leadflow.decide import decide  # noqa: E402
-from leadflow.intake import RawRecord, validate_record  # noqa: E402
-from leadflow.logging import configure_logging  # noqa: E402
-from leadflow.rules import load_rules  # noqa: E402
-from leadflow.settings import LogSettings, Settings  # noqa: E402
+from slow_adapters import make_runtime
 
-
-class Slow:
-    """Adds the same latency before every call of the wrapped adapter."""
-
-    def __init__(self, latency: float) -> None:
-        self.latency = latency
-
-    async def wait(self) -> None:
-        await asyncio.sleep(self.latency)
-
-    @property
-    def once_scope(self) -> str:
-        return self.inner.once_scope  # the side effect lands where the inner one's does
-
-
-class SlowCRM(CRM, Slow):
-    name = "slow"
-
-    def __init__(self, inner: CRM, latency: float) -> None:
-        Slow.__init__(self, latency)
-        self.inner = inner
-
-    async def look_up(self, lead):
-        await self.wait()
-        return await self.inner.look_up(lead)
-
-    async def upsert(self, lead, decision, *, idempotency_key):
-        await self.wait()
-        return await self.inner.upsert(lead, decision, idempotency_key=idempotency_key)
-
-
-class SlowNotifier(Notifier, Slow):
-    name = "slow"
-
-    def __init__(self, inner: Notifier, latency: float) -> None:
-        Slow.__init__(self, latency)
-        self.inner = inner
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        await self.wait()
-        await self.inner.notify(lead, decision, idempotency_key=idempotency_key)
-
-
-class SlowSink(EventSink, Slow):
-    name = "slow"
-
-    def __init__(self, inner: EventSink, latency: float) -> None:
-        Slow.__init__(self, latency)
-        self.inner = inner
-
-    async def record(self, event: LeadEvent):
-        await self.wait()
-        await self.inner.record(event)
-
-
-class SlowScorer(Scorer, Slow):
-    name = "slow"
-
-    def __init__(self, inner: Scorer, latency: float) -> None:
-        Slow.__init__(self, latency)
-        self.inner = inner
-
-    async def score(self, lead, match):
-        await self.wait()
-        return await self.inner.score(lead, match)
-
-
-class SlowAssigner(Slow):
-    def __init__(self, inner, latency: float) -> None:
-        super().__init__(latency)
-        self.inner = inner
-
-    async def assign(self, lead, match):
-        await self.wait()
-        return await self.inner.assign(lead, match)
-
-
-def make_runtime(workdir: Path, latency: float) -> Runtime:
-    settings = Settings(
-        _env_file=None,
-        database_url=f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
-        rules_path=ROOT / "examples" / "rules.toml",
-    )
-    rules = load_rules(settings.rules_path)
-    runtime = build_runtime(
-        settings,
-        rules=rules,
-        crm=SlowCRM(LocalCRM(settings.database_url, ROOT / "examples" / "crm_seed.json"), latency),
-        notifier=SlowNotifier(TerminalNotifier(workdir / "outbox.jsonl", echo=False), latency),
-        event_sink=SlowSink(SqlEventSink(settings.database_url), latency),
-        scorer=SlowScorer(RulesScorer(rules.scoring), latency),
-    )
-    runtime.assigner = SlowAssigner(runtime.assigner, latency)
-    return runtime
-
+from flows.lead import process_lead
+from flows.runtime import Runtime, prefect_clients, use_runtime
+from integrations.base import LeadEvent
+from leadflow.decide import decide
+from leadflow.intake import RawRecord, validate_record
+from leadflow.logging import configure_logging
+from leadflow.settings import LogSettings
 
 RUN = uuid.uuid4().hex[:8]  # fresh leads every run: nothing is "already done"
 
