@@ -120,6 +120,7 @@ async def update_crm(lead: Lead, decision: Decision) -> str:
     record_id = await current_runtime().adapters.crm.upsert(
         lead, decision, idempotency_key=once_key("crm", lead.id)
     )
+    log.info("crm updated", lead_id=lead.id, record_id=record_id)
     return f"contact {record_id}"
 
 
@@ -128,6 +129,7 @@ async def notify_team(lead: Lead, decision: Decision) -> str:
     await current_runtime().adapters.notifier.notify(
         lead, decision, idempotency_key=once_key("notify", lead.id)
     )
+    log.info("team notified", lead_id=lead.id, rep=decision.rep)
     return f"notified {decision.rep}"
 
 
@@ -142,6 +144,7 @@ async def log_event(lead: Lead, decision: Decision) -> str:
             decision=decision,
         )
     )
+    log.info("event logged", lead_id=lead.id, event_id=event_id)
     return f"event {event_id}"
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from integrations.wiring import Adapters, build_adapters
 from leadflow.assignment import Assigner
 from leadflow.intake import Quarantine
+from leadflow.logging import ensure_logging
 from leadflow.rules import Rules, load_rules
 from leadflow.settings import Settings, load_settings
 
@@ -67,7 +68,9 @@ def current_runtime() -> Runtime:
         return runtime
     loop = asyncio.get_running_loop()
     if loop not in _per_loop:
-        _per_loop[loop] = build_runtime()
+        runtime = build_runtime()
+        ensure_logging(runtime.settings.log)
+        _per_loop[loop] = runtime
     return _per_loop[loop]
 
 

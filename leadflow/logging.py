@@ -135,6 +135,13 @@ def configure_logging(settings: LogSettings, *, console_level: str | None = None
     logger.propagate = False
 
 
+def ensure_logging(settings: LogSettings) -> None:
+    """Configure logging unless an entry point already has: flows started by a Prefect
+    worker have no entry point of ours, so the first run configures it."""
+    if not logging.getLogger(LOGGER_NAME).handlers:
+        configure_logging(settings)
+
+
 def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
     """A structlog logger under the `leadflow` stdlib logger."""
     if not name.startswith(LOGGER_NAME):

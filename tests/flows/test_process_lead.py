@@ -276,3 +276,30 @@ async def test_owner_of_an_existing_contact_gets_the_lead(runtime):
     outcome = await process_lead(record("hank.scorpio@globex.test", title="CEO"))
     assert outcome.decision.rep == "frank@example.com"
     assert outcome.decision.assignment_rule == "crm_owner:contact"
+
+
+async def test_log_lines_reach_the_prefect_api_under_their_runs(make_runtime):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from leadflow.logging import configure_logging
+    from leadflow.settings import LogSettings
+
+    configure_logging(LogSettings(format="json"))
+    runtime = make_runtime()
+    with use_runtime(runtime):
+        state = await process_lead(record("logged@acme.test"), return_state=True)
+    flow_run_id = state.state_details.flow_run_id
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    ours = [entry for entry in logs if entry.name.startswith("leadflow")]
+    steps = [entry for entry in ours if entry.message.startswith("event='step'")]
+    assert len(steps) == 8  # validate, look_up, score, follow_up, assign and 3 branches
+    lead_line = next(entry for entry in ours if "lead processed" in entry.message)
+    assert "lead_id=" in lead_line.message and lead_line.task_run_id is None
+    task_lines = [entry for entry in ours if "crm updated" in entry.message]
+    assert len(task_lines) == 1 and task_lines[0].task_run_id is not None
