@@ -25,7 +25,7 @@ from typing import Annotated, Protocol
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from pydantic import AfterValidator, BaseModel, Field, FilePath
+from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
 from flows.lead import run_pipeline
 from flows.runtime import Runtime, current_runtime
@@ -44,6 +44,17 @@ def _lead_file(path: Path) -> Path:
 
 
 LeadFile = Annotated[FilePath, AfterValidator(_lead_file)]
+_lead_file_adapter = TypeAdapter(LeadFile)
+
+
+def check_lead_file(path: Path) -> Path:
+    """The check `process_file` applies to its `path` parameter, for callers that want
+    to fail before starting a run. Raises ValueError naming the file."""
+    try:
+        return _lead_file_adapter.validate_python(path)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(reason if str(path) in reason else f"{path}: {reason}") from None
 
 
 class FailedBranch(BaseModel):

@@ -75,25 +75,18 @@ def _read_jsonl(handle, origin: str) -> list[RawRecord]:
             continue
         try:
             data = json.loads(line)
+            error = (
+                None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
+            )
         except json.JSONDecodeError as exc:
+            error = f"not JSON ({exc.msg})"
+        if error:
+            kept = {"line": line.rstrip("\n")}
             records.append(
                 RawRecord(
-                    position=number,
-                    data={"line": line.rstrip("\n")},
-                    error=f"malformed line: not JSON ({exc.msg})",
-                    origin=origin,
+                    position=number, data=kept, error=f"malformed line: {error}", origin=origin
                 )
             )
-            continue
-        if not isinstance(data, dict):
-            records.append(
-                RawRecord(
-                    position=number,
-                    data={"line": line.rstrip("\n")},
-                    error=f"malformed line: a JSON {type(data).__name__}, not an object",
-                    origin=origin,
-                )
-            )
-            continue
-        records.append(RawRecord(position=number, data=data, origin=origin))
+        else:
+            records.append(RawRecord(position=number, data=data, origin=origin))
     return records

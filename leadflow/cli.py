@@ -61,6 +61,11 @@ def _settings(verbose: bool) -> Settings:
     return settings
 
 
+# The temporary Prefect server reports usage unless told not to; offline, every
+# attempt logs an error. Opt in with PREFECT_SERVER_ANALYTICS_ENABLED=true.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _quiet_prefect_console() -> None:
     """Keep Prefect's per-run INFO lines off the terminal (the progress bar shows
     progress); they still go to the Prefect API and its UI. Prefect reads this when it
@@ -115,6 +120,12 @@ def run(
     --strict, a record was set aside); 2 bad input or settings. Running the same file
     again repeats no side effect.
     """
+    from flows.files import check_lead_file
+
+    try:
+        check_lead_file(file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     settings = _settings(verbose)
     runtime = _runtime(settings)
     summary = asyncio.run(_run_file(runtime, file, concurrency))
@@ -149,14 +160,8 @@ async def _run_file(runtime: Runtime, file: Path, concurrency: int | None) -> Fi
     if isinstance(result, LeadsFailedError):
         return result.summary
     if isinstance(result, BaseException):
-        raise _fail(_first_line(result))
+        raise _fail(f"{type(result).__name__}: {result}")
     return result
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    # Prefect wraps parameter validation errors; keep the part that names the field.
-    return text.split("\n", 1)[0] if "validation error" not in text else text
 
 
 def _print_summary(summary: FileRunSummary) -> None:
@@ -210,6 +215,81 @@ def _print_summary(summary: FileRunSummary) -> None:
         "Runs are kept by Prefect: `prefect server start`, then http://127.0.0.1:4200/runs",
         highlight=False,
     )
+
+
+@app.command()
+def lead(
+    record: Annotated[
+        str,
+        typer.Argument(help='One lead as a JSON object, e.g. \'{"email": "ada@example.org"}\'.'),
+    ],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Process one lead as a `process-lead` flow run and print its Decision and the
+    result of each side effect. Exit 1 if a side effect failed, 2 if the lead is bad."""
+    try:
+        data = json.loads(record)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"the lead is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise _fail("the lead must be a JSON object")
+    settings = _settings(verbose)
+    runtime = _runtime(settings)
+    outcome, code = asyncio.run(_run_lead(runtime, data))
+    if outcome is not None:
+        _print_outcome(outcome)
+    raise typer.Exit(code)
+
+
+async def _run_lead(runtime: Runtime, data: dict):
+    from flows.lead import BranchesFailedError, InvalidLeadError, process_lead
+    from flows.runtime import use_runtime
+    from flows.settle import settle
+    from leadflow.db import dispose_engines
+
+    try:
+        with use_runtime(runtime):
+            state = await process_lead(record=data, origin="cli", return_state=True)
+            result = await state.aresult(raise_on_failure=False)
+        await settle(state.state_details.flow_run_id)
+    finally:
+        await runtime.aclose()
+        await dispose_engines()
+    if isinstance(result, InvalidLeadError):
+        err.print(f"[bold red]set aside:[/] {result}", highlight=False)
+        return None, 2
+    if isinstance(result, BranchesFailedError):
+        return result.outcome, 1
+    if isinstance(result, BaseException):
+        raise _fail(f"{type(result).__name__}: {result}")
+    return result, 0
+
+
+def _print_outcome(outcome) -> None:
+    decision = outcome.decision
+    due = f", due {decision.due_at:%Y-%m-%d %H:%M} UTC" if decision.due_at else ""
+    out.print(
+        f"[bold]{outcome.lead_id}[/]: {decision.tier} (score {decision.score}) -> "
+        f"{decision.follow_up.value}{due}; rep {decision.rep} ({decision.assignment_rule})",
+        highlight=False,
+    )
+    reasons = Table(title="Score", title_justify="left")
+    for column in ("group", "rule", "points"):
+        reasons.add_column(column)
+    for reason in decision.score_reasons:
+        reasons.add_row(reason.group, reason.rule, f"{reason.points:+d}")
+    out.print(reasons)
+    branches = Table(title="Side effects", title_justify="left")
+    for column in ("branch", "status", "ms", "detail"):
+        branches.add_column(column)
+    for name, result in outcome.branches.items():
+        branches.add_row(
+            name,
+            result.status.value,
+            f"{result.duration_ms:.0f}",
+            result.error or result.detail or "",
+        )
+    out.print(branches)
 
 
 @app.command()

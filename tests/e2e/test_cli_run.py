@@ -151,3 +151,27 @@ def test_export_fix_and_replay(first_run, workdir):
         workdir, "select count(*) from crm_contacts where email = 'fixed.address@lucerne.test'"
     )
     assert rows == [(1,)]
+
+
+def test_a_missing_or_wrong_file_is_named(workdir):
+    missing = run_cli(workdir, "run", "no-such-file.csv")
+    assert missing.returncode == 2
+    assert "no-such-file.csv: Path does not point to a file" in missing.stderr
+    (workdir / "notes.txt").write_text("email\nx@y.test\n")
+    wrong = run_cli(workdir, "run", "notes.txt")
+    assert wrong.returncode == 2
+    assert "notes.txt: expected a .csv or .jsonl file" in wrong.stderr
+
+
+def test_one_lead_from_the_command_line(first_run, workdir):
+    good = run_cli(
+        workdir, "lead", '{"email": "ada@analytical.test", "title": "CTO", "country": "GB"}'
+    )
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert "title has 'cto'" in good.stdout and "update_crm" in good.stdout
+    assert query(
+        workdir, "select count(*) from crm_contacts where email = 'ada@analytical.test'"
+    ) == [(1,)]
+    bad = run_cli(workdir, "lead", '{"email": "ada-at-analytical"}')
+    assert bad.returncode == 2
+    assert "email" in bad.stderr and "ada-at-analytical" in bad.stderr
