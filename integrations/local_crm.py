@@ -18,11 +18,11 @@ from typing import Self
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations.base import CRM
-from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.db import dialect_insert, ensure_tables, insert_ignoring_duplicates
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings
@@ -149,19 +149,12 @@ class LocalCRM(CRM):
             "tier": decision.tier,
             "updated_at": datetime.now(UTC),
         }
+        # One statement, so two workers upserting the same email cannot both insert.
+        statement = dialect_insert(engine, contacts).values(
+            id=f"c_{uuid.uuid5(uuid.NAMESPACE_URL, lead.email).hex[:12]}",
+            email=lead.email,
+            **values,
+        )
+        statement = statement.on_conflict_do_update(index_elements=["email"], set_=values)
         async with engine.begin() as connection:
-            existing = (
-                await connection.execute(
-                    select(contacts.c.id).where(contacts.c.email == lead.email)
-                )
-            ).scalar()
-            if existing is not None:
-                await connection.execute(
-                    update(contacts).where(contacts.c.id == existing).values(**values)
-                )
-                return existing
-            contact_id = f"c_{uuid.uuid5(uuid.NAMESPACE_URL, lead.email).hex[:12]}"
-            await connection.execute(
-                contacts.insert().values(id=contact_id, email=lead.email, **values)
-            )
-            return contact_id
+            return (await connection.execute(statement.returning(contacts.c.id))).scalar_one()

@@ -11,8 +11,9 @@ each available rep's weight to their running credit, picks the rep with the most
 credit and charges them the team's total weight. After any number of picks each
 rep's count is within one of their exact weighted share, and the order interleaves
 (A B A C A B ...) instead of bursting. The credits live in the database and each
-pick runs in one write transaction (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE
-on PostgreSQL), so concurrent tasks or processes never read the same state.
+assignment runs in one serialised write transaction (BEGIN IMMEDIATE on SQLite, an
+advisory lock on PostgreSQL), so concurrent tasks or processes never read the same
+state.
 
 A lead's assignment is stored with it: assigning the same lead again (a retried
 task, a rerun of the file) returns the first answer and does not move the rotation.
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.db import ensure_tables
+from leadflow.db import ensure_tables, serialise
 from leadflow.models import Assignment, CrmMatch, Lead
 from leadflow.rules import AssignmentRules, Rep
 
@@ -78,6 +79,7 @@ class Assigner:
     async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment:
         engine = await ensure_tables(self.database_url, metadata)
         async with engine.begin() as connection:
+            await serialise(connection, "leadflow-assignment")
             row = (
                 await connection.execute(
                     select(assignments.c.rep, assignments.c.rule).where(
@@ -117,10 +119,8 @@ class Assigner:
     async def _next_in_rotation(
         self, connection: AsyncConnection, team: str, reps: list[Rep]
     ) -> str:
-        query = (
-            select(round_robin_credit.c.rep, round_robin_credit.c.credit)
-            .where(round_robin_credit.c.team == team)
-            .with_for_update()
+        query = select(round_robin_credit.c.rep, round_robin_credit.c.credit).where(
+            round_robin_credit.c.team == team
         )
         credit = {row.rep: row.credit for row in await connection.execute(query)}
         chosen, new_credit = pick_weighted(reps, credit)

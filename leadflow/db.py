@@ -7,7 +7,7 @@ settled here so nothing else has to think about them:
 - every transaction starts with BEGIN IMMEDIATE, which takes the write lock up
   front; read-then-write sequences (round robin, once-only ledgers) are then
   serialised across tasks and processes instead of failing with "database is locked"
-  half-way; on PostgreSQL the same code uses SELECT ... FOR UPDATE;
+  half-way; on PostgreSQL `serialise()` takes an advisory lock for the same effect;
 - WAL journaling and a busy timeout, so readers do not block the writer.
 
 Engines are cached per event loop: an asyncio connection pool belongs to the loop
@@ -21,14 +21,15 @@ import time
 import weakref
 from pathlib import Path
 
-from sqlalchemy import MetaData, Table, event
+from sqlalchemy import MetaData, Table, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = (
     weakref.WeakKeyDictionary()
 )
 _created: set[tuple[int, str, int]] = set()
+_schema_locks: dict[tuple[int, str, int], asyncio.Lock] = {}
 
 
 def get_engine(url: str) -> AsyncEngine:
@@ -83,13 +84,20 @@ def _use_wal(cursor) -> None:
 
 
 async def ensure_tables(url: str, metadata: MetaData) -> AsyncEngine:
-    """The engine for `url`, with `metadata`'s tables created once per engine."""
+    """The engine for `url`, with `metadata`'s tables created once per engine.
+
+    The first uses often arrive together (a burst of leads): a lock per engine makes
+    them wait for one CREATE, and `serialise` does the same across processes."""
     engine = get_engine(url)
     key = (id(engine), url, id(metadata))
-    if key not in _created:
-        async with engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
-        _created.add(key)
+    if key in _created:
+        return engine
+    async with _schema_locks.setdefault(key, asyncio.Lock()):
+        if key not in _created:
+            async with engine.begin() as connection:
+                await serialise(connection, "leadflow-schema")
+                await connection.run_sync(metadata.create_all)
+            _created.add(key)
     return engine
 
 
@@ -100,11 +108,29 @@ async def dispose_engines() -> None:
         await engine.dispose()
 
 
-def insert_ignoring_duplicates(engine: AsyncEngine, table: Table, index: list[str]):
-    """INSERT that does nothing when a row with the same `index` columns exists:
-    the building block of every once-only write."""
+def dialect_insert(engine: AsyncEngine, table: Table):
+    """INSERT with the dialect's ON CONFLICT clauses (SQLite and PostgreSQL share them)."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=index)
+    return insert(table)
+
+
+def insert_ignoring_duplicates(engine: AsyncEngine, table: Table, index: list[str]):
+    """INSERT that does nothing when a row with the same `index` columns exists:
+    the building block of every once-only write."""
+    return dialect_insert(engine, table).on_conflict_do_nothing(index_elements=index)
+
+
+async def serialise(connection: AsyncConnection, name: str) -> None:
+    """Make the current transaction the only one holding `name` until it ends.
+
+    SQLite needs nothing more: BEGIN IMMEDIATE already admits one writer at a time.
+    PostgreSQL takes a transaction-scoped advisory lock, so read-then-write sequences
+    on rows that may not exist yet (a first round-robin pick) cannot interleave.
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name}
+        )
