@@ -62,11 +62,27 @@ class FailedBranch(BaseModel):
     branch: str
     reason: str
 
+    @classmethod
+    def all_in(cls, result: LeadOutcome | FailedBranch) -> list[FailedBranch]:
+        """Every failure in one lead's result: the pipeline's, or each failed branch."""
+        if isinstance(result, FailedBranch):
+            return [result]
+        return [
+            cls(lead_id=result.lead_id, branch=name, reason=reason)
+            for name, reason in result.failed_branches.items()
+        ]
+
 
 class SetAside(BaseModel):
     position: int
     lead_ref: str
     reason: str
+
+    @classmethod
+    def of(cls, rejection: Rejection) -> SetAside:
+        return cls(
+            position=rejection.position, lead_ref=rejection.lead_ref, reason=rejection.reason
+        )
 
 
 class FileRunSummary(BaseModel):
@@ -136,18 +152,20 @@ def listening(listener: ProgressListener) -> Iterator[None]:
         _listener.reset(token)
 
 
-def split_records(path: Path) -> tuple[list[Lead], list[Rejection]]:
-    """Valid leads with their rows, and the set-aside records. A lead that appears
-    twice in the file is set aside the second time: it would change nothing."""
+def split_records(path: Path) -> tuple[list[Lead], list[Rejection], list[Rejection]]:
+    """Valid leads, bad records (for the quarantine) and repeats. A lead that appears
+    twice in the file is set aside the second time, but it is not bad: processing it
+    would change nothing, so it is not quarantined."""
     leads: list[Lead] = []
-    rejected: list[Rejection] = []
+    bad: list[Rejection] = []
+    repeats: list[Rejection] = []
     first_row: dict[str, int] = {}
     for record in read_records(path):
         checked = validate_record(record)
         if isinstance(checked, Rejection):
-            rejected.append(checked)
+            bad.append(checked)
         elif checked.id in first_row:
-            rejected.append(
+            repeats.append(
                 Rejection(
                     key=f"dup-{checked.id}-{record.origin}-{record.position}",
                     origin=record.origin,
@@ -160,7 +178,7 @@ def split_records(path: Path) -> tuple[list[Lead], list[Rejection]]:
         else:
             first_row[checked.id] = record.position
             leads.append(checked)
-    return leads, rejected
+    return leads, bad, repeats
 
 
 @flow(name="process-file")
@@ -168,8 +186,9 @@ async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRu
     """Process every lead in a CSV or JSONL file; bad records are set aside."""
     runtime = current_runtime()
     started = time.perf_counter()
-    leads, rejected = split_records(Path(path))
-    await runtime.quarantine.put([r for r in rejected if not r.key.startswith("dup-")])
+    leads, bad, repeats = split_records(Path(path))
+    await runtime.quarantine.put(bad)
+    rejected = sorted(bad + repeats, key=lambda rejection: rejection.position)
     for rejection in rejected:
         log.info("record set aside", where=rejection.where, reason=rejection.reason)
     results = await run_leads(runtime, leads, concurrency)
@@ -226,18 +245,14 @@ def summarise(
     failed: list[FailedBranch] = []
     processed = already_done = 0
     for result in results:
+        failed += FailedBranch.all_in(result)
         if isinstance(result, FailedBranch):
-            failed.append(result)
             continue
         processed += 1
         tiers[result.decision.tier] += 1
         reps[result.decision.rep] += 1
         if all(b.status is BranchStatus.SKIPPED for b in result.branches.values()):
             already_done += 1
-        failed += [
-            FailedBranch(lead_id=result.lead_id, branch=name, reason=reason)
-            for name, reason in result.failed_branches.items()
-        ]
     return FileRunSummary(
         file=file,
         records=records,
@@ -246,7 +261,5 @@ def summarise(
         by_tier=dict(tiers),
         by_rep=dict(reps),
         failed=failed,
-        set_aside=[
-            SetAside(position=r.position, lead_ref=r.lead_ref, reason=r.reason) for r in rejected
-        ],
+        set_aside=[SetAside.of(rejection) for rejection in rejected],
     )

@@ -74,9 +74,7 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
         if isinstance(checked, Lead):
             leads.append((key, checked))
             continue
-        summary.still_set_aside.append(
-            SetAside(position=record.position, lead_ref=checked.lead_ref, reason=checked.reason)
-        )
+        summary.still_set_aside.append(SetAside.of(checked))
         if key in pending and rejection_key(record) != key:
             fresh_rejections.append(checked)
             leaving.append(key)
@@ -84,13 +82,9 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
 
     results = await run_leads(runtime, [lead for _, lead in leads])
     for (key, _lead), result in zip(leads, results, strict=True):
+        summary.failed += FailedBranch.all_in(result)
         if isinstance(result, FailedBranch):
-            summary.failed.append(result)
             continue
-        summary.failed += [
-            FailedBranch(lead_id=result.lead_id, branch=name, reason=reason)
-            for name, reason in result.failed_branches.items()
-        ]
         summary.replayed += 1
         if key in pending:
             leaving.append(key)

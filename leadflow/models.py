@@ -120,11 +120,10 @@ class Lead(BaseModel):
             return data
         email = data.get("email")
         if isinstance(email, str) and "@" in email:
-            normalised = email.strip().lower()
             data = dict(data)
-            data.setdefault("domain", normalised.rsplit("@", 1)[1])
+            data.setdefault("domain", email.strip().lower().rsplit("@", 1)[1])
             if not data.get("id"):
-                data["id"] = derive_lead_id(normalised, _lower(data.get("source")))
+                data["id"] = lead_id_of(data)
         return data
 
 
