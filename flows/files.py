@@ -28,6 +28,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
 from flows.lead import run_pipeline
+from flows.naming import file_run_name
 from flows.runtime import Runtime, current_runtime
 from integrations.file_source import SUFFIXES, read_records
 from leadflow.intake import Rejection, validate_record
@@ -181,7 +182,7 @@ def split_records(path: Path) -> tuple[list[Lead], list[Rejection], list[Rejecti
     return leads, bad, repeats
 
 
-@flow(name="process-file")
+@flow(name="process-file", flow_run_name=file_run_name)
 async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRunSummary:
     """Process every lead in a CSV or JSONL file; bad records are set aside."""
     runtime = current_runtime()

@@ -25,13 +25,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
-from prefect.runtime import flow_run
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
+from flows.naming import decision_tags, label_of, lead_run_name, lead_tags, step_run_name
 from flows.retries import retry_options
 from flows.runtime import Runtime, current_runtime
 from integrations.base import LeadEvent
@@ -46,7 +47,6 @@ from leadflow.models import (
     Lead,
     LeadOutcome,
     StepTiming,
-    lead_id_of,
 )
 from leadflow.settings import PipelineSettings
 
@@ -96,13 +96,13 @@ def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]
 # --- the steps that are tasks ------------------------------------------------------
 
 
-@task(name="look-up", cache_policy=NO_CACHE)
+@task(name="look-up", task_run_name=step_run_name("look-up"), cache_policy=NO_CACHE)
 async def look_up(lead: Lead) -> CrmMatch:
     """Existing CRM contact and account, their owners, and enrichment."""
     return await current_runtime().adapters.crm.look_up(lead)
 
 
-@task(name="decide", cache_policy=NO_CACHE)
+@task(name="decide", task_run_name=step_run_name("decide"), cache_policy=NO_CACHE)
 async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepTiming]]:
     """Score, follow-up and assignment: one task, since only the assignment does I/O."""
     runtime = current_runtime()
@@ -115,7 +115,12 @@ async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepT
     )
 
 
-@task(name="update-crm", cache_key_fn=functools.partial(_cache_key, "crm"), persist_result=True)
+@task(
+    name="update-crm",
+    task_run_name=step_run_name("update-crm"),
+    cache_key_fn=functools.partial(_cache_key, "crm"),
+    persist_result=True,
+)
 async def update_crm(lead: Lead, decision: Decision) -> str:
     record_id = await current_runtime().adapters.crm.upsert(
         lead, decision, idempotency_key=once_key("crm", lead.id)
@@ -124,7 +129,12 @@ async def update_crm(lead: Lead, decision: Decision) -> str:
     return f"contact {record_id}"
 
 
-@task(name="notify-team", cache_key_fn=functools.partial(_cache_key, "notify"), persist_result=True)
+@task(
+    name="notify-team",
+    task_run_name=step_run_name("notify-team"),
+    cache_key_fn=functools.partial(_cache_key, "notify"),
+    persist_result=True,
+)
 async def notify_team(lead: Lead, decision: Decision) -> str:
     await current_runtime().adapters.notifier.notify(
         lead, decision, idempotency_key=once_key("notify", lead.id)
@@ -133,7 +143,12 @@ async def notify_team(lead: Lead, decision: Decision) -> str:
     return f"notified {decision.rep}"
 
 
-@task(name="log-event", cache_key_fn=functools.partial(_cache_key, "event"), persist_result=True)
+@task(
+    name="log-event",
+    task_run_name=step_run_name("log-event"),
+    cache_key_fn=functools.partial(_cache_key, "event"),
+    persist_result=True,
+)
 async def log_event(lead: Lead, decision: Decision) -> str:
     event_id = once_key("event", lead.id)
     await current_runtime().adapters.event_sink.record(
@@ -163,11 +178,7 @@ def _configured(settings: PipelineSettings) -> dict[str, Any]:
 # --- the flow ----------------------------------------------------------------------
 
 
-def _run_name() -> str:
-    return f"lead-{lead_id_of(flow_run.parameters.get('record') or {}) or 'unknown'}"
-
-
-@flow(name="process-lead", flow_run_name=_run_name, log_prints=False)
+@flow(name="process-lead", flow_run_name=lead_run_name, log_prints=False)
 async def process_lead(
     record: dict[str, Any], origin: str = "api", position: int = 0
 ) -> LeadOutcome:
@@ -184,6 +195,7 @@ async def process_lead(
         log.warning("lead set aside", where=checked.where, reason=checked.reason)
         raise InvalidLeadError(checked)
     outcome = await run_pipeline(checked, runtime, steps, started=started)
+    await _tag_this_run(checked, outcome.decision)
     if not outcome.ok:
         raise BranchesFailedError(outcome)
     return outcome
@@ -197,7 +209,7 @@ async def run_pipeline(
     not raised; a failed look-up or decision raises, since nothing can follow it."""
     started = started or time.perf_counter()
     tasks = _configured(runtime.settings.pipeline)
-    with bound_contextvars(lead_id=lead.id):
+    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*lead_tags(lead)):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
         decision, decide_steps = await decide_lead(lead, match)
         steps.extend(decide_steps)  # score, follow_up, assign: timed inside the task
@@ -208,13 +220,26 @@ async def run_pipeline(
             elapsed = (time.perf_counter() - began) * 1000
             return name, await _branch_result(state, elapsed)
 
-        results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
+        with tags(*decision_tags(decision)):
+            results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
         steps.extend(
             StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()
         )
         outcome = LeadOutcome(lead_id=lead.id, decision=decision, branches=results, steps=steps)
         _log_outcome(outcome, time.perf_counter() - started)
     return outcome
+
+
+async def _tag_this_run(lead: Lead, decision: Decision) -> None:
+    """Put the lead's tags on the current flow run: its tier and rep are known only
+    now, after the run was created."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = context.flow_run
+    wanted = sorted({*run.tags, *lead_tags(lead), *decision_tags(decision)})
+    async with get_client() as client:
+        await client.update_flow_run(run.id, tags=wanted)
 
 
 def _log_outcome(outcome: LeadOutcome, seconds: float) -> None:

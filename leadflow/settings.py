@@ -59,6 +59,17 @@ class LogSettings(BaseModel):
     )
 
 
+class UiSettings(BaseModel):
+    show_emails: bool = Field(
+        default=True,
+        description=(
+            "name lead runs and tasks after the lead's email and show it in artifacts and "
+            "UI log lines; false: the lead id instead (the run's parameters still hold the "
+            "record)"
+        ),
+    )
+
+
 ENV_PREFIX = "LEADFLOW_"
 
 
@@ -86,6 +97,7 @@ class Settings(BaseSettings):
     adapters: AdapterChoice = Field(default_factory=AdapterChoice)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
 
 T = TypeVar("T", bound=BaseSettings)
