@@ -27,12 +27,14 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
+from flows.artifacts import publish_leads
 from flows.lead import run_pipeline
 from flows.naming import file_run_name
 from flows.runtime import Runtime, current_runtime
 from integrations.file_source import SUFFIXES, read_records
 from leadflow.intake import Rejection, validate_record
 from leadflow.logging import get_logger
+from leadflow.markdown import escape, table
 from leadflow.models import BranchStatus, Lead, LeadOutcome
 
 log = get_logger(__name__)
@@ -101,25 +103,35 @@ class FileRunSummary(BaseModel):
 
     def as_markdown(self) -> str:
         lines = [
-            f"# Leads from `{self.file}`",
+            f"# Leads from {escape(self.file)}",
             "",
             f"{self.processed} of {self.records} records processed in {self.wall_seconds:.1f} s; "
             f"{len(self.set_aside)} set aside; {len(self.failed)} failed branches.",
             "",
-            "| tier | leads |",
-            "|---|---|",
-            *(f"| {tier} | {count} |" for tier, count in sorted(self.by_tier.items())),
+            "## By tier",
             "",
-            "| rep | leads |",
-            "|---|---|",
-            *(f"| {rep} | {count} |" for rep, count in sorted(self.by_rep.items())),
+            table(("tier", "leads"), sorted(self.by_tier.items())),
+            "",
+            "## By rep",
+            "",
+            table(("rep", "leads"), sorted(self.by_rep.items())),
         ]
         if self.failed:
-            lines += ["", "| lead | branch | reason |", "|---|---|---|"]
-            lines += [f"| {f.lead_id} | {f.branch} | {f.reason} |" for f in self.failed]
+            lines += ["", "## Failed branches", ""]
+            lines += [
+                table(
+                    ("lead", "branch", "reason"),
+                    [(f.lead_id, f.branch, f.reason) for f in self.failed],
+                )
+            ]
         if self.set_aside:
-            lines += ["", "| row | record | reason |", "|---|---|---|"]
-            lines += [f"| {s.position} | {s.lead_ref} | {s.reason} |" for s in self.set_aside]
+            lines += ["", "## Set aside", ""]
+            lines += [
+                table(
+                    ("row", "record", "reason"),
+                    [(s.position, s.lead_ref, s.reason) for s in self.set_aside],
+                )
+            ]
         return "\n".join(lines)
 
 
@@ -198,6 +210,7 @@ async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRu
     await acreate_markdown_artifact(
         key="process-file-summary", markdown=summary.as_markdown(), description=str(path)
     )
+    await publish_leads(str(path), leads, results)
     log.info(
         "file processed",
         file=str(path),

@@ -32,6 +32,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
+from flows.artifacts import publish_decision
 from flows.naming import decision_tags, label_of, lead_run_name, lead_tags, step_run_name
 from flows.retries import retry_options
 from flows.runtime import Runtime, current_runtime
@@ -196,6 +197,7 @@ async def process_lead(
         raise InvalidLeadError(checked)
     outcome = await run_pipeline(checked, runtime, steps, started=started)
     await _tag_this_run(checked, outcome.decision)
+    await publish_decision(checked, outcome)
     if not outcome.ok:
         raise BranchesFailedError(outcome)
     return outcome
