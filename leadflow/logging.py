@@ -5,7 +5,13 @@
 - On a terminal they are readable (ConsoleRenderer); otherwise one JSON object per
   line. `LEADFLOW_LOG__FORMAT` overrides the choice.
 - Inside a flow or task run they also reach the Prefect UI, under that run, through
-  Prefect's own API log handler attached to the `leadflow` logger.
+  Prefect's own API log handler attached to the `leadflow` logger. The UI shows each
+  line's level, logger, time and run beside it, so the message sent there is short:
+  the event, then the few fields that matter (`render_for_ui`). The terminal or JSON
+  output keeps every field, for log shipping.
+- Prefect's "Finished in state Completed()" line per task run is dropped: the UI
+  shows the task's state, and a file run has hundreds of them. Other task states
+  (Failed, Cached, retries) still log.
 - Secrets never appear: SecretStr values and values under secret-looking keys are
   replaced before any renderer sees them.
 """
@@ -68,6 +74,52 @@ SHARED_PROCESSORS: list[Any] = [
 ]
 
 
+# What the Prefect UI shows beside every line itself: not repeated in the message.
+UI_SHOWN = frozenset({"level", "logger", "timestamp", "flow_run_id", "task_run_id"})
+# Shown first, in this order, when present.
+UI_FIRST = ("lead", "rep", "branch", "step", "status")
+# Durations in milliseconds, shown last as "12.3 ms".
+UI_DURATIONS = ("duration_ms", "total_ms")
+
+
+def render_for_ui(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
+    """structlog renderer for the Prefect API: `team notified lead=ada@example.org
+    rep=alice@example.com`. Leaves out the fields the UI shows itself, empty values,
+    and `lead_id` when the line names its `lead`."""
+    fields = {
+        key: value
+        for key, value in event_dict.items()
+        if key not in UI_SHOWN and value is not None and not key.startswith("_")
+    }
+    if "lead" in fields:
+        fields.pop("lead_id", None)
+    exception = fields.pop("exception", None)
+    parts = [str(fields.pop("event", ""))]
+    durations = [fields.pop(key) for key in UI_DURATIONS if key in fields]
+    ordered = [key for key in UI_FIRST if key in fields] + [
+        key for key in fields if key not in UI_FIRST
+    ]
+    parts += [f"{key}={_ui_value(fields[key])}" for key in ordered]
+    parts += [f"{duration:g} ms" for duration in durations]
+    message = " ".join(parts)
+    return f"{message}\n{exception}" if exception else message
+
+
+def _ui_value(value: Any) -> str:
+    text = str(value)
+    return f'"{text}"' if not text or any(c.isspace() for c in text) else text
+
+
+class _DropCompletedTaskLines(logging.Filter):
+    """Drop Prefect's "Finished in state Completed()" line of each task run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and record.getMessage().startswith("Finished in state Completed(")
+        )
+
+
 class _InRunOnly(logging.Filter):
     """Pass only records written inside a Prefect flow or task run, so lines from the
     command line itself do not make Prefect's handler warn about a missing run."""
@@ -116,14 +168,7 @@ def configure_logging(settings: LogSettings, *, console_level: str | None = None
         to_prefect = APILogHandler()
         to_prefect.setLevel(settings.level)
         to_prefect.addFilter(_InRunOnly())
-        # The UI shows plain text: key=value pairs, no colours.
-        to_prefect.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                processor=structlog.processors.KeyValueRenderer(
-                    key_order=["event", "lead_id"], drop_missing=True
-                )
-            )
-        )
+        to_prefect.setFormatter(structlog.stdlib.ProcessorFormatter(processor=render_for_ui))
         handlers.append(to_prefect)
 
     logger = logging.getLogger(LOGGER_NAME)
@@ -133,6 +178,11 @@ def configure_logging(settings: LogSettings, *, console_level: str | None = None
         logger.addHandler(handler)
     logger.setLevel(settings.level)
     logger.propagate = False
+
+    task_runs = logging.getLogger("prefect.task_runs")
+    for old in [f for f in task_runs.filters if isinstance(f, _DropCompletedTaskLines)]:
+        task_runs.removeFilter(old)
+    task_runs.addFilter(_DropCompletedTaskLines())
 
 
 def ensure_logging(settings: LogSettings) -> None:

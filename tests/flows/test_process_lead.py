@@ -297,9 +297,9 @@ async def test_log_lines_reach_the_prefect_api_under_their_runs(make_runtime):
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
         )
     ours = [entry for entry in logs if entry.name.startswith("leadflow")]
-    steps = [entry for entry in ours if entry.message.startswith("event='step'")]
+    steps = [entry for entry in ours if entry.message.startswith("step ")]
     assert len(steps) == 8  # validate, look_up, score, follow_up, assign and 3 branches
     lead_line = next(entry for entry in ours if "lead processed" in entry.message)
-    assert "lead_id=" in lead_line.message and lead_line.task_run_id is None
+    assert "lead=logged@acme.test" in lead_line.message and lead_line.task_run_id is None
     task_lines = [entry for entry in ours if "crm updated" in entry.message]
     assert len(task_lines) == 1 and task_lines[0].task_run_id is not None
