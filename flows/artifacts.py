@@ -2,7 +2,7 @@
 
 - A `process-lead` run publishes its Decision (the points behind the score, the
   tier, the follow-up and when it is due, the rep and the rule that chose them) and
-  each side effect's result, under a key per lead (`lead-<id>`): the artifact's page
+  each side effect's result, under a key per lead (`decision-<id>`): the artifact's page
   then lists every run's Decision for that lead, newest first.
 - A `process-file` run publishes one row per lead (`process-file-leads`) beside its
   summary (`process-file-summary`).
@@ -27,7 +27,7 @@ LEADS_KEY = "process-file-leads"
 def decision_key(lead_id: str) -> str:
     """The artifact key of a lead: Prefect keys allow lowercase letters, digits and
     dashes, so anything else becomes a dash."""
-    return "lead-" + (re.sub(r"[^a-z0-9]+", "-", lead_id.lower()).strip("-") or "unknown")
+    return "decision-" + (re.sub(r"[^a-z0-9]+", "-", lead_id.lower()).strip("-") or "unknown")
 
 
 def _due(decision: Decision) -> str:
@@ -42,7 +42,8 @@ def decision_markdown(lead: Lead, outcome: LeadOutcome) -> str:
             f"# Decision for {escape(label_of(lead))}",
             "",
             f"**{escape(decision.tier)}** (score {decision.score}): "
-            f"{escape(decision.follow_up.value)}, due {_due(decision)}; "
+            f"{escape(decision.follow_up.value)}, "
+            f"{'due ' + _due(decision) if decision.due_at else 'no deadline'}; "
             f"rep **{escape(decision.rep)}**.",
             "",
             "## Decision",

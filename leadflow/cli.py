@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -128,13 +129,16 @@ def run(
         raise _fail(str(exc)) from None
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    summary = asyncio.run(_run_file(runtime, file, concurrency))
+    summary, run_id = asyncio.run(_run_file(runtime, file, concurrency))
     _print_summary(summary)
+    out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     if summary.failed or (strict and summary.set_aside):
         raise typer.Exit(1)
 
 
-async def _run_file(runtime: Runtime, file: Path, concurrency: int | None) -> FileRunSummary:
+async def _run_file(
+    runtime: Runtime, file: Path, concurrency: int | None
+) -> tuple[FileRunSummary, UUID | None]:
     from flows.files import LeadsFailedError, listening, process_file
     from flows.runtime import use_runtime
     from flows.settle import settle
@@ -157,11 +161,12 @@ async def _run_file(runtime: Runtime, file: Path, concurrency: int | None) -> Fi
     finally:
         await runtime.aclose()
         await dispose_engines()
+    run_id = state.state_details.flow_run_id
     if isinstance(result, LeadsFailedError):
-        return result.summary
+        return result.summary, run_id
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
-    return result
+    return result, run_id
 
 
 def _print_summary(summary: FileRunSummary) -> None:
@@ -211,10 +216,25 @@ def _print_summary(summary: FileRunSummary) -> None:
     else:
         out.print("Set aside: none")
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
-    out.print(
-        "Runs are kept by Prefect: `prefect server start`, then http://127.0.0.1:4200/runs",
-        highlight=False,
+
+
+def where_to_look(flow_run_id: UUID | None) -> str:
+    """The run's page in the Prefect UI of the server this command used: the
+    PREFECT_UI_URL setting, which Prefect derives from PREFECT_API_URL unless it is set.
+    With neither, the run went to a temporary server that is gone now; its runs are in
+    the local Prefect database, which `prefect server start` serves."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_API_HOST,
+        PREFECT_SERVER_API_PORT,
+        PREFECT_UI_URL,
     )
+
+    path = f"/runs/flow-run/{flow_run_id}" if flow_run_id else "/runs"
+    if PREFECT_API_URL.value() and PREFECT_UI_URL.value():
+        return f"This run in the Prefect UI: {PREFECT_UI_URL.value().rstrip('/')}{path}"
+    local = f"http://{PREFECT_SERVER_API_HOST.value()}:{PREFECT_SERVER_API_PORT.value()}"
+    return f"Runs are kept by Prefect: `prefect server start`, then {local}{path}"
 
 
 @app.command()
@@ -235,9 +255,10 @@ def lead(
         raise _fail("the lead must be a JSON object")
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    outcome, code = asyncio.run(_run_lead(runtime, data))
+    outcome, code, run_id = asyncio.run(_run_lead(runtime, data))
     if outcome is not None:
         _print_outcome(outcome)
+    out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -255,14 +276,15 @@ async def _run_lead(runtime: Runtime, data: dict):
     finally:
         await runtime.aclose()
         await dispose_engines()
+    run_id = state.state_details.flow_run_id
     if isinstance(result, InvalidLeadError):
         err.print(f"[bold red]set aside:[/] {result}", highlight=False)
-        return None, 2
+        return None, 2, run_id
     if isinstance(result, BranchesFailedError):
-        return result.outcome, 1
+        return result.outcome, 1, run_id
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
-    return result, 0
+    return result, 0, run_id
 
 
 def _print_outcome(outcome) -> None:
