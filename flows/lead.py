@@ -196,8 +196,10 @@ async def process_lead(
         log.warning("lead set aside", where=checked.where, reason=checked.reason)
         raise InvalidLeadError(checked)
     outcome = await run_pipeline(checked, runtime, steps, started=started)
-    await _tag_this_run(checked, outcome.decision)
-    await publish_decision(checked, outcome)
+    # For the UI; independent API calls, so at once.
+    await asyncio.gather(
+        _tag_this_run(checked, outcome.decision), publish_decision(checked, outcome)
+    )
     if not outcome.ok:
         raise BranchesFailedError(outcome)
     return outcome

@@ -33,6 +33,8 @@ def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.Completed
     env.update(
         PREFECT_HOME=str(workdir / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # the temporary server's 20 s default is too short on a loaded 2-core machine
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
         LEADFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}",
         LEADFLOW_TERMINAL_OUTBOX_PATH=str(workdir / "outbox.jsonl"),
         LEADFLOW_RULES_PATH=str(ROOT / "examples" / "rules.toml"),
