@@ -94,3 +94,10 @@ async def test_process_file_refuses_a_bad_path_before_running(prefect_api, path,
         await state.aresult()
     assert "path" in str(raised.value)
     assert reason in str(raised.value)
+
+
+def test_prefect_deploy_finds_the_file_from_the_root():
+    """`prefect deploy --all` reads ./prefect.yaml: the root one is the same file."""
+    root_file = ROOT / "prefect.yaml"
+    assert root_file.is_symlink()
+    assert root_file.resolve() == PREFECT_FILE.resolve()
