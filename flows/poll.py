@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow
@@ -36,6 +37,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from flows.alerts import alert_on_failure
 from flows.files import process_file
 from flows.runtime import current_runtime
 from integrations.file_source import SUFFIXES
@@ -57,11 +59,18 @@ class PollSummary(BaseModel):
     )
 
 
-@flow(name="poll-leads")
-async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> PollSummary:
-    """Process each lead file in `folder` (default: the `drop_folder` setting, created
-    if missing) whose content has not been processed before. A file modified less than
-    `settle_seconds` ago is left for the next poll: it may still be being copied in."""
+@flow(name="poll-leads", on_failure=[alert_on_failure])
+async def poll_leads(
+    folder: str | None = None, settle_seconds: Annotated[float, Field(ge=0)] = 5.0
+) -> PollSummary:
+    """Process each lead file in `folder` whose content has not been processed before.
+
+    Args:
+        folder: The drop folder to watch, created if missing. Empty: the
+            LEADFLOW_DROP_FOLDER setting (.leadflow/inbox by default).
+        settle_seconds: A file modified less than this many seconds ago is left for
+            the next poll, as it may still be being copied in. 0 or more.
+    """
     runtime = current_runtime()
     drop = await asyncio.to_thread(_ready_folder, Path(folder or runtime.settings.drop_folder))
     ledger = FileLedger(runtime.settings.database_url)

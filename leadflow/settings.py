@@ -59,6 +59,18 @@ class LogSettings(BaseModel):
     )
 
 
+class VendorLimit(BaseModel):
+    """Limits on one adapter's calls, shared by every worker through Prefect's global
+    concurrency limits (`leadflow limits apply` creates them)."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="calls in flight at once, across all workers"
+    )
+    per_second: float | None = Field(
+        default=None, gt=0, description="calls started per second, across all workers"
+    )
+
+
 ENV_PREFIX = "LEADFLOW_"
 
 
@@ -86,6 +98,10 @@ class Settings(BaseSettings):
     adapters: AdapterChoice = Field(default_factory=AdapterChoice)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    limits: dict[str, VendorLimit] = Field(
+        default_factory=dict,
+        description="per adapter name: LEADFLOW_LIMITS__<ADAPTER>__CONCURRENCY / __PER_SECOND",
+    )
 
 
 T = TypeVar("T", bound=BaseSettings)
