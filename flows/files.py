@@ -27,6 +27,7 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
+from flows.alerts import alert_on_failure
 from flows.artifacts import publish_leads
 from flows.lead import run_pipeline
 from flows.naming import file_run_name
@@ -194,9 +195,18 @@ def split_records(path: Path) -> tuple[list[Lead], list[Rejection], list[Rejecti
     return leads, bad, repeats
 
 
-@flow(name="process-file", flow_run_name=file_run_name)
-async def process_file(path: LeadFile, concurrency: int | None = None) -> FileRunSummary:
-    """Process every lead in a CSV or JSONL file; bad records are set aside."""
+@flow(name="process-file", flow_run_name=file_run_name, on_failure=[alert_on_failure])
+async def process_file(
+    path: LeadFile, concurrency: Annotated[int, Field(ge=1, le=512)] | None = None
+) -> FileRunSummary:
+    """Process every lead in a CSV or JSONL file; bad records are set aside.
+
+    Args:
+        path: The lead file: an existing .csv or .jsonl file, absolute or relative to
+            the repository root (e.g. examples/leads.csv). Checked before any lead runs.
+        concurrency: Leads in flight at once, 1 to 512. Empty: the
+            LEADFLOW_PIPELINE__CONCURRENCY setting (8 by default).
+    """
     runtime = current_runtime()
     started = time.perf_counter()
     leads, bad, repeats = split_records(Path(path))

@@ -32,7 +32,9 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
+from flows.alerts import alert_on_failure
 from flows.artifacts import publish_decision
+from flows.limits import vendor_limit
 from flows.naming import decision_tags, label_of, lead_run_name, lead_tags, step_run_name
 from flows.retries import retry_options
 from flows.runtime import Runtime, current_runtime
@@ -100,7 +102,9 @@ def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]
 @task(name="look-up", task_run_name=step_run_name("look-up"), cache_policy=NO_CACHE)
 async def look_up(lead: Lead) -> CrmMatch:
     """Existing CRM contact and account, their owners, and enrichment."""
-    return await current_runtime().adapters.crm.look_up(lead)
+    crm = current_runtime().adapters.crm
+    async with vendor_limit(crm):
+        return await crm.look_up(lead)
 
 
 @task(name="decide", task_run_name=step_run_name("decide"), cache_policy=NO_CACHE)
@@ -123,9 +127,9 @@ async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepT
     persist_result=True,
 )
 async def update_crm(lead: Lead, decision: Decision) -> str:
-    record_id = await current_runtime().adapters.crm.upsert(
-        lead, decision, idempotency_key=once_key("crm", lead.id)
-    )
+    crm = current_runtime().adapters.crm
+    async with vendor_limit(crm):
+        record_id = await crm.upsert(lead, decision, idempotency_key=once_key("crm", lead.id))
     log.info("crm updated", lead_id=lead.id, record_id=record_id)
     return f"contact {record_id}"
 
@@ -137,9 +141,9 @@ async def update_crm(lead: Lead, decision: Decision) -> str:
     persist_result=True,
 )
 async def notify_team(lead: Lead, decision: Decision) -> str:
-    await current_runtime().adapters.notifier.notify(
-        lead, decision, idempotency_key=once_key("notify", lead.id)
-    )
+    notifier = current_runtime().adapters.notifier
+    async with vendor_limit(notifier):
+        await notifier.notify(lead, decision, idempotency_key=once_key("notify", lead.id))
     log.info("team notified", lead_id=lead.id, rep=decision.rep)
     return f"notified {decision.rep}"
 
@@ -152,40 +156,65 @@ async def notify_team(lead: Lead, decision: Decision) -> str:
 )
 async def log_event(lead: Lead, decision: Decision) -> str:
     event_id = once_key("event", lead.id)
-    await current_runtime().adapters.event_sink.record(
-        LeadEvent(
-            event_id=event_id,
-            lead_id=lead.id,
-            occurred_at=datetime.now(UTC),
-            decision=decision,
+    event_sink = current_runtime().adapters.event_sink
+    async with vendor_limit(event_sink):
+        await event_sink.record(
+            LeadEvent(
+                event_id=event_id,
+                lead_id=lead.id,
+                occurred_at=datetime.now(UTC),
+                decision=decision,
+            )
         )
-    )
     log.info("event logged", lead_id=lead.id, event_id=event_id)
     return f"event {event_id}"
 
 
 @functools.cache
-def _configured(settings: PipelineSettings) -> dict[str, Any]:
-    """The vendor-facing tasks with this configuration's retry policy (built once)."""
+def _configured(settings: PipelineSettings, vendors: tuple[str, str, str]) -> dict[str, Any]:
+    """The vendor-facing tasks with this configuration's retry policy; the side-effect
+    tasks with a `vendor:<adapter name>` tag each (built once per configuration). The
+    look-up is left untagged: a tagged task run asks the server for tag concurrency
+    slots, and the look-ups of a whole file start at the same moment."""
     options = retry_options(settings)
+    crm, notifier, event_sink = vendors
+
+    def configured(task, vendor: str):
+        return task.with_options(**options, tags={*task.tags, f"vendor:{vendor}"})
+
     return {
         "look_up": look_up.with_options(**options),
-        "update_crm": update_crm.with_options(**options),
-        "notify_team": notify_team.with_options(**options),
-        "log_event": log_event.with_options(**options),
+        "update_crm": configured(update_crm, crm),
+        "notify_team": configured(notify_team, notifier),
+        "log_event": configured(log_event, event_sink),
     }
 
 
 # --- the flow ----------------------------------------------------------------------
 
 
-@flow(name="process-lead", flow_run_name=lead_run_name, log_prints=False)
+@flow(
+    name="process-lead",
+    flow_run_name=lead_run_name,
+    log_prints=False,
+    on_failure=[alert_on_failure],
+)
 async def process_lead(
     record: dict[str, Any], origin: str = "api", position: int = 0
 ) -> LeadOutcome:
     """Process one raw lead record: validate, look up, decide, then the three side
     effects at once. Ends Failed, naming the branch, if a side effect failed after its
-    retries; a record that fails validation is quarantined and the run ends Failed."""
+    retries; a record that fails validation is quarantined and the run ends Failed.
+
+    Args:
+        record: The lead as a JSON object, e.g. {"email": "ada@example.org", "title":
+            "CTO", "country": "GB"}; `email` is required, any other column is kept for
+            scoring. A bad field fails the run with the field named and the record set
+            aside in the quarantine.
+        origin: Where the lead came from (a file name, "api", "webhook"), shown with
+            the record if it is set aside.
+        position: The record's row or line in `origin`, if any.
+    """
     runtime = current_runtime()
     started = time.perf_counter()
     steps: list[StepTiming] = []
@@ -212,7 +241,11 @@ async def run_pipeline(
     order, then the three branches at once. A failed branch is reported in the outcome,
     not raised; a failed look-up or decision raises, since nothing can follow it."""
     started = started or time.perf_counter()
-    tasks = _configured(runtime.settings.pipeline)
+    adapters = runtime.adapters
+    tasks = _configured(
+        runtime.settings.pipeline,
+        (adapters.crm.name, adapters.notifier.name, adapters.event_sink.name),
+    )
     with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*lead_tags(lead)):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
         decision, decide_steps = await decide_lead(lead, match)

@@ -14,6 +14,12 @@ stop the files after it. The poll itself completes and reports the failure in it
 summary; the poller does not retry a failed file (it would fail the same way every
 minute), the `process-file` deployment does once the cause is fixed.
 
+An interrupted poll (its process killed, the run cancelled) leaves its file claimed
+under the poll's flow run id. The next poll asks Prefect about that run: once it is in
+a final state, the file is resumed from the start; the leads done before the
+interruption are skipped by their once-only keys and the rest are done, so none is
+skipped and none repeated. A claim whose run is still going is left to it.
+
 Files run one after another: `process_file` already runs its leads concurrently, up
 to the configured limit, and a second file in parallel would only compete for it.
 """
@@ -22,14 +28,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
+from uuid import UUID
 
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from flows.alerts import alert_on_failure
 from flows.files import process_file
 from flows.runtime import current_runtime
 from integrations.file_source import SUFFIXES
-from leadflow.ledger import FileLedger, content_digest, ready_files
+from leadflow.ledger import FileLedger, FileStatus, LedgerEntry, content_digest, ready_files
 from leadflow.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,11 +59,18 @@ class PollSummary(BaseModel):
     )
 
 
-@flow(name="poll-leads")
-async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> PollSummary:
-    """Process each lead file in `folder` (default: the `drop_folder` setting, created
-    if missing) whose content has not been processed before. A file modified less than
-    `settle_seconds` ago is left for the next poll: it may still be being copied in."""
+@flow(name="poll-leads", on_failure=[alert_on_failure])
+async def poll_leads(
+    folder: str | None = None, settle_seconds: Annotated[float, Field(ge=0)] = 5.0
+) -> PollSummary:
+    """Process each lead file in `folder` whose content has not been processed before.
+
+    Args:
+        folder: The drop folder to watch, created if missing. Empty: the
+            LEADFLOW_DROP_FOLDER setting (.leadflow/inbox by default).
+        settle_seconds: A file modified less than this many seconds ago is left for
+            the next poll, as it may still be being copied in. 0 or more.
+    """
     runtime = current_runtime()
     drop = await asyncio.to_thread(_ready_folder, Path(folder or runtime.settings.drop_folder))
     ledger = FileLedger(runtime.settings.database_url)
@@ -59,6 +78,7 @@ async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> 
         ready_files, drop, SUFFIXES, settle_seconds=settle_seconds
     )
     summary = PollSummary(folder=str(drop), waiting=[path.name for path in fresh])
+    me = flow_run.get_id()
 
     for path in ready:
         try:
@@ -66,7 +86,11 @@ async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> 
         except FileNotFoundError:  # moved away since the listing: nothing to do
             log.info("file gone before it was read", file=path.name)
             continue
-        holder = await ledger.claim(digest, path.name)
+        holder = await ledger.claim(digest, path.name, claimant=me)
+        if holder is not None and await _stopped(holder):
+            log.info("resuming an interrupted file", file=path.name, claimant=holder.run_id)
+            if await ledger.take_over(digest, path.name, claimant=me, previous=holder.run_id):
+                holder = None
         if holder is not None:
             log.debug("file skipped", file=path.name, same_content_as=holder.name)
             summary.skipped.append(path.name)
@@ -106,3 +130,20 @@ def _ready_folder(folder: Path) -> Path:
     quarantine then name files in a way that does not depend on the working directory."""
     folder.mkdir(parents=True, exist_ok=True)
     return folder.resolve()
+
+
+async def _stopped(holder: LedgerEntry) -> bool:
+    """Whether a file's claim belongs to a poll run that has stopped without finishing
+    it (crashed, cancelled, or failed): then nobody will finish it, and this poll
+    resumes it. A claim of a run still going, or of no known run, is left alone (the
+    ledger's `stale_after` covers the last case)."""
+    if holder.status is not FileStatus.CLAIMED or not holder.run_id:
+        return False
+    try:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(holder.run_id))
+    except ObjectNotFound:
+        return True  # a run the server does not know will not finish the file
+    except ValueError:  # not a flow run id
+        return False
+    return run.state is not None and run.state.is_final()

@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     from leadflow.settings import Settings
 
 
+class RunAlert(BaseModel):
+    """A flow run that ended Failed, for the team to be told about (flows/alerts.py)."""
+
+    flow: str
+    run_name: str
+    run_id: str
+    message: str
+    url: str | None = None
+
+    @property
+    def text(self) -> str:
+        where = f" ({self.url})" if self.url else ""
+        return f"leadflow run {self.flow}/{self.run_name} failed: {self.message}{where}"
+
+
 class LeadEvent(BaseModel):
     """What the event sink stores for reporting: one row per processed lead."""
 
@@ -101,6 +116,13 @@ class Notifier(Adapter):
     @abstractmethod
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         """Tell the assigned rep or team about the lead."""
+
+    async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
+        """Tell the team a run failed, once per key. The default logs it at error level;
+        notifiers that can reach people override it."""
+        from leadflow.logging import get_logger
+
+        get_logger(__name__).error("run failed", alert=alert.text, key=idempotency_key)
 
     async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
         await asyncio.gather(

@@ -18,7 +18,7 @@ from typing import Self
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Notifier
+from integrations.base import Notifier, RunAlert
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings
@@ -76,6 +76,19 @@ class TerminalNotifier(Notifier):
                 file=sys.stderr,
             )
 
+    @property
+    def alerts_path(self) -> Path:
+        """Failed-run alerts go beside the outbox, not in it: the outbox holds one line
+        per lead notified."""
+        return self.outbox_path.with_name("alerts.jsonl")
+
+    async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
+        message = {"key": idempotency_key, "sent_at": datetime.now(UTC).isoformat()}
+        message |= alert.model_dump()
+        sent = await asyncio.to_thread(_append_new_key, self.alerts_path, message)
+        if sent:
+            print(f"  !! {alert.text}", file=sys.stderr)
+
     def _append_once(self, message: dict) -> bool:
         self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
         with self.outbox_path.open("a+", encoding="utf-8") as outbox:
@@ -95,3 +108,19 @@ class TerminalNotifier(Notifier):
                 return True
             finally:
                 fcntl.flock(outbox, fcntl.LOCK_UN)
+
+
+def _append_new_key(path: Path, message: dict) -> bool:
+    """Append a JSON line unless a line with its key is there (under a file lock, so
+    across processes too). Alerts are few: the file is read whole each time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            if any(json.loads(line)["key"] == message["key"] for line in handle if line.strip()):
+                return False
+            handle.write(json.dumps(message) + "\n")
+            return True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -41,6 +41,11 @@ quarantine_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(quarantine_app, name="quarantine")
+limits_app = typer.Typer(
+    help="Vendor limits shared by every worker (Prefect global concurrency limits).",
+    no_args_is_help=True,
+)
+app.add_typer(limits_app, name="limits")
 
 out = Console()
 err = Console(stderr=True)
@@ -333,6 +338,82 @@ def adapters() -> None:
             "*" if chosen.get(info.kind) == info.name else "",
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds between polls [default: the prefect.yaml schedule]."),
+    ] = None,
+) -> None:
+    """Serve the deployments of deployments/prefect.yaml from this process, schedules
+    included: poll-leads on its interval, process-file and process-lead on demand.
+
+    Needs a running Prefect server (PREFECT_API_URL): the temporary server Prefect
+    starts for a single command cannot run schedules. Run it from the repository root;
+    stop it with Ctrl-C.
+    """
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise _fail(
+            "PREFECT_API_URL is not set. Schedules need a running Prefect server; the "
+            "temporary one Prefect starts for a single command cannot run them. Start one "
+            "with `prefect server start`, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` and run this again."
+        )
+    _check_reachable(api_url)
+    try:
+        load_settings()  # a wrong setting is named now, not in the first run
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+
+    from prefect import serve as prefect_serve
+
+    from flows.serve import served_deployments
+
+    prefect_serve(*served_deployments(poll_interval=poll_interval))
+
+
+@limits_app.command("apply")
+def limits_apply() -> None:
+    """Create or update the Prefect server's limits for each adapter with
+    LEADFLOW_LIMITS__<ADAPTER>__CONCURRENCY (calls at once) or __PER_SECOND (calls a
+    second) set. Every worker's runs then share them. Needs PREFECT_API_URL."""
+    from prefect.settings import get_current_settings
+
+    settings = _settings(False)
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise _fail(
+            "PREFECT_API_URL is not set: limits live on the Prefect server the workers "
+            "use; point PREFECT_API_URL at it (e.g. http://127.0.0.1:4200/api)."
+        )
+    _check_reachable(api_url)
+    if not settings.limits:
+        raise _fail(
+            "no limits in the settings: set e.g. LEADFLOW_LIMITS__WEBHOOK__CONCURRENCY=4 "
+            "or LEADFLOW_LIMITS__WEBHOOK__PER_SECOND=10"
+        )
+    from flows.limits import apply_limits
+
+    for limit in asyncio.run(apply_limits(settings)):
+        rate = f", {limit.slot_decay_per_second:g} a second" if limit.slot_decay_per_second else ""
+        out.print(f"{limit.name}: {limit.limit} slots{rate}", highlight=False)
+
+
+def _check_reachable(api_url: str) -> None:
+    import httpx
+
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _fail(
+            f"no Prefect server answers at PREFECT_API_URL={api_url} ({type(exc).__name__}); "
+            "start it with `prefect server start`"
+        ) from None
 
 
 @quarantine_app.command("list")

@@ -9,10 +9,14 @@ Taking a file is one INSERT that does nothing when the row exists (`claim`): the
 database, not the poller, decides who wins, so two pollers racing on the same folder,
 an overlapping scheduled run or a rerun never process the same content twice. The row
 is written before processing starts and marked done or failed after, so a crash in
-between leaves it `claimed`; such a claim is taken over by a later poll once it is
-older than `stale_after`. Reprocessing after a takeover is safe because each lead's
-side effects have their own once-only keys (flows/lead.py): the ledger saves the
-work, the per-lead keys are what make a repeat harmless.
+between leaves it `claimed`. The claim names its claimant (the poll's flow run id, in
+`run_id` until the file is finished), and a claim is resumed by a later poll in one
+of two ways: at once through `take_over` when the caller knows the claimant has
+stopped (flows/poll.py asks Prefect whether that run is in a final state), or by
+`claim` itself once the claim is older than `stale_after` (a claimant nobody can ask
+about, e.g. on a machine that went away). Reprocessing after a takeover is safe
+because each lead's side effects have their own once-only keys (flows/lead.py): the
+leads done before the interruption are skipped, the rest are done, none twice.
 
 A failed file is not retried by the poller (its leads may fail the same way every
 minute); rerun it with the `process-file` deployment once the cause is fixed.
@@ -103,9 +107,12 @@ class FileLedger:
         self.database_url = database_url
         self.stale_after = stale_after
 
-    async def claim(self, sha256: str, name: str) -> LedgerEntry | None:
+    async def claim(
+        self, sha256: str, name: str, *, claimant: str | None = None
+    ) -> LedgerEntry | None:
         """Take this content for processing. None when taken: the caller processes it.
-        Otherwise the existing entry, whose content must not be processed again.
+        Otherwise the existing entry, whose content must not be processed now (unless
+        `take_over` says its claim was abandoned). `claimant` is recorded in `run_id`.
 
         One transaction (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL): the
         insert, or else the take-over of a stale claim, or else the read of the
@@ -120,6 +127,7 @@ class FileLedger:
                     "name": name,
                     "status": FileStatus.CLAIMED.value,
                     "claimed_at": now,
+                    "run_id": claimant,
                 },
             )
             if inserted.rowcount == 1:
@@ -131,7 +139,7 @@ class FileLedger:
                     processed_files.c.status == FileStatus.CLAIMED.value,
                     processed_files.c.claimed_at < now - self.stale_after,
                 )
-                .values(name=name, claimed_at=now, detail="stale claim taken over")
+                .values(name=name, claimed_at=now, run_id=claimant, detail="stale claim taken over")
             )
             if taken_over.rowcount == 1:
                 return None
@@ -141,6 +149,30 @@ class FileLedger:
                 )
             ).one()
         return _entry(row._mapping)
+
+    async def take_over(
+        self, sha256: str, name: str, *, claimant: str | None, previous: str | None
+    ) -> bool:
+        """Take over a claim whose claimant `previous` is known to have stopped without
+        finishing it. True when this caller now holds the claim; False when the entry is
+        no longer that claim (finished meanwhile, or taken over by someone else)."""
+        engine = await ensure_tables(self.database_url, metadata)
+        async with engine.begin() as connection:
+            taken = await connection.execute(
+                update(processed_files)
+                .where(
+                    processed_files.c.sha256 == sha256,
+                    processed_files.c.status == FileStatus.CLAIMED.value,
+                    processed_files.c.run_id == previous,
+                )
+                .values(
+                    name=name,
+                    claimed_at=datetime.now(UTC),
+                    run_id=claimant,
+                    detail=f"claim of stopped run {previous} resumed",
+                )
+            )
+        return taken.rowcount == 1
 
     async def finish(
         self, sha256: str, *, ok: bool, run_id: str | None = None, detail: str | None = None

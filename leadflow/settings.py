@@ -70,6 +70,18 @@ class UiSettings(BaseModel):
     )
 
 
+class VendorLimit(BaseModel):
+    """Limits on one adapter's calls, shared by every worker through Prefect's global
+    concurrency limits (`leadflow limits apply` creates them)."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="calls in flight at once, across all workers"
+    )
+    per_second: float | None = Field(
+        default=None, gt=0, description="calls started per second, across all workers"
+    )
+
+
 ENV_PREFIX = "LEADFLOW_"
 
 
@@ -98,6 +110,10 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    limits: dict[str, VendorLimit] = Field(
+        default_factory=dict,
+        description="per adapter name: LEADFLOW_LIMITS__<ADAPTER>__CONCURRENCY / __PER_SECOND",
+    )
 
 
 T = TypeVar("T", bound=BaseSettings)

@@ -213,3 +213,56 @@ async def test_two_pollers_racing_process_each_file_once(crm: CountingCRM, inbox
     assert sorted(one.processed + two.processed) == ["r1.csv", "r2.csv", "r3.csv"]
     assert sorted(one.skipped + two.skipped) == ["r1.csv", "r2.csv", "r3.csv"]
     assert crm.look_ups == {"ray@pollco.test": 1, "rex@pollco.test": 1, "roy@pollco.test": 1}
+
+
+async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
+    crm: CountingCRM, inbox: Path, tmp_path: Path
+):
+    """A poll took big.csv and was killed after its first lead: the next poll resumes
+    the file; the lead done before is not done again, the others are done once."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.files import process_file
+    from leadflow.ledger import content_digest
+
+    big = drop(inbox, "big.csv", "ann", "abe", "amy")
+    partial = drop(tmp_path, "first-lead-of-big.csv", "ann")
+    await process_file(path=str(partial))  # what the interrupted poll got done
+    ann_after_interruption = (await crm_rows(crm))["ann@pollco.test"]
+    async with get_client() as client:
+        interrupted = await client.create_flow_run(poll_leads, state=Crashed())
+    ledger = FileLedger(crm.database_url)
+    assert await ledger.claim(content_digest(big), "big.csv", claimant=str(interrupted.id)) is None
+
+    resumed = await poll_leads(str(inbox))
+
+    assert resumed.processed == ["big.csv"]
+    assert crm.look_ups == {"ann@pollco.test": 2, "abe@pollco.test": 1, "amy@pollco.test": 1}
+    rows = await crm_rows(crm)
+    assert set(rows) == {"ann@pollco.test", "abe@pollco.test", "amy@pollco.test"}
+    assert rows["ann@pollco.test"] == ann_after_interruption  # not written again
+    outbox = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
+    assert Counter(m["email"] for m in outbox) == dict.fromkeys(rows, 1)
+    (entry,) = await ledger.entries()
+    assert entry.status is FileStatus.DONE and entry.run_id != str(interrupted.id)
+
+
+async def test_a_file_claimed_by_a_poll_still_running_is_left_to_it(crm: CountingCRM, inbox: Path):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from leadflow.ledger import content_digest
+
+    busy = drop(inbox, "busy.csv", "bea")
+    async with get_client() as client:
+        running = await client.create_flow_run(poll_leads, state=Running())
+    ledger = FileLedger(crm.database_url)
+    await ledger.claim(content_digest(busy), "busy.csv", claimant=str(running.id))
+
+    polled = await poll_leads(str(inbox))
+
+    assert polled.skipped == ["busy.csv"] and polled.processed == []
+    assert crm.look_ups == {}
+    (entry,) = await ledger.entries()
+    assert (entry.status, entry.run_id) == (FileStatus.CLAIMED, str(running.id))

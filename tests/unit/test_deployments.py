@@ -1,16 +1,17 @@
-"""deployments/prefect.yaml: both deployments are declared as the README says, every
+"""deployments/prefect.yaml: the deployments are declared as the README says, every
 entrypoint loads as a Prefect flow, and the `process-file` path parameter is checked
 before anything runs."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect import Flow
 from prefect.exceptions import ParameterTypeError
+
+from flows.serve import load_flow, served_deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
@@ -24,12 +25,6 @@ def project() -> dict:
 @pytest.fixture(scope="module")
 def deployments(project) -> dict[str, dict]:
     return {d["name"]: d for d in project["deployments"]}
-
-
-def load_entrypoint(entrypoint: str) -> object:
-    path, name = entrypoint.split(":")
-    module = ".".join(Path(path).with_suffix("").parts)
-    return getattr(importlib.import_module(module), name)
 
 
 def test_project_header(project):
@@ -48,8 +43,8 @@ def test_runs_start_in_the_directory_deploy_ran_in(project):
     assert directory == "{{ " + step["id"] + ".stdout }}"
 
 
-def test_both_deployments_on_the_leadflow_pool(deployments):
-    assert set(deployments) == {"process-file", "poll-leads"}
+def test_the_deployments_on_the_leadflow_pool(deployments):
+    assert set(deployments) == {"process-file", "process-lead", "poll-leads"}
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == "leadflow"
         assert deployment["description"].strip()
@@ -70,27 +65,77 @@ def test_poll_leads_every_minute_one_at_a_time(deployments):
     assert poll["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
-@pytest.mark.parametrize("name", ["process-file", "poll-leads"])
+@pytest.mark.parametrize("name", ["process-file", "process-lead", "poll-leads"])
 def test_entrypoint_is_a_flow_with_the_deployment_name(deployments, name):
     deployment = deployments[name]
-    flow = load_entrypoint(deployment["entrypoint"])
+    flow = load_flow(deployment["entrypoint"])
     assert isinstance(flow, Flow)
     assert flow.name == name
     # Every deployment parameter is one the flow takes.
     assert set(deployment.get("parameters") or {}) <= set(flow.parameters.properties)
+    # Every parameter has the description the UI's run form shows.
+    for parameter, schema in flow.parameters.properties.items():
+        assert len(schema.get("description") or "") > 20, parameter
+    assert deployment["enforce_parameter_schema"] is True
+
+
+def test_process_lead_needs_its_record(deployments):
+    process = deployments["process-lead"]
+    assert process["entrypoint"] == "flows/lead.py:process_lead"
+    assert not process.get("schedules") and not process.get("parameters")
+    assert load_flow(process["entrypoint"]).parameters.required == ["record"]
 
 
 @pytest.mark.parametrize(
-    ("path", "reason"),
-    [("no/such/file.csv", "Path does not point to a file"), ("pyproject.toml", ".csv or .jsonl")],
+    ("parameters", "named", "reason"),
+    [
+        ({"path": "no/such/file.csv"}, "path", "Path does not point to a file"),
+        ({"path": "pyproject.toml"}, "path", ".csv or .jsonl"),
+        ({"path": "examples/leads.csv", "concurrency": 0}, "concurrency", "greater than or equal"),
+    ],
 )
-async def test_process_file_refuses_a_bad_path_before_running(prefect_api, path, reason):
+async def test_process_file_refuses_a_bad_parameter_before_running(
+    prefect_api, parameters, named, reason
+):
     from flows.files import process_file
 
-    state = await process_file(path=str(ROOT / path), return_state=True)
+    parameters = {**parameters, "path": str(ROOT / parameters["path"])}
+    state = await process_file(**parameters, return_state=True)
 
     assert state.is_failed()
     with pytest.raises(ParameterTypeError) as raised:
         await state.aresult()
-    assert "path" in str(raised.value)
+    assert named in str(raised.value)
     assert reason in str(raised.value)
+
+
+async def test_poll_leads_refuses_a_negative_settle_time(prefect_api):
+    from flows.poll import poll_leads
+
+    state = await poll_leads(settle_seconds=-1, return_state=True)
+
+    with pytest.raises(ParameterTypeError, match="settle_seconds"):
+        await state.aresult()
+
+
+def test_prefect_deploy_finds_the_file_from_the_root():
+    """`prefect deploy --all` reads ./prefect.yaml: the root one is the same file."""
+    root_file = ROOT / "prefect.yaml"
+    assert root_file.is_symlink()
+    assert root_file.resolve() == PREFECT_FILE.resolve()
+
+
+def test_leadflow_serve_serves_what_prefect_yaml_declares(deployments):
+    served = {d.name: d for d in served_deployments()}
+    assert set(served) == set(deployments)
+    for name, spec in deployments.items():
+        assert served[name].description == spec["description"]
+        assert served[name].parameters == (spec.get("parameters") or {})
+        assert served[name].work_pool_name is None  # the serving process runs them
+    poll = served["poll-leads"]
+    ((schedule,),) = [[s.schedule for s in poll.schedules]]
+    assert schedule.interval.total_seconds() == 60
+    assert poll.concurrency_options.collision_strategy == "CANCEL_NEW"
+    assert poll.concurrency_limit == 1
+    (fast,) = [d for d in served_deployments(poll_interval=5) if d.name == "poll-leads"]
+    assert fast.schedules[0].schedule.interval.total_seconds() == 5

@@ -72,3 +72,21 @@ def test_digest_is_of_content_not_name(tmp_path: Path):
 
     assert content_digest(tmp_path / "one.csv") == content_digest(tmp_path / "two.csv")
     assert content_digest(tmp_path / "one.csv") != content_digest(tmp_path / "three.csv")
+
+
+async def test_take_over_only_the_claim_of_the_named_claimant(tmp_path: Path):
+    ledger = FileLedger(url(tmp_path))
+    assert await ledger.claim("abc", "a.csv", claimant="run-1") is None
+    (entry,) = await ledger.entries()
+    assert entry.run_id == "run-1"
+
+    assert not await ledger.take_over("abc", "a.csv", claimant="run-3", previous="run-2")
+    assert await ledger.take_over("abc", "a.csv", claimant="run-3", previous="run-1")
+    assert not await ledger.take_over("abc", "a.csv", claimant="run-4", previous="run-1")
+    (entry,) = await ledger.entries()
+    assert (entry.status, entry.run_id) == (FileStatus.CLAIMED, "run-3")
+
+    await ledger.finish("abc", ok=True, run_id="child-run")
+    assert not await ledger.take_over("abc", "a.csv", claimant="run-5", previous="child-run")
+    (entry,) = await ledger.entries()
+    assert (entry.status, entry.run_id) == (FileStatus.DONE, "child-run")
