@@ -34,7 +34,7 @@ from pydantic_settings import SettingsConfigDict
 from integrations.base import CRM
 from integrations.credentials import Credential
 from integrations.errors import PermanentError
-from integrations.vendor import VendorHttp, VendorSettings
+from integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings
@@ -57,17 +57,6 @@ class HubSpotSettings(VendorSettings):
     tier_property: str = Field(default="leadflow_tier", description="'' to skip")
     follow_up_property: str = Field(default="leadflow_follow_up", description="'' to skip")
     due_property: str = Field(default="leadflow_follow_up_due", description="'' to skip")
-
-
-def unique_batches(items: Sequence[tuple[str, Any]], size: int) -> list[list[tuple[str, Any]]]:
-    """Split (key, item) pairs into batches of at most `size` with no key twice in a
-    batch; a repeated key keeps its last item (the latest decision wins)."""
-    latest: dict[str, Any] = {}
-    for key, item in items:
-        latest.pop(key, None)  # move to the end: order follows the last occurrence
-        latest[key] = item
-    pairs = list(latest.items())
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 class HubSpotCRM(CRM):

@@ -15,7 +15,7 @@ patched globally.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -151,3 +151,14 @@ class VendorHttp:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def unique_batches(items: Sequence[tuple[str, Any]], size: int) -> list[list[tuple[str, Any]]]:
+    """Split (key, item) pairs into batches of at most `size` with no key twice in a
+    batch; a repeated key keeps its last item (the latest decision wins)."""
+    latest: dict[str, Any] = {}
+    for key, item in items:
+        latest.pop(key, None)  # move to the end: order follows the last occurrence
+        latest[key] = item
+    pairs = list(latest.items())
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]

@@ -32,6 +32,8 @@ from integrations.file_events import (
 )
 from integrations.hubspot import HubSpotCRM, HubSpotSettings
 from integrations.local_crm import LocalCRM
+from integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from integrations.salesforce import SalesforceCRM, SalesforceSettings
 from integrations.segment import SegmentEventSink, SegmentSettings
 from integrations.slack import (
     SlackNotifier,
@@ -247,6 +249,96 @@ harness(
         lambda tmp, t: WebhookEventSink(_settings(WebhookEventsSettings, url=HOOK), transport=t),
         ok=lambda r: httpx.Response(202),
         effects=event_webhook_effects,
+    )
+)
+
+
+def salesforce_ok(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/query"):
+        return httpx.Response(200, json={"totalSize": 1, "done": True, "records": [{"Id": "005U"}]})
+    records = _json(request)["records"]
+    return httpx.Response(
+        200, json=[{"id": f"00Q{r['Leadflow_Id__c']}", "success": True} for r in records]
+    )
+
+
+def salesforce_effects(request: httpx.Request, emails: set[str]) -> list[tuple[str, str]]:
+    if request.method != "PATCH":
+        return []
+    return [(r["Leadflow_Id__c"], r["Email"]) for r in _json(request)["records"]]
+
+
+class PipedriveFake:
+    """Pipedrive's persons and leads, enough to see duplicates: search finds only
+    persons created before the last `index()` (Pipedrive's search lags creation)."""
+
+    def __init__(self) -> None:
+        self.persons: dict[int, dict] = {}
+        self.leads: list[dict] = []
+        self.indexed: set[int] = set()
+
+    def index(self) -> None:
+        self.indexed = set(self.persons)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path == "/v1/users/find":
+            data = [{"id": 7, "email": params["term"]}]
+        elif path == "/v1/persons/search":
+            found = [
+                {"item": {"id": i, "emails": [p["email"][0]["value"]], "owner": {"id": 7}}}
+                for i, p in self.persons.items()
+                if i in self.indexed and p["email"][0]["value"] == params["term"]
+            ]
+            data = {"items": found[:1]}
+        elif path == "/v1/persons" and request.method == "POST":
+            person_id = len(self.persons) + 1
+            self.persons[person_id] = _json(request)
+            data = {"id": person_id}
+        elif path.startswith("/v1/persons/"):
+            data = {"id": int(path.rsplit("/", 1)[1])}
+        elif path == "/v1/leads" and request.method == "GET":
+            data = [x for x in self.leads if x["person_id"] == int(params["person_id"])]
+        elif path == "/v1/leads":
+            self.leads.append(_json(request))
+            data = {"id": f"lead-{len(self.leads)}"}
+        else:
+            return httpx.Response(404, json={"success": False, "error": "Unknown method"})
+        return httpx.Response(200, json={"success": True, "data": data})
+
+
+def pipedrive_effects(request: httpx.Request, emails: set[str]) -> list[tuple[str, str]]:
+    """Pipedrive keeps every lead added (no de-duplication): one effect per POST."""
+    if not (request.method == "POST" and request.url.path == "/v1/leads"):
+        return []
+    return [(f"{id(request)}", _json(request)["title"].rsplit(" ", 1)[1].rstrip("]"))]
+
+
+harness(
+    Harness(
+        "crm",
+        "salesforce",
+        lambda tmp, t: SalesforceCRM(
+            _settings(
+                SalesforceSettings,
+                base_url="https://x.my.salesforce.com",
+                access_token=SecretStr("a"),
+            ),
+            transport=t,
+        ),
+        ok=salesforce_ok,
+        effects=salesforce_effects,
+    )
+)
+harness(
+    Harness(
+        "crm",
+        "pipedrive",
+        lambda tmp, t: PipedriveCRM(
+            _settings(PipedriveSettings, api_token=SecretStr("p")), transport=t
+        ),
+        ok=PipedriveFake,  # a class: a fresh, stateful fake per test
+        effects=pipedrive_effects,
     )
 )
 

@@ -42,7 +42,8 @@ class Subject:
     def __init__(self, h: Harness, tmp_path: Path, smtp: SmtpServer | None) -> None:
         self.h = h
         self.tmp = tmp_path
-        self.vendor = FakeVendor(h.ok) if h.http else None
+        ok = h.ok() if isinstance(h.ok, type) else h.ok
+        self.vendor = FakeVendor(ok) if h.http else None
         self.smtp = smtp
         target = self.vendor.transport if self.vendor else smtp
         self.adapter = h.build(tmp_path, target)

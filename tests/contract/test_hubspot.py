@@ -18,7 +18,8 @@ import respx
 from pydantic import SecretStr
 
 from integrations.errors import AuthenticationError, PermanentError, RateLimited
-from integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply, unique_batches
+from integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply
+from integrations.vendor import unique_batches
 from leadflow.settings import SettingsError
 from tests.contract.conftest import body, make_decision, make_lead
 
