@@ -122,9 +122,7 @@ class PipedriveCRM(CRM):
 
     async def user_email(self, user_id: int) -> str | None:
         if user_id not in self._user_emails:
-            reply = await self.http.json(
-                "GET", f"/v1/users/{user_id}", "user read", allow=(404,)
-            )
+            reply = await self.http.json("GET", f"/v1/users/{user_id}", "user read", allow=(404,))
             email = ((reply or {}).get("data") or {}).get("email")  # 404: a deleted user
             self._user_emails[user_id] = email.lower() if email else None
         return self._user_emails[user_id]
