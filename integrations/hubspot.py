@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -31,15 +33,19 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import CRM
+from integrations.base import CRM, LeadSource, RawRecord
 from integrations.credentials import Credential
 from integrations.errors import PermanentError
+from integrations.ratelimit import RateLimiter
 from integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from integrations.watermark import Watermark
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings
 
 BATCH_LIMIT = 100
+SEARCH_PAGE = 100
+SEARCH_WINDOW = 10_000  # HubSpot's search returns at most 10,000 results per query
 CONTACT_PROPERTIES = ("email", "firstname", "lastname", "company", "jobtitle", "hubspot_owner_id")
 
 
@@ -57,6 +63,21 @@ class HubSpotSettings(VendorSettings):
     tier_property: str = Field(default="leadflow_tier", description="'' to skip")
     follow_up_property: str = Field(default="leadflow_follow_up", description="'' to skip")
     due_property: str = Field(default="leadflow_follow_up_due", description="'' to skip")
+    search_rate_limit: int = Field(
+        default=5, ge=1, description="search requests per second (HubSpot's search limit)"
+    )
+    source_state_path: Path = Field(
+        default=Path(".leadflow/sources/hubspot.json"),
+        description="where the hubspot source keeps its watermark",
+    )
+    source_overlap_seconds: float = Field(default=300.0, ge=0, description="re-read window")
+
+
+def hubspot_http(own: HubSpotSettings, transport: httpx.AsyncBaseTransport | None) -> VendorHttp:
+    credential = Credential("LEADFLOW_HUBSPOT_TOKEN", own.token, own.token_block)
+    return VendorHttp.from_settings(
+        "hubspot", own, credential=credential.require("hubspot"), transport=transport
+    )
 
 
 class HubSpotCRM(CRM):
@@ -69,14 +90,7 @@ class HubSpotCRM(CRM):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = own
-        self.http = VendorHttp.from_settings(
-            "hubspot",
-            own,
-            credential=Credential("LEADFLOW_HUBSPOT_TOKEN", own.token, own.token_block).require(
-                "hubspot"
-            ),
-            transport=transport,
-        )
+        self.http = hubspot_http(own, transport)
         self._owner_ids: dict[str, str] = {}
         self._owner_emails: dict[str, str | None] = {}
         self._owner_locks: dict[str, asyncio.Lock] = {}
@@ -213,3 +227,120 @@ def parse_upsert_reply(reply: dict[str, Any], emails: list[str]) -> dict[str, st
             f"({', '.join(missing[:5])}){': ' + reasons if reasons else ''}"
         )
     return found
+
+
+# --- lead source ----------------------------------------------------------------------
+
+SOURCE_PROPERTIES = (
+    "email",
+    "firstname",
+    "lastname",
+    "company",
+    "jobtitle",
+    "country",
+    "createdate",
+)
+
+
+class HubSpotLeadSource(LeadSource):
+    """Contacts created since the watermark, as leads.
+
+    `POST /crm/v3/objects/contacts/search` filtered on `createdate GTE <watermark -
+    overlap>` (epoch milliseconds), sorted by `createdate` ascending, paged with
+    `after`; a query stops at HubSpot's 10,000-result window and the next one starts
+    from the new watermark. Contact ids seen inside the overlap are skipped, so polls
+    neither miss nor repeat a contact (integrations.watermark). Search has its own
+    limit (5 requests a second), applied here.
+    """
+
+    name = "hubspot"
+
+    def __init__(
+        self, own: HubSpotSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = own
+        self.http = hubspot_http(own, transport)
+        self.http.limiter = RateLimiter(own.search_rate_limit, 1.0, max_concurrent=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(load_settings(HubSpotSettings))
+
+    def search_body(self, since: datetime | None, after: str) -> dict[str, Any]:
+        filters = []
+        if since is not None:
+            millis = str(int(since.timestamp() * 1000))
+            filters = [{"propertyName": "createdate", "operator": "GTE", "value": millis}]
+        return {
+            "filterGroups": [{"filters": filters}] if filters else [],
+            "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
+            "properties": list(SOURCE_PROPERTIES),
+            "limit": SEARCH_PAGE,
+            "after": after,
+        }
+
+    async def records(self):
+        own = self.settings
+        mark = Watermark.load(own.source_state_path, timedelta(seconds=own.source_overlap_seconds))
+        position = 0
+        while True:  # one query per 10,000-result window
+            since, after, fresh = mark.ask_from, "0", 0
+            while True:
+                page = await self.http.json(
+                    "POST",
+                    "/crm/v3/objects/contacts/search",
+                    "contact search",
+                    json=self.search_body(since, after),
+                )
+                for contact in page.get("results") or []:
+                    position += 1
+                    record = contact_record(contact, position, mark)
+                    if record is not None:
+                        fresh += 1
+                        yield record
+                mark.save()
+                after = ((page.get("paging") or {}).get("next") or {}).get("after")
+                if not after or int(after) >= SEARCH_WINDOW:
+                    break
+            if not after or fresh == 0:
+                return
+
+    async def probe(self) -> str:
+        page = await self.http.json(
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            "contact search",
+            json={**self.search_body(None, "0"), "limit": 1},
+        )
+        return f"{page.get('total', '?')} contacts searchable"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def contact_record(contact: dict[str, Any], position: int, mark: Watermark) -> RawRecord | None:
+    """A HubSpot contact as a raw lead record; None when already handed on."""
+    properties = contact.get("properties") or {}
+    created = properties.get("createdate") or contact.get("createdAt")
+    contact_id = str(contact.get("id"))
+    try:
+        at = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        return RawRecord(
+            position=position, data=contact, error="createdate: not a timestamp", origin="hubspot"
+        )
+    if not mark.is_new(contact_id):
+        return None
+    mark.advance(contact_id, at if at.tzinfo else at.replace(tzinfo=UTC))
+    data = {
+        "id": f"hubspot-{contact_id}",
+        "email": properties.get("email"),
+        "first_name": properties.get("firstname"),
+        "last_name": properties.get("lastname"),
+        "company": properties.get("company"),
+        "title": properties.get("jobtitle"),
+        "country": properties.get("country"),
+        "source": "hubspot",
+        "created_at": properties.get("createdate"),
+    }
+    return RawRecord(position=position, data={k: v for k, v in data.items() if v}, origin="hubspot")
