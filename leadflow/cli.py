@@ -468,6 +468,42 @@ def serve_webhook(
     )
 
 
+@app.command("poll-source")
+def poll_source_command(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Poll the configured lead source (LEADFLOW_ADAPTERS__SOURCE=http or hubspot) once:
+    what arrived since its watermark goes through the pipeline. Exit 1 if a side
+    effect failed, 2 for bad settings."""
+    settings = _settings(verbose)
+    runtime = _runtime(settings)
+
+    async def go():
+        from flows.files import LeadsFailedError
+        from flows.runtime import use_runtime
+        from flows.source import poll_source
+        from leadflow.db import dispose_engines
+
+        try:
+            with use_runtime(runtime):
+                state = await poll_source(return_state=True)
+                result = await state.aresult(raise_on_failure=False)
+        finally:
+            await runtime.aclose()
+            await dispose_engines()
+        if isinstance(result, LeadsFailedError):
+            return result.summary, 1
+        if isinstance(result, SettingsError):
+            raise _fail(str(result))
+        if isinstance(result, BaseException):
+            raise _fail(f"{type(result).__name__}: {result}")
+        return result, 0
+
+    summary, code = asyncio.run(go())
+    _print_summary(summary)
+    raise typer.Exit(code)
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 
