@@ -476,6 +476,11 @@ def poll_source_command(
     what arrived since its watermark goes through the pipeline. Exit 1 if a side
     effect failed, 2 for bad settings."""
     settings = _settings(verbose)
+    if settings.adapters.source == "file":
+        raise _fail(
+            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
+            "poll-source needs a polled source (http, hubspot)"
+        )
     runtime = _runtime(settings)
 
     async def go():
