@@ -3,12 +3,16 @@ the live check talks to a real loopback server standing in for HubSpot."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
+from integrations.checks import check_configuration
+from integrations.registry import get_adapter_class
 from leadflow.cli import app
 from tests.conftest import EXAMPLES
 from tests.integration.conftest import serve_app
@@ -73,3 +77,48 @@ def test_live_makes_one_read_per_adapter(env, status, code, word) -> None:
     else:
         assert "AuthenticationError" in row and "pat-1" not in result.output
     assert "local: nothing to call" in live  # the other adapters, listed too
+
+
+# Minimal settings that make each adapter buildable from the environment alone.
+MINIMAL = {
+    ("source", "http"): {"LEADFLOW_HTTP_SOURCE_URL": "http://127.0.0.1:9/leads"},
+    ("source", "hubspot"): {"LEADFLOW_HUBSPOT_TOKEN": "pat"},
+    ("crm", "hubspot"): {"LEADFLOW_HUBSPOT_TOKEN_BLOCK": "hubspot-token"},
+    ("crm", "salesforce"): {
+        "LEADFLOW_SALESFORCE_BASE_URL": "https://x.my.salesforce.com",
+        "LEADFLOW_SALESFORCE_CLIENT_ID": "cid",
+        "LEADFLOW_SALESFORCE_CLIENT_SECRET": "secret",
+    },
+    ("crm", "pipedrive"): {"LEADFLOW_PIPEDRIVE_API_TOKEN": "t"},
+    ("notifier", "slack_webhook"): {"LEADFLOW_SLACK_WEBHOOK_URL": "https://hooks.slack.com/x"},
+    ("notifier", "slack"): {"LEADFLOW_SLACK_TOKEN": "xoxb", "LEADFLOW_SLACK_CHANNEL": "C1"},
+    ("notifier", "teams"): {"LEADFLOW_TEAMS_URL": "https://x.logic.azure.com/w"},
+    ("notifier", "email"): {"LEADFLOW_EMAIL_HOST": "smtp.x", "LEADFLOW_EMAIL_SENDER": "a@x.test"},
+    ("notifier", "webhook"): {"LEADFLOW_WEBHOOK_URL": "https://hooks.x.test/h"},
+    ("event_sink", "segment"): {"LEADFLOW_SEGMENT_WRITE_KEY": "wk"},
+    ("event_sink", "webhook"): {"LEADFLOW_WEBHOOK_EVENTS_URL": "https://hooks.x.test/e"},
+    ("scorer", "model"): {"LEADFLOW_MODEL_SCORER_MODEL": "m"},
+}
+
+
+def _registered() -> list[tuple[str, str]]:
+    from integrations.registry import list_adapters
+
+    return [(i.kind, i.name) for i in list_adapters() if i.kind != "source" or i.name != "file"]
+
+
+@pytest.mark.parametrize(("kind", "name"), _registered(), ids=lambda v: v)
+def test_every_adapter_is_chosen_by_settings_alone(env, kind, name) -> None:
+    env.setenv(f"LEADFLOW_ADAPTERS__{kind.upper()}", name)
+    if (kind, name) in MINIMAL:
+        # without its settings the adapter is refused, naming a variable
+        found = check_configuration()
+        (result,) = [r for r in found.results if r.kind == kind]
+        assert not result.ok and "LEADFLOW_" in result.detail
+        for key, value in MINIMAL[(kind, name)].items():
+            env.setenv(key, value)
+    found = check_configuration()
+    assert found.ok, [r.detail for r in found.results if not r.ok]
+    built = {a.kind: a for a in found.adapters}
+    assert type(built[kind]) is get_adapter_class(kind, name)
+    asyncio.run(found.aclose())
