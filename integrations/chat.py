@@ -12,7 +12,6 @@ of 500 leads for 6 reps is 6 messages, not 500 (hot leads first in each).
 
 from __future__ import annotations
 
-import asyncio
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
@@ -34,7 +33,6 @@ class ChatNotifier(Notifier):
 
     def __init__(self) -> None:
         self._sent: set[str] = set()
-        self._lock = asyncio.Lock()
 
     @abstractmethod
     async def post_one(self, summary: LeadSummary, key: str) -> None:

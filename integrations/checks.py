@@ -77,15 +77,20 @@ def check_configuration() -> Configuration:
 
 
 async def probe_adapters(adapters: list[Adapter], seconds: float = 15.0) -> list[CheckResult]:
-    async def one(adapter: Adapter) -> CheckResult:
+    async def timed(adapter: Adapter) -> tuple[str, float]:
         started = time.perf_counter()
+        detail = await adapter.probe()
+        return detail, time.perf_counter() - started
+
+    async def one(adapter: Adapter) -> CheckResult:
+        took = None
         try:
-            detail = await asyncio.wait_for(adapter.probe(), seconds)
+            detail, took = await asyncio.wait_for(timed(adapter), seconds)
             ok = True
         except TimeoutError:
             detail, ok = f"no answer within {seconds:g} s", False
         except AdapterError as exc:
             detail, ok = f"{type(exc).__name__}: {exc}", False
-        return CheckResult(adapter.kind, adapter.name, ok, detail, time.perf_counter() - started)
+        return CheckResult(adapter.kind, adapter.name, ok, detail, took)
 
     return list(await asyncio.gather(*(one(a) for a in adapters)))

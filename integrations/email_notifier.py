@@ -11,7 +11,6 @@ permanent (a rejected recipient); connection failures and timeouts transient.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import html
 from collections.abc import Sequence
@@ -99,7 +98,6 @@ class EmailNotifier(Notifier):
             own.rate_limit_requests, own.rate_limit_seconds, max_concurrent=own.max_concurrent
         )
         self._sent: set[str] = set()
-        self._lock = asyncio.Lock()
 
     @property
     def once_scope(self) -> str:
