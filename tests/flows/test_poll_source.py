@@ -6,25 +6,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
-
 from flows.runtime import use_runtime
 from flows.source import poll_source
 from leadflow.settings import AdapterChoice
-from tests.integration.conftest import serve_app
-from tests.integration.test_http_source import T0, LeadsApi
-
-
-@pytest.fixture
-def api():
-    leads = LeadsApi()
-    with serve_app(leads.app) as port:
-        leads.base = f"http://127.0.0.1:{port}"
-        yield leads
+from tests.integration.test_http_source import T0, api  # noqa: F401 - the fixture
 
 
 async def test_two_polls_process_each_lead_once(
-    prefect_api, make_runtime, api, tmp_path, monkeypatch
+    prefect_api, make_runtime, api, tmp_path, monkeypatch  # noqa: F811 - the fixture
 ) -> None:
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_URL", f"{api.base}/leads")
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_STATE_PATH", str(tmp_path / "http.json"))
