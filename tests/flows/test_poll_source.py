@@ -13,7 +13,11 @@ from tests.integration.test_http_source import T0, api  # noqa: F401 - the fixtu
 
 
 async def test_two_polls_process_each_lead_once(
-    prefect_api, make_runtime, api, tmp_path, monkeypatch  # noqa: F811 - the fixture
+    prefect_api,
+    make_runtime,
+    api,
+    tmp_path,
+    monkeypatch,  # noqa: F811 - the fixture
 ) -> None:
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_URL", f"{api.base}/leads")
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_STATE_PATH", str(tmp_path / "http.json"))
