@@ -15,9 +15,9 @@ from tests.integration.test_http_source import T0, api  # noqa: F401 - the fixtu
 async def test_two_polls_process_each_lead_once(
     prefect_api,
     make_runtime,
-    api,
+    api,  # noqa: F811 - the fixture imported above
     tmp_path,
-    monkeypatch,  # noqa: F811 - the fixture
+    monkeypatch,
 ) -> None:
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_URL", f"{api.base}/leads")
     monkeypatch.setenv("LEADFLOW_HTTP_SOURCE_STATE_PATH", str(tmp_path / "http.json"))
