@@ -76,6 +76,11 @@ class Adapter(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections. Called once when the run's adapters are closed."""
 
+    async def probe(self) -> str:
+        """One harmless read proving the configuration works, for `leadflow check
+        --live`; returns what it saw. Vendor adapters override it."""
+        return "local: nothing to call"
+
 
 class LeadSource(Adapter):
     kind = "source"

@@ -21,7 +21,11 @@ USER_AGENT = "leadflow/0.1 (+https://github.com/leadflow)"
 
 
 def make_client(
-    base_url: str, *, timeout: float, headers: Mapping[str, str] | None = None
+    base_url: str,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An AsyncClient with our timeouts and user agent. Connection retries are left
     to the pipeline's task retries, which back off and are visible in Prefect."""
@@ -29,6 +33,7 @@ def make_client(
         base_url=base_url,
         timeout=httpx.Timeout(timeout),
         headers={"User-Agent": USER_AGENT, **(headers or {})},
+        transport=transport,
     )
 
 
@@ -50,13 +55,17 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def error_for_response(response: httpx.Response, operation: str) -> AdapterError | None:
-    """The adapter error a response stands for, or None when it succeeded."""
+def error_for_response(
+    response: httpx.Response, operation: str, *, show_path: bool = True
+) -> AdapterError | None:
+    """The adapter error a response stands for, or None when it succeeded.
+    `show_path=False` for URLs whose path is the credential (chat webhooks)."""
     status = response.status_code
     if status < 300:
         return None
     # Redirects are not followed: a moved endpoint must fail loudly, not count as sent.
-    where = f"{operation}: HTTP {status} from {response.request.method} {response.request.url.path}"
+    path = response.request.url.path if show_path else "<secret URL>"
+    where = f"{operation}: HTTP {status} from {response.request.method} {path}"
     if status == 429 or (status == 503 and "retry-after" in response.headers):
         return RateLimited(where, parse_retry_after(response.headers.get("retry-after")))
     if status >= 500 or status == 408:
@@ -66,8 +75,8 @@ def error_for_response(response: httpx.Response, operation: str) -> AdapterError
     return PermanentError(where)
 
 
-def raise_for_response(response: httpx.Response, operation: str) -> None:
-    error = error_for_response(response, operation)
+def raise_for_response(response: httpx.Response, operation: str, *, show_path: bool = True) -> None:
+    error = error_for_response(response, operation, show_path=show_path)
     if error is not None:
         raise error
 

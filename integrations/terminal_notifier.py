@@ -8,8 +8,6 @@ locked while it is checked and appended to).
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from integrations.base import Notifier, RunAlert
+from integrations.jsonl_ledger import JsonlLedger
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings
@@ -39,8 +38,7 @@ class TerminalNotifier(Notifier):
     def __init__(self, outbox_path: Path, *, echo: bool = True) -> None:
         self.outbox_path = Path(outbox_path)
         self.echo = echo
-        self._sent: set[str] = set()
-        self._read_up_to = 0
+        self._ledger = JsonlLedger(self.outbox_path, "key")
         self._lock = asyncio.Lock()
 
     @property
@@ -66,7 +64,7 @@ class TerminalNotifier(Notifier):
             "due_at": decision.due_at.isoformat() if decision.due_at else None,
         }
         async with self._lock:
-            sent = await asyncio.to_thread(self._append_once, message)
+            (sent,) = await asyncio.to_thread(self._ledger.append_new, [message])
         if sent and self.echo:
             due = f", due {decision.due_at:%H:%M} UTC" if decision.due_at else ""
             print(
@@ -85,42 +83,7 @@ class TerminalNotifier(Notifier):
     async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
         message = {"key": idempotency_key, "sent_at": datetime.now(UTC).isoformat()}
         message |= alert.model_dump()
-        sent = await asyncio.to_thread(_append_new_key, self.alerts_path, message)
+        ledger = JsonlLedger(self.alerts_path, "key")
+        (sent,) = await asyncio.to_thread(ledger.append_new, [message])
         if sent:
             print(f"  !! {alert.text}", file=sys.stderr)
-
-    def _append_once(self, message: dict) -> bool:
-        self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.outbox_path.open("a+", encoding="utf-8") as outbox:
-            fcntl.flock(outbox, fcntl.LOCK_EX)
-            try:
-                outbox.seek(self._read_up_to)
-                for line in outbox:
-                    if line.strip():
-                        self._sent.add(json.loads(line)["key"])
-                if message["key"] in self._sent:
-                    self._read_up_to = outbox.tell()
-                    return False
-                outbox.write(json.dumps(message) + "\n")
-                outbox.flush()
-                self._read_up_to = outbox.tell()
-                self._sent.add(message["key"])
-                return True
-            finally:
-                fcntl.flock(outbox, fcntl.LOCK_UN)
-
-
-def _append_new_key(path: Path, message: dict) -> bool:
-    """Append a JSON line unless a line with its key is there (under a file lock, so
-    across processes too). Alerts are few: the file is read whole each time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            if any(json.loads(line)["key"] == message["key"] for line in handle if line.strip()):
-                return False
-            handle.write(json.dumps(message) + "\n")
-            return True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -5,12 +5,22 @@ The request carries `Idempotency-Key`, the once-only key per lead, so a receiver
 honours it drops repeats; the token, if set, goes in `Authorization: Bearer` and is
 never logged. Errors follow integrations.errors: 429 and 5xx are retried by the
 pipeline (honouring Retry-After), 4xx are not.
+
+With `LEADFLOW_WEBHOOK_SIGNING_SECRET` set, each request is signed so the receiver
+can check it came from leadflow and was not replayed: `X-Leadflow-Timestamp` (Unix
+seconds) and `X-Leadflow-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." +
+raw body)>`, over the exact bytes sent (`verify_signature` is the receiver's side).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from typing import Self
 
+import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -27,15 +37,57 @@ class WebhookNotifierSettings(AdapterSettings):
     url: HttpUrl | None = Field(default=None, description="where notifications are POSTed")
     token: SecretStr | None = Field(default=None, description="sent as a Bearer token")
     timeout_seconds: float = Field(default=10.0, gt=0, description="per-request timeout")
+    signing_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for X-Leadflow-Signature"
+    )
+
+
+SIGNATURE_HEADER = "X-Leadflow-Signature"
+TIMESTAMP_HEADER = "X-Leadflow-Timestamp"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+def signed_headers(secret: SecretStr | None, body: bytes) -> dict[str, str]:
+    if secret is None:
+        return {}
+    timestamp = str(int(time.time()))
+    return {
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret.get_secret_value(), timestamp, body),
+    }
+
+
+def verify_signature(
+    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance: float = 300
+) -> bool:
+    """The receiver's check: the signature matches and the timestamp is recent."""
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 class WebhookNotifier(Notifier):
     name = "webhook"
 
-    def __init__(self, url: str, *, token: SecretStr | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: SecretStr | None = None,
+        timeout: float = 10.0,
+        signing_secret: SecretStr | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url
+        self.signing_secret = signing_secret
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-        self._client = make_client(url, timeout=timeout, headers=headers)
+        self._client = make_client(url, timeout=timeout, headers=headers, transport=transport)
 
     @property
     def once_scope(self) -> str:
@@ -46,7 +98,12 @@ class WebhookNotifier(Notifier):
         own = load_settings(WebhookNotifierSettings)
         if own.url is None:
             raise SettingsError("LEADFLOW_WEBHOOK_URL: required by the webhook notifier, not set")
-        return cls(str(own.url), token=own.token, timeout=own.timeout_seconds)
+        return cls(
+            str(own.url),
+            token=own.token,
+            timeout=own.timeout_seconds,
+            signing_secret=own.signing_secret,
+        )
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         body = {
@@ -55,9 +112,13 @@ class WebhookNotifier(Notifier):
         }
         # The configured URL exactly: a relative "" would be joined to httpx's base_url,
         # which httpx always ends with "/", so ".../hook" would be POSTed as ".../hook/".
-        request = self._client.build_request(
-            "POST", self.url, json=body, headers={"Idempotency-Key": idempotency_key}
-        )
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        headers = {
+            "Idempotency-Key": idempotency_key,
+            "Content-Type": "application/json",
+            **signed_headers(self.signing_secret, raw),
+        }
+        request = self._client.build_request("POST", self.url, content=raw, headers=headers)
         await send(self._client, request, "webhook notify")
 
     async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:

@@ -497,6 +497,121 @@ async def _replay(runtime: Runtime, fixed: Path | None):
         await dispose_engines()
 
 
+@app.command()
+def check(
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="Also make one harmless read call to each configured vendor."),
+    ] = False,
+) -> None:
+    """Check the configuration without I/O: settings, rules, and every chosen adapter
+    built from its settings; each problem names the variable to fix. Exit 2 if any.
+    With --live, one read per adapter, results in a table; exit 1 if one fails."""
+    from integrations.checks import check_configuration, probe_adapters
+
+    found = check_configuration()
+    for problem in found.problems:
+        err.print(f"[bold red]error:[/] {problem}", highlight=False)
+    table = Table(title="Configuration", title_justify="left")
+    for column in ("kind", "adapter", "status", "detail"):
+        table.add_column(column)
+    for result in found.results:
+        status = "[green]ok[/]" if result.ok else "[red]error[/]"
+        table.add_row(result.kind, result.name, status, result.detail)
+    out.print(table)
+    if not found.ok:
+        asyncio.run(found.aclose())
+        raise typer.Exit(2)
+    if not live:
+        out.print("configuration ok (add --live to call each vendor)")
+        asyncio.run(found.aclose())
+        return
+
+    async def probe():
+        try:
+            return await probe_adapters(found.adapters)
+        finally:
+            await found.aclose()
+
+    results = asyncio.run(probe())
+    table = Table(title="Live check: one read per adapter", title_justify="left")
+    for column in ("kind", "adapter", "result", "time", "detail"):
+        table.add_column(column)
+    for result in results:
+        status = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        took = f"{result.seconds * 1000:.0f} ms" if result.seconds is not None else ""
+        table.add_row(result.kind, result.name, status, took, result.detail)
+    out.print(table)
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+@app.command("serve-webhook")
+def serve_webhook(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Receive leads over HTTP: POST one lead as JSON to /leads; it is answered 202 at
+    once and processed as a process-lead flow run (422 names a bad field)."""
+    import uvicorn
+
+    from flows.webhook_app import ReceiverSettings, create_app
+
+    _settings(False)
+    try:
+        own = load_settings(ReceiverSettings)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    where = f"http://{host or own.host}:{port or own.port}/leads"
+    err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
+    uvicorn.run(
+        create_app(signing_secret=own.signing_secret),
+        host=host or own.host,
+        port=port or own.port,
+        log_level="warning",
+    )
+
+
+@app.command("poll-source")
+def poll_source_command(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Poll the configured lead source (LEADFLOW_ADAPTERS__SOURCE=http or hubspot) once:
+    what arrived since its watermark goes through the pipeline. Exit 1 if a side
+    effect failed, 2 for bad settings."""
+    settings = _settings(verbose)
+    if settings.adapters.source == "file":
+        raise _fail(
+            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
+            "poll-source needs a polled source (http, hubspot)"
+        )
+    runtime = _runtime(settings)
+
+    async def go():
+        from flows.files import LeadsFailedError
+        from flows.runtime import use_runtime
+        from flows.source import poll_source
+        from leadflow.db import dispose_engines
+
+        try:
+            with use_runtime(runtime):
+                state = await poll_source(return_state=True)
+                result = await state.aresult(raise_on_failure=False)
+        finally:
+            await runtime.aclose()
+            await dispose_engines()
+        if isinstance(result, LeadsFailedError):
+            return result.summary, 1
+        if isinstance(result, SettingsError):
+            raise _fail(str(result))
+        if isinstance(result, BaseException):
+            raise _fail(f"{type(result).__name__}: {result}")
+        return result, 0
+
+    summary, code = asyncio.run(go())
+    _print_summary(summary)
+    raise typer.Exit(code)
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 

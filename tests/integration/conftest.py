@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,33 +119,41 @@ class WebhookServer:
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-@pytest.fixture
-def webhook_server() -> Iterator[WebhookServer]:
-    """A fresh server per test, on a port the OS picked, stopped afterwards."""
-    server = WebhookServer()
+@contextmanager
+def serve_app(app) -> Iterator[int]:
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields
+    the port, stops the server afterwards."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server.port = sock.getsockname()[1]
     config = uvicorn.Config(
-        server.app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5
+        app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5
     )
     uv = uvicorn.Server(config)
     thread = threading.Thread(
-        target=uv.run, kwargs={"sockets": [sock]}, name="webhook-server", daemon=True
+        target=uv.run, kwargs={"sockets": [sock]}, name="test-http-server", daemon=True
     )
     thread.start()
     deadline = time.monotonic() + 10
     while not uv.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test webhook server did not start")
+            raise RuntimeError("the test HTTP server did not start")
         time.sleep(0.01)
     try:
-        yield server
+        yield sock.getsockname()[1]
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[WebhookServer]:
+    """A fresh server per test, on a port the OS picked, stopped afterwards."""
+    server = WebhookServer()
+    with serve_app(server.app) as port:
+        server.port = port
+        yield server
 
 
 @pytest.fixture

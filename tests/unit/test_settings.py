@@ -224,7 +224,8 @@ def _adapter_settings_classes() -> list[type[AdapterSettings]]:
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
-        if cls.__module__.startswith("integrations."):
+        # bases shared by several adapters (integrations.vendor) have no prefix of their own
+        if cls.__module__.startswith("integrations.") and cls.model_config.get("env_prefix"):
             found.append(cls)
     return sorted(found, key=lambda cls: cls.__name__)
 

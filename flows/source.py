@@ -1,0 +1,59 @@
+"""`poll_source`: one poll of the configured lead source (`LEADFLOW_ADAPTERS__SOURCE`,
+e.g. `http` or `hubspot`), every new lead through the pipeline in this flow run.
+
+The source keeps its own watermark, so each run takes only what arrived since the
+last one; schedule the flow (or run `leadflow poll-source`) as often as leads should
+be picked up. Bad records go to the quarantine, as for files. The file source is
+served by `process_file`, which takes a path.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.files import LeadsFailedError, run_leads, summarise
+from flows.runtime import current_runtime
+from integrations.base import LeadSource
+from integrations.registry import get_adapter_class
+from leadflow.intake import Rejection, validate_record
+from leadflow.logging import get_logger
+from leadflow.settings import SettingsError
+
+log = get_logger(__name__)
+
+
+def configured_source() -> LeadSource:
+    runtime = current_runtime()
+    name = runtime.settings.adapters.source
+    if name == "file":
+        raise SettingsError(
+            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
+            "poll-source needs a polled source (http, hubspot)"
+        )
+    cls = get_adapter_class("source", name)
+    return cls.from_settings(runtime.settings, runtime.rules)
+
+
+@flow(name="poll-source")
+async def poll_source():
+    """Take what the configured source has since its watermark and process it."""
+    runtime = current_runtime()
+    source = configured_source()
+    leads, bad, seen = [], [], set()
+    try:
+        async for record in source.records():
+            checked = validate_record(record)
+            if isinstance(checked, Rejection):
+                bad.append(checked)
+            elif checked.id not in seen:
+                seen.add(checked.id)
+                leads.append(checked)
+    finally:
+        await source.aclose()
+    await runtime.quarantine.put(bad)
+    results = await run_leads(runtime, leads)
+    summary = summarise(f"source {source.name}", len(leads) + len(bad), results, bad)
+    log.info("source polled", source=source.name, leads=len(leads), set_aside=len(bad))
+    if summary.failed:
+        raise LeadsFailedError(summary)
+    return summary

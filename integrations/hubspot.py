@@ -1,0 +1,346 @@
+"""HubSpot CRM (v3 contacts), for the look-up and the upsert.
+
+Contract (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/contacts/batch/upsert-contacts,
+.../crm-crm-owners-v3/guide, and HubSpot's OpenAPI description in shared/specs):
+
+- look-up: `GET /crm/v3/objects/contacts/{email}?idProperty=email&properties=...`;
+  a 404 means "no such contact" (not an error on a read); the contact's
+  `hubspot_owner_id` is turned into the owner's email (`GET /crm/v3/owners/{id}`);
+- upsert: `POST /crm/v3/objects/contacts/batch/upsert`, inputs keyed by email
+  (`idProperty=email`), at most 100 a call and never the same email twice in one
+  call (HubSpot rejects such a batch); the once-only key travels as
+  `objectWriteTraceId`. Upserting by email is idempotent: a retry writes the same
+  values onto the same contact;
+- the assigned rep's email becomes a HubSpot owner id through
+  `GET /crm/v3/owners/?email=`, looked up once per email and cached;
+- score, tier and follow-up go into contact properties named in the settings
+  (create them in HubSpot first; an empty name skips that property).
+
+Auth: a private-app token, `Authorization: Bearer`. Limit: 100 requests / 10 s per
+app on the lowest tier (the default here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from integrations.base import CRM, LeadSource, RawRecord
+from integrations.credentials import Credential
+from integrations.errors import PermanentError
+from integrations.ratelimit import RateLimiter
+from integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from integrations.watermark import Watermark
+from leadflow.models import CrmMatch, Decision, Lead
+from leadflow.rules import Rules
+from leadflow.settings import Settings, load_settings
+
+BATCH_LIMIT = 100
+SEARCH_PAGE = 100
+SEARCH_WINDOW = 10_000  # HubSpot's search returns at most 10,000 results per query
+CONTACT_PROPERTIES = ("email", "firstname", "lastname", "company", "jobtitle", "hubspot_owner_id")
+
+
+class HubSpotSettings(VendorSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_HUBSPOT_")
+
+    base_url: str = Field(default="https://api.hubapi.com", description="HubSpot API root")
+    token: SecretStr | None = Field(default=None, description="private-app access token")
+    token_block: str | None = Field(
+        default=None, description="or: name of a Prefect Secret block holding the token"
+    )
+    rate_limit_requests: int = Field(default=100, ge=1, description="requests per window")
+    rate_limit_seconds: float = Field(default=10.0, gt=0, description="the window, in seconds")
+    score_property: str = Field(default="leadflow_score", description="'' to skip")
+    tier_property: str = Field(default="leadflow_tier", description="'' to skip")
+    follow_up_property: str = Field(default="leadflow_follow_up", description="'' to skip")
+    due_property: str = Field(default="leadflow_follow_up_due", description="'' to skip")
+    search_rate_limit: int = Field(
+        default=5, ge=1, description="search requests per second (HubSpot's search limit)"
+    )
+    source_state_path: Path = Field(
+        default=Path(".leadflow/sources/hubspot.json"),
+        description="where the hubspot source keeps its watermark",
+    )
+    source_overlap_seconds: float = Field(default=300.0, ge=0, description="re-read window")
+
+
+def hubspot_http(own: HubSpotSettings, transport: httpx.AsyncBaseTransport | None) -> VendorHttp:
+    credential = Credential("LEADFLOW_HUBSPOT_TOKEN", own.token, own.token_block)
+    return VendorHttp.from_settings(
+        "hubspot", own, credential=credential.require("hubspot"), transport=transport
+    )
+
+
+class HubSpotCRM(CRM):
+    name = "hubspot"
+
+    def __init__(
+        self,
+        own: HubSpotSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = own
+        self.http = hubspot_http(own, transport)
+        self._owner_ids: dict[str, str] = {}
+        self._owner_emails: dict[str, str | None] = {}
+        self._owner_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.http.base_url}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(load_settings(HubSpotSettings))
+
+    # --- look-up ----------------------------------------------------------------------
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        contact = await self.http.json(
+            "GET",
+            f"/crm/v3/objects/contacts/{quote(lead.email, safe='@')}",
+            "contact read",
+            params={"idProperty": "email", "properties": ",".join(CONTACT_PROPERTIES)},
+            allow=(404,),
+        )
+        if contact is None:
+            return CrmMatch()
+        properties = contact.get("properties") or {}
+        owner_id = properties.get("hubspot_owner_id")
+        return CrmMatch(
+            contact_id=str(contact["id"]),
+            contact_owner=await self.owner_email(owner_id) if owner_id else None,
+            enrichment={
+                key: properties[prop]
+                for key, prop in (("company", "company"), ("title", "jobtitle"))
+                if properties.get(prop)
+            },
+        )
+
+    async def owner_email(self, owner_id: str) -> str | None:
+        if owner_id not in self._owner_emails:
+            owner = await self.http.json(
+                "GET", f"/crm/v3/owners/{owner_id}", "owner read", allow=(404,)
+            )
+            email = owner.get("email") if owner else None  # 404: a removed owner
+            self._owner_emails[owner_id] = email.lower() if email else None
+        return self._owner_emails[owner_id]
+
+    async def owner_id(self, email: str) -> str:
+        """The HubSpot owner id of a rep, looked up once per email (concurrent callers
+        wait for the one look-up)."""
+        email = email.lower()
+        lock = self._owner_locks.setdefault(email, asyncio.Lock())
+        async with lock:
+            if email not in self._owner_ids:
+                page = await self.http.json(
+                    "GET", "/crm/v3/owners/", "owner search", params={"email": email, "limit": 1}
+                )
+                results = (page or {}).get("results") or []
+                if not results:
+                    raise PermanentError(f"hubspot owner search: no HubSpot owner for rep {email}")
+                self._owner_ids[email] = str(results[0]["id"])
+                self._owner_emails[self._owner_ids[email]] = email
+        return self._owner_ids[email]
+
+    # --- upsert -----------------------------------------------------------------------
+
+    async def properties(self, lead: Lead, decision: Decision) -> dict[str, str]:
+        """The contact properties written for one lead (HubSpot takes strings)."""
+        own = self.settings
+        values: dict[str, Any] = {
+            "email": lead.email,
+            "firstname": lead.first_name,
+            "lastname": lead.last_name,
+            "company": lead.company,
+            "jobtitle": lead.title,
+            "country": lead.country,
+            "hubspot_owner_id": await self.owner_id(decision.rep),
+            own.score_property: decision.score,
+            own.tier_property: decision.tier,
+            own.follow_up_property: decision.follow_up.value,
+            own.due_property: decision.due_at.isoformat() if decision.due_at else None,
+        }
+        return {k: str(v) for k, v in values.items() if k and v is not None}
+
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        return (await self.upsert_many([(lead, decision, idempotency_key)]))[0]
+
+    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+        inputs = [
+            (
+                lead.email,
+                {
+                    "id": lead.email,
+                    "idProperty": "email",
+                    "objectWriteTraceId": key,
+                    "properties": await self.properties(lead, decision),
+                },
+            )
+            for lead, decision, key in items
+        ]
+        ids: dict[str, str] = {}
+        for batch in unique_batches(inputs, BATCH_LIMIT):
+            body = {"inputs": [item for _, item in batch]}
+            reply = await self.http.json(
+                "POST", "/crm/v3/objects/contacts/batch/upsert", "batch upsert", json=body
+            )
+            ids.update(parse_upsert_reply(reply, [email for email, _ in batch]))
+        return [ids[lead.email] for lead, _, _ in items]
+
+    async def probe(self) -> str:
+        await self.http.json(
+            "GET", "/crm/v3/objects/contacts", "contacts list", params={"limit": 1}
+        )
+        return "contacts readable"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def parse_upsert_reply(reply: dict[str, Any], emails: list[str]) -> dict[str, str]:
+    """{email: contact id} from a batch upsert answer (200, or 207 with `errors`);
+    a PermanentError names the emails HubSpot did not write and why."""
+    found: dict[str, str] = {}
+    for result in reply.get("results") or []:
+        email = (result.get("properties") or {}).get("email")
+        if email:
+            found[email.lower()] = str(result["id"])
+    missing = [email for email in emails if email not in found]
+    if missing:
+        reasons = "; ".join(
+            f"{error.get('category', 'ERROR')}: {error.get('message', '')}"
+            for error in reply.get("errors") or []
+        )
+        raise PermanentError(
+            f"hubspot batch upsert: {len(missing)} contact(s) not written "
+            f"({', '.join(missing[:5])}){': ' + reasons if reasons else ''}"
+        )
+    return found
+
+
+# --- lead source ----------------------------------------------------------------------
+
+SOURCE_PROPERTIES = (
+    "email",
+    "firstname",
+    "lastname",
+    "company",
+    "jobtitle",
+    "country",
+    "createdate",
+)
+
+
+class HubSpotLeadSource(LeadSource):
+    """Contacts created since the watermark, as leads.
+
+    `POST /crm/v3/objects/contacts/search` filtered on `createdate GTE <watermark -
+    overlap>` (epoch milliseconds), sorted by `createdate` ascending, paged with
+    `after`; a query stops at HubSpot's 10,000-result window and the next one starts
+    from the new watermark. Contact ids seen inside the overlap are skipped, so polls
+    neither miss nor repeat a contact (integrations.watermark). Search has its own
+    limit (5 requests a second), applied here.
+    """
+
+    name = "hubspot"
+
+    def __init__(
+        self, own: HubSpotSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = own
+        self.http = hubspot_http(own, transport)
+        self.http.limiter = RateLimiter(own.search_rate_limit, 1.0, max_concurrent=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(load_settings(HubSpotSettings))
+
+    def search_body(self, since: datetime | None, after: str) -> dict[str, Any]:
+        filters = []
+        if since is not None:
+            millis = str(int(since.timestamp() * 1000))
+            filters = [{"propertyName": "createdate", "operator": "GTE", "value": millis}]
+        return {
+            "filterGroups": [{"filters": filters}] if filters else [],
+            "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
+            "properties": list(SOURCE_PROPERTIES),
+            "limit": SEARCH_PAGE,
+            "after": after,
+        }
+
+    async def records(self):
+        own = self.settings
+        mark = Watermark.load(own.source_state_path, timedelta(seconds=own.source_overlap_seconds))
+        position = 0
+        while True:  # one query per 10,000-result window
+            since, after, fresh = mark.ask_from, "0", 0
+            while True:
+                page = await self.http.json(
+                    "POST",
+                    "/crm/v3/objects/contacts/search",
+                    "contact search",
+                    json=self.search_body(since, after),
+                )
+                for contact in page.get("results") or []:
+                    position += 1
+                    record = contact_record(contact, position, mark)
+                    if record is not None:
+                        fresh += 1
+                        yield record
+                mark.save()
+                after = ((page.get("paging") or {}).get("next") or {}).get("after")
+                if not after or int(after) >= SEARCH_WINDOW:
+                    break
+            if not after or fresh == 0:
+                return
+
+    async def probe(self) -> str:
+        page = await self.http.json(
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            "contact search",
+            json={**self.search_body(None, "0"), "limit": 1},
+        )
+        return f"{page.get('total', '?')} contacts searchable"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def contact_record(contact: dict[str, Any], position: int, mark: Watermark) -> RawRecord | None:
+    """A HubSpot contact as a raw lead record; None when already handed on."""
+    properties = contact.get("properties") or {}
+    created = properties.get("createdate") or contact.get("createdAt")
+    contact_id = str(contact.get("id"))
+    try:
+        at = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        return RawRecord(
+            position=position, data=contact, error="createdate: not a timestamp", origin="hubspot"
+        )
+    if not mark.is_new(contact_id):
+        return None
+    mark.advance(contact_id, at if at.tzinfo else at.replace(tzinfo=UTC))
+    data = {
+        "id": f"hubspot-{contact_id}",
+        "email": properties.get("email"),
+        "first_name": properties.get("firstname"),
+        "last_name": properties.get("lastname"),
+        "company": properties.get("company"),
+        "title": properties.get("jobtitle"),
+        "country": properties.get("country"),
+        "source": "hubspot",
+        "created_at": properties.get("createdate"),
+    }
+    return RawRecord(position=position, data={k: v for k, v in data.items() if v}, origin="hubspot")

@@ -1,0 +1,210 @@
+"""Pipedrive, for the look-up and the upsert: a person found by exact email, created
+or updated, and a lead linked to that person.
+
+Contract (https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons,
+.../Persons#addPerson, .../Persons#updatePerson, .../Leads#addLead,
+.../Leads#getLeads, .../Users#findUsersByName): JSON over `/v1`, the API token in
+the `x-api-token` header (not the query string, where it would reach access logs);
+answers are `{"success": true, "data": ...}`, failures `{"success": false, "error":
+...}` with a 4xx/5xx status, 429 past the token's limit (default here: 80 requests
+per 2 s, the Essential plan's burst limit).
+
+Pipedrive has no upsert, so duplicates are avoided in three layers:
+
+1. Within a process, writes for one email are serialised by a per-email lock, so
+   two leads for the same person processed at once do search-then-create in turn.
+2. A person this adapter created is remembered (email -> id): Pipedrive's search
+   index lags creation by seconds, and a retry right after a create must not
+   create again.
+3. The lead's title carries the once-only key's lead id (`[leadflow <lead id>]`);
+   before adding a lead the person's existing leads are read, and a lead with the
+   marker means the lead was already added (by an earlier attempt that failed
+   after the write).
+
+What remains: two *processes* writing the same new email within the search lag can
+each create the person. Run one pipeline per Pipedrive account for writes (the
+pipeline's concurrency is within one process), or merge duplicates with Pipedrive's
+merge tool; the README says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Self
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from integrations.base import CRM
+from integrations.credentials import Credential
+from integrations.errors import PermanentError
+from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.models import CrmMatch, Decision, Lead
+from leadflow.rules import Rules
+from leadflow.settings import Settings, load_settings
+
+
+class PipedriveSettings(VendorSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_PIPEDRIVE_")
+
+    base_url: str = Field(
+        default="https://api.pipedrive.com", description="or https://<company>.pipedrive.com"
+    )
+    api_token: SecretStr | None = Field(default=None, description="a user's API token")
+    api_token_block: str | None = Field(default=None, description="or: a Prefect Secret block")
+    rate_limit_requests: int = Field(default=80, ge=1, description="requests per window")
+    rate_limit_seconds: float = Field(default=2.0, gt=0, description="the window, in seconds")
+
+
+def lead_marker(lead_id: str) -> str:
+    return f"[leadflow {lead_id}]"
+
+
+class PipedriveCRM(CRM):
+    name = "pipedrive"
+
+    def __init__(
+        self, own: PipedriveSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        token = Credential("LEADFLOW_PIPEDRIVE_API_TOKEN", own.api_token, own.api_token_block)
+        self.http = VendorHttp.from_settings(
+            "pipedrive",
+            own,
+            credential=token.require("pipedrive"),
+            auth=lambda value: {"x-api-token": value},
+            transport=transport,
+        )
+        self._person_ids: dict[str, int] = {}
+        self._email_locks: dict[str, asyncio.Lock] = {}
+        self._user_ids: dict[str, int] = {}
+        self._user_emails: dict[int, str | None] = {}
+
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.http.base_url}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(load_settings(PipedriveSettings))
+
+    async def _data(self, method: str, path: str, operation: str, **kwargs: Any) -> Any:
+        reply = await self.http.json(method, path, operation, **kwargs)
+        if not isinstance(reply, dict) or not reply.get("success"):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise PermanentError(f"pipedrive {operation}: success=false ({error or 'no reason'})")
+        return reply.get("data")
+
+    # --- look-up ---------------------------------------------------------------------
+
+    async def find_person(self, email: str) -> dict[str, Any] | None:
+        data = await self._data(
+            "GET",
+            "/v1/persons/search",
+            "person search",
+            params={"term": email, "fields": "email", "exact_match": "true", "limit": 1},
+        )
+        items = (data or {}).get("items") or []
+        return items[0]["item"] if items else None
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        person = await self.find_person(lead.email)
+        if person is None:
+            return CrmMatch()
+        owner_id = (person.get("owner") or {}).get("id")
+        organization = (person.get("organization") or {}).get("name")
+        return CrmMatch(
+            contact_id=str(person["id"]),
+            contact_owner=await self.user_email(owner_id) if owner_id else None,
+            enrichment={"company": organization} if organization else {},
+        )
+
+    async def user_email(self, user_id: int) -> str | None:
+        if user_id not in self._user_emails:
+            reply = await self.http.json("GET", f"/v1/users/{user_id}", "user read", allow=(404,))
+            email = ((reply or {}).get("data") or {}).get("email")  # 404: a deleted user
+            self._user_emails[user_id] = email.lower() if email else None
+        return self._user_emails[user_id]
+
+    async def user_id(self, email: str) -> int:
+        email = email.lower()
+        if email not in self._user_ids:
+            users = await self._data(
+                "GET",
+                "/v1/users/find",
+                "user search",
+                params={"term": email, "search_by_email": 1},
+            )
+            match = [u for u in users or [] if str(u.get("email", "")).lower() == email]
+            if not match:
+                raise PermanentError(f"pipedrive user search: no Pipedrive user for rep {email}")
+            self._user_ids[email] = int(match[0]["id"])
+        return self._user_ids[email]
+
+    # --- upsert ----------------------------------------------------------------------
+
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        owner_id = await self.user_id(decision.rep)
+        name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or lead.email
+        async with self._email_locks.setdefault(lead.email, asyncio.Lock()):
+            person_id = self._person_ids.get(lead.email)
+            if person_id is None:
+                person = await self.find_person(lead.email)
+                person_id = person["id"] if person else None
+            if person_id is None:
+                created = await self._data(
+                    "POST",
+                    "/v1/persons",
+                    "person create",
+                    json={
+                        "name": name,
+                        "email": [{"value": lead.email, "primary": True, "label": "work"}],
+                        "owner_id": owner_id,
+                    },
+                )
+                person_id = created["id"]
+            else:
+                await self._data(
+                    "PUT",
+                    f"/v1/persons/{person_id}",
+                    "person update",
+                    json={"name": name, "owner_id": owner_id},
+                )
+            self._person_ids[lead.email] = person_id
+            await self._add_lead_once(lead, decision, person_id, owner_id)
+        return str(person_id)
+
+    async def _add_lead_once(
+        self, lead: Lead, decision: Decision, person_id: int, owner_id: int
+    ) -> None:
+        marker = lead_marker(lead.id)
+        existing = await self._data(
+            "GET", "/v1/leads", "lead list", params={"person_id": person_id, "limit": 500}
+        )
+        if any(marker in str(item.get("title", "")) for item in existing or []):
+            return
+        title = f"{lead.company or lead.domain}: {decision.tier} ({decision.score}) {marker}"
+        await self._data(
+            "POST",
+            "/v1/leads",
+            "lead create",
+            json={"title": title, "person_id": person_id, "owner_id": owner_id},
+        )
+
+    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+        """No bulk endpoint: one upsert per distinct lead (the last decision wins),
+        concurrently within the rate limit."""
+        latest = {lead.id: (lead, decision, key) for lead, decision, key in items}
+        done = await asyncio.gather(
+            *(self.upsert(lead, d, idempotency_key=k) for lead, d, k in latest.values())
+        )
+        ids = dict(zip(latest, done, strict=True))
+        return [ids[lead.id] for lead, _, _ in items]
+
+    async def probe(self) -> str:
+        me = await self._data("GET", "/v1/users/me", "users/me")
+        return f"authenticated as {me.get('email', '?')} ({me.get('company_name', '?')})"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

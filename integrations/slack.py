@@ -1,0 +1,231 @@
+"""Slack notifiers: an incoming webhook, or `chat.postMessage` with a bot token.
+
+Contract:
+- https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks: POST the
+  message JSON to the webhook URL; 200 `ok` on success; errors come as 4xx with a
+  short text (`invalid_payload`, `no_text`, 403 `action_prohibited`, 404
+  `channel_not_found`, 410 `channel_is_archived`), 429 with Retry-After past about
+  one message a second per channel (the default limit here);
+- https://docs.slack.dev/reference/methods/chat.postMessage: POST
+  `https://slack.com/api/chat.postMessage` with `Authorization: Bearer xoxb-...`;
+  HTTP 200 with `{"ok": false, "error": ...}` is a failure, translated here:
+  `ratelimited` (or HTTP 429) honours Retry-After, `internal_error`/`fatal_error`/
+  `service_unavailable`/`request_timeout` are transient, auth errors are
+  AuthenticationError, the rest permanent;
+- https://docs.slack.dev/messaging/formatting-message-text: in `text` fields escape
+  `&`, `<`, `>` and nothing more. Mentions (`<!channel>`, `<!here>`, `<@U123>`) and
+  links (`<https://...|label>`) all need `<`, so escaped lead data can neither ping
+  anyone nor inject a link; `@channel` written plainly is not a mention.
+
+Each lead is one message (Block Kit, with `text` as the fallback for notifications);
+`notify_many` sends one digest per rep, hot leads first (see integrations.chat).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Self
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from integrations.chat import ChatNotifier, HookChatNotifier, HookSettings
+from integrations.credentials import Credential
+from integrations.errors import AuthenticationError, PermanentError, RateLimited, TransientError
+from integrations.http import error_for_response, parse_retry_after
+from integrations.messages import LeadSummary
+from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.rules import Rules
+from leadflow.settings import Settings, SettingsError, load_settings
+
+MAX_DIGEST_LEADS = 40  # Slack allows 50 blocks a message; a header + context + 40 + "more"
+
+
+def escape(text: str) -> str:
+    """Slack's escaping for text fields: `&`, `<`, `>` only."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def lead_blocks(summary: LeadSummary) -> list[dict[str, Any]]:
+    e = escape
+    reasons = "\n".join(f"• {e(r)}" for r in summary.reasons) or "no points"
+    return [
+        {"type": "header", "text": {"type": "plain_text", "text": summary.headline[:150]}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Email*\n{e(summary.email)}"},
+                {"type": "mrkdwn", "text": f"*Assigned to*\n{e(summary.rep)}"},
+                {"type": "mrkdwn", "text": f"*Score*\n{summary.score} ({e(summary.tier)})"},
+                {"type": "mrkdwn", "text": f"*Follow-up*\n{e(summary.follow_up)}"},
+            ],
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"lead {e(summary.lead_id)}"}]},
+    ]
+
+
+def digest_blocks(rep: str, summaries: list[LeadSummary]) -> list[dict[str, Any]]:
+    shown = summaries[:MAX_DIGEST_LEADS]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"{len(summaries)} new leads for {rep}"[:150]},
+        }
+    ]
+    for s in shown:
+        text = f"*{escape(s.headline)}*\n{escape(s.email)} · {escape(s.follow_up)}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    if len(summaries) > len(shown):
+        more = f"and {len(summaries) - len(shown)} more"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    return blocks
+
+
+def digest_text(rep: str, summaries: list[LeadSummary]) -> str:
+    lines = [f"{len(summaries)} new leads for {rep}"]
+    lines += [f"- {s.headline} ({s.email}; {s.follow_up})" for s in summaries]
+    return escape("\n".join(lines))
+
+
+# --- incoming webhook ---------------------------------------------------------------
+
+_SLUG = re.compile(r"^[a-z_]{3,40}$")
+
+
+def check_webhook_reply(response: httpx.Response) -> None:
+    """Add Slack's short error code (`channel_is_archived`, ...) to the error."""
+    error = error_for_response(response, "slack_webhook post", show_path=False)
+    if error is None:
+        return
+    slug = response.text.strip()
+    if _SLUG.match(slug):
+        error.args = (f"{error.args[0]}: {slug}",)
+    raise error
+
+
+class SlackWebhookSettings(HookSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_SLACK_WEBHOOK_")
+
+    rate_limit_requests: int = Field(default=1, ge=1, description="messages per window")
+    rate_limit_seconds: float = Field(default=1.0, gt=0, description="the window, in seconds")
+    max_concurrent: int = Field(default=1, ge=1, description="requests in flight at once")
+
+
+class SlackWebhookNotifier(HookChatNotifier):
+    name = "slack_webhook"
+    settings_class = SlackWebhookSettings
+    env_prefix = "LEADFLOW_SLACK_WEBHOOK_"
+
+    def check_reply(self, response: httpx.Response) -> None:
+        check_webhook_reply(response)
+
+    def payload_one(self, summary: LeadSummary) -> dict[str, Any]:
+        return {"text": escape(summary.text()), "blocks": lead_blocks(summary)}
+
+    def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
+        return {"text": digest_text(rep, summaries), "blocks": digest_blocks(rep, summaries)}
+
+
+# --- chat.postMessage -----------------------------------------------------------------
+
+TRANSIENT = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+AUTH = {
+    "not_authed",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "missing_scope",
+    "not_allowed_token_type",
+    "ekm_access_denied",
+}
+
+
+def check_slack_reply(response: httpx.Response, operation: str = "slack") -> None:
+    """Slack answers most failures with HTTP 200 and `ok: false`."""
+    if response.status_code != 200:
+        return  # integrations.http judges the status
+    try:
+        data = response.json()
+    except ValueError:
+        raise PermanentError(f"{operation}: HTTP 200 with a body that is not JSON") from None
+    if data.get("ok"):
+        return
+    error = str(data.get("error", "unknown_error"))
+    message = f"{operation}: ok=false, error={error}"
+    if error in ("ratelimited", "rate_limited"):
+        raise RateLimited(message, parse_retry_after(response.headers.get("retry-after")))
+    if error in TRANSIENT:
+        raise TransientError(message)
+    if error in AUTH:
+        raise AuthenticationError(message)
+    raise PermanentError(message)
+
+
+class SlackSettings(VendorSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_SLACK_")
+
+    base_url: str = Field(default="https://slack.com/api", description="Slack Web API root")
+    token: SecretStr | None = Field(default=None, description="bot token, xoxb-...")
+    token_block: str | None = Field(default=None, description="or: a Prefect Secret block name")
+    channel: str = Field(default="", description="channel id or name to post to")
+    rate_limit_requests: int = Field(default=1, ge=1, description="messages per window")
+    rate_limit_seconds: float = Field(default=1.0, gt=0, description="the window, in seconds")
+
+
+class SlackNotifier(ChatNotifier):
+    name = "slack"
+
+    def __init__(
+        self, own: SlackSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        super().__init__()
+        if not own.channel:
+            raise SettingsError("LEADFLOW_SLACK_CHANNEL: required by the slack notifier, not set")
+        self.channel = own.channel
+        credential = Credential("LEADFLOW_SLACK_TOKEN", own.token, own.token_block)
+        self.http = VendorHttp.from_settings(
+            "slack", own, credential=credential.require("slack"), transport=transport
+        )
+
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.{self.name}:{self.channel}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+        return cls(load_settings(SlackSettings))
+
+    async def _post(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        payload = {
+            "channel": self.channel,
+            "text": text,
+            "blocks": blocks,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        await self.http.request(
+            "POST",
+            "/chat.postMessage",
+            "chat.postMessage",
+            json=payload,
+            check=lambda r: check_slack_reply(r, "slack chat.postMessage"),
+        )
+
+    async def post_one(self, summary: LeadSummary, key: str) -> None:
+        await self._post(escape(summary.text()), lead_blocks(summary))
+
+    async def post_digest(self, rep: str, summaries: list[LeadSummary], key: str) -> None:
+        await self._post(digest_text(rep, summaries), digest_blocks(rep, summaries))
+
+    async def probe(self) -> str:
+        reply = await self.http.json(
+            "POST", "/auth.test", "auth.test", check=lambda r: check_slack_reply(r, "slack")
+        )
+        return f"authenticated as {reply.get('user', '?')} in {reply.get('team', '?')}"
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

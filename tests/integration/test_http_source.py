@@ -1,0 +1,110 @@
+"""The HTTP polling source over real loopback HTTP, with leads added between polls.
+
+A small Starlette app stands in for a CRM's or form tool's list endpoint: it answers
+`updated_since` (records at or after that time, oldest first, paged by `cursor`)
+or a plain cursor, like the APIs the source is written for.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from integrations.http_source import HttpLeadSource, HttpSourceSettings
+from tests.integration.conftest import serve_app
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+class LeadsApi:
+    def __init__(self) -> None:
+        self.leads: list[dict] = []
+        self.queries: list[dict] = []
+        self.app = Starlette(routes=[Route("/leads", self.list)])
+
+    def add(self, n: int, at: datetime) -> dict:
+        lead = {"id": f"L{n}", "email": f"p{n}@acme.test", "updated_at": at.isoformat()}
+        self.leads.append(lead)
+        return lead
+
+    async def list(self, request: Request) -> JSONResponse:
+        params = dict(request.query_params)
+        self.queries.append(params)
+        limit = int(params.get("limit", 100))
+        ordered = sorted(self.leads, key=lambda x: (x.get("updated_at", ""), x["id"]))
+        if "updated_since" in params:
+            since = datetime.fromisoformat(params["updated_since"])
+            ordered = [x for x in ordered if datetime.fromisoformat(x["updated_at"]) >= since]
+        start = int(params.get("cursor", 0))
+        page = ordered[start : start + limit]
+        more = start + limit < len(ordered)
+        return JSONResponse({"data": page, "next_cursor": str(start + limit) if more else None})
+
+
+@pytest.fixture
+def api():
+    leads = LeadsApi()
+    with serve_app(leads.app) as port:
+        leads.base = f"http://127.0.0.1:{port}"
+        yield leads
+
+
+def _source(api: LeadsApi, tmp_path: Path, **extra) -> HttpLeadSource:
+    values = {
+        "url": f"{api.base}/leads",
+        "state_path": tmp_path / "http.json",
+        "page_size": 2,
+        "overlap_seconds": 60,
+    }
+    return HttpLeadSource(HttpSourceSettings(_env_file=None, **(values | extra)))
+
+
+async def poll(source: HttpLeadSource) -> list[str]:
+    ids = [record.data["id"] async for record in source.records()]
+    return ids
+
+
+async def test_polls_never_miss_and_never_repeat(api: LeadsApi, tmp_path: Path) -> None:
+    for n in range(5):
+        api.add(n, T0 + timedelta(seconds=n))
+    source = _source(api, tmp_path)
+    assert await poll(source) == ["L0", "L1", "L2", "L3", "L4"]  # over three pages
+    assert await poll(source) == []  # nothing new: nothing repeated
+
+    api.add(5, T0 + timedelta(seconds=10))
+    api.add(6, T0 + timedelta(seconds=4))  # same time as the watermark
+    api.add(7, T0 + timedelta(seconds=-30))  # written late, stamped inside the overlap
+    api.add(8, T0 + timedelta(seconds=-120))  # older than the overlap: out of reach
+    assert sorted(await poll(source)) == ["L5", "L6", "L7"]
+
+    # a new process (a new source object) resumes from the saved watermark
+    api.add(9, T0 + timedelta(seconds=11))
+    assert await poll(_source(api, tmp_path)) == ["L9"]
+    # it asked from the saved watermark (L5, +10 s) less the 60 s overlap
+    asked = api.queries[-1]["updated_since"]
+    assert datetime.fromisoformat(asked) == T0 + timedelta(seconds=10 - 60)
+
+
+async def test_cursor_mode_resumes_from_the_saved_cursor(api: LeadsApi, tmp_path: Path) -> None:
+    for n in range(3):
+        api.add(n, T0 + timedelta(seconds=n))
+    source = _source(api, tmp_path, mode="cursor")
+    assert await poll(source) == ["L0", "L1", "L2"]
+    api.add(3, T0 + timedelta(seconds=3))
+    api.add(4, T0 + timedelta(seconds=4))
+    assert await poll(_source(api, tmp_path, mode="cursor")) == ["L3", "L4"]
+
+
+async def test_a_record_without_a_timestamp_is_yielded_with_an_error(
+    api: LeadsApi, tmp_path: Path
+) -> None:
+    api.leads.append({"id": "X", "email": "x@acme.test"})
+    (record,) = [r async for r in _source(api, tmp_path).records()]
+    assert record.error == "id/updated_at: missing or not a timestamp"
+    assert record.data["email"] == "x@acme.test"
