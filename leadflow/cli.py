@@ -394,6 +394,10 @@ async def _replay(runtime: Runtime, fixed: Path | None):
         await dispose_engines()
 
 
+# The cut-over commands (shadow, report, mode) register themselves on `app`.
+import leadflow.cli_shadow  # noqa: E402, F401
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 
