@@ -128,3 +128,43 @@ def print_shadow_summary(summary: ShadowRunSummary) -> None:
         out.print(f"Set aside (not compared): {len(summary.set_aside)} records")
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
     out.print("Next: `leadflow report` for agreement over the window and the verdict")
+
+
+@app.command()
+def report(
+    days: Annotated[int | None, typer.Option(min=1, help="Window in days [default: 14].")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the HTML and CSV [.leadflow/reports].")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Report on the shadow comparisons over the window: agreement per field, tier
+    confusion, commonest mismatches, latency and errors of both sides, and the verdict
+    (ready / not ready, naming each failed gate / not enough data). Writes an HTML
+    report and a CSV of mismatches, and publishes Prefect artifacts."""
+    from rich.markdown import Markdown
+
+    _settings(verbose)
+    result = asyncio.run(_report(days, out_dir))
+    out.print(Markdown(result.markdown))
+    out.print(f"HTML report: {result.html_path}", highlight=False)
+    out.print(f"Mismatches (CSV): {result.csv_path}", highlight=False)
+
+
+async def _report(days: int | None, out_dir: Path | None):
+    from flows.report import shadow_report
+    from flows.settle import settle
+    from leadflow.db import dispose_engines
+
+    try:
+        state = await shadow_report(
+            window_days=days, out_dir=str(out_dir) if out_dir else None, return_state=True
+        )
+        result = await state.aresult(raise_on_failure=False)
+        if state.state_details.flow_run_id:
+            await settle(state.state_details.flow_run_id)
+    finally:
+        await dispose_engines()
+    if isinstance(result, BaseException):
+        raise _fail(f"{type(result).__name__}: {result}")
+    return result
