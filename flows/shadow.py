@@ -88,6 +88,28 @@ class ShadowContext:
                 teams.setdefault(rep.id, []).append(name)
         return teams
 
+    def record(
+        self, lead: Lead, raw: dict[str, Any], control: Side, candidate: Side, **extra: Any
+    ) -> ComparisonRecord:
+        """The stored comparison of two sides' answers for one lead."""
+        return ComparisonRecord(
+            run_id=self.run_id,
+            legacy=self.spec,
+            lead_id=lead.id,
+            email=lead.email,
+            comparison=self.compare(control.decision, candidate.decision),
+            control=control.decision,
+            candidate=candidate.decision,
+            control_error=control.error,
+            candidate_error=candidate.error,
+            control_ms=control.ms,
+            candidate_ms=candidate.ms,
+            control_steps=control.steps,
+            candidate_steps=candidate.steps,
+            record=raw,
+            **extra,
+        )
+
     def compare(self, control: Decision | None, candidate: Decision | None):
         return compare(
             control,
@@ -113,41 +135,10 @@ async def shadow_one(
         _guarded(lambda: context.legacy.decide_with_steps(raw), timeout),
         _guarded(candidate, timeout),
     )
-    common = {"run_id": context.run_id, "legacy": context.spec, "lead_id": lead.id}
-    records = [
-        ComparisonRecord(
-            **common,
-            email=lead.email,
-            comparison=context.compare(control.decision, ours.decision),
-            control=control.decision,
-            candidate=ours.decision,
-            control_error=control.error,
-            candidate_error=ours.error,
-            control_ms=control.ms,
-            candidate_ms=ours.ms,
-            control_steps=control.steps,
-            candidate_steps=ours.steps,
-            intended=context.journal.of(lead.id),
-            record=raw,
-        )
-    ]
+    records = [context.record(lead, raw, control, ours, intended=context.journal.of(lead.id))]
     if baseline:
         again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
-        records.append(
-            ComparisonRecord(
-                **common,
-                kind="baseline",
-                email=lead.email,
-                comparison=context.compare(control.decision, again.decision),
-                control=control.decision,
-                candidate=again.decision,
-                control_error=control.error,
-                candidate_error=again.error,
-                control_ms=control.ms,
-                candidate_ms=again.ms,
-                record=raw,
-            )
-        )
+        records.append(context.record(lead, raw, control, again, kind="baseline"))
     return records
 
 

@@ -71,21 +71,18 @@ def _progress() -> Progress:
     )
 
 
-async def _shadow_file(
-    runtime: Runtime, file: Path, legacy: str, concurrency: int | None
-) -> ShadowRunSummary:
+async def _with_progress(runtime: Runtime, flow_fn, **parameters):
+    """Run a file flow with the progress bar, wait for Prefect to record it, close
+    the runtime; the flow's result, or exit 2 naming its error."""
     from flows.files import listening
     from flows.runtime import use_runtime
     from flows.settle import settle
-    from flows.shadow import shadow_file
     from leadflow.db import dispose_engines
 
     progress = _progress()
     try:
         with use_runtime(runtime), progress, listening(_Bar(progress)):
-            state = await shadow_file(
-                path=file, legacy=legacy, concurrency=concurrency, return_state=True
-            )
+            state = await flow_fn(**parameters, return_state=True)
             result = await state.aresult(raise_on_failure=False)
         if state.state_details.flow_run_id:
             await settle(state.state_details.flow_run_id)
@@ -95,6 +92,16 @@ async def _shadow_file(
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
     return result
+
+
+async def _shadow_file(
+    runtime: Runtime, file: Path, legacy: str, concurrency: int | None
+) -> ShadowRunSummary:
+    from flows.shadow import shadow_file
+
+    return await _with_progress(
+        runtime, shadow_file, path=file, legacy=legacy, concurrency=concurrency
+    )
 
 
 def print_shadow_summary(summary: ShadowRunSummary) -> None:
@@ -168,3 +175,71 @@ async def _report(days: int | None, out_dir: Path | None):
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
     return result
+
+
+@app.command()
+def mode(
+    new: Annotated[
+        str | None,
+        typer.Argument(help="legacy, shadow, pilot or live; omit to show the current mode."),
+    ] = None,
+) -> None:
+    """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
+    `leadflow cutover` run when it starts and before each lead: legacy (leadflow does
+    nothing), shadow (both run, leadflow records instead of acting), pilot (a sticky
+    share through leadflow for real, falling back to the current process on failure),
+    live (leadflow acts on every lead). Setting `legacy` is the kill switch."""
+    from flows.cutover import ModeError, current_mode, set_mode
+
+    _settings(False)
+
+    async def work() -> str:
+        if new is not None:
+            await set_mode(new)
+        return await current_mode()
+
+    try:
+        shown = asyncio.run(work())
+    except ModeError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"mode: [bold]{shown}[/]" + (" (set)" if new else ""), highlight=False)
+
+
+@app.command()
+def cutover(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    legacy: Annotated[
+        str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Process FILE the way the current mode (`leadflow mode`) says, and print where
+    each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    from flows.files import check_lead_file
+
+    try:
+        check_lead_file(file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    runtime = _runtime(_settings(verbose))
+    summary = asyncio.run(_cutover(runtime, file, legacy, concurrency))
+    out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
+    table = Table(title=f"Leads from {summary.file}", title_justify="left")
+    table.add_column("went to")
+    table.add_column("leads", justify="right")
+    for route, count in sorted(summary.routes.items()):
+        table.add_row(route, str(count))
+    out.print(table)
+    for failure in summary.failed:
+        err.print(f"[red]failed:[/] {failure}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+async def _cutover(runtime: Runtime, file: Path, legacy: str | None, concurrency: int | None):
+    from flows.cutover import cutover_file
+
+    return await _with_progress(
+        runtime, cutover_file, path=file, legacy=legacy, concurrency=concurrency
+    )

@@ -30,9 +30,7 @@ async def test_the_report_renders_its_charts_and_escapes_lead_data(tmp_path):
     page_file.write_text(as_html(report(rows)), encoding="utf-8")
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"]
-        )
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = await browser.new_page()
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
