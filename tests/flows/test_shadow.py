@@ -4,6 +4,7 @@ current process disagrees with leadflow exactly where its rules differ."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import types
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from integrations.rules_scorer import RulesScorer
 from leadflow.models import CrmMatch, Lead, Score
 from leadflow.rules import load_rules
 from leadflow.shadow_store import ComparisonStore
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, ROOT
 
 PYTHON_LEGACY = "python:examples.legacy.process:decide"
 RECORD = {"email": "ada@lovelace.test", "title": "CTO", "country": "GB", "source": "referral"}
@@ -135,3 +136,11 @@ async def test_the_example_mismatches_are_exactly_the_rule_differences(
     kinds = set().union(*predicted.values())
     assert kinds == {"score", "tier", "follow_up", "sla_minutes", "rep"}
     assert sum(bool(v) for v in predicted.values()) == 10  # 7 hot at 70-79, 1 gmail, 3 CA (1 both)
+    explained = set(re.findall(r"^\| ([^ |]+@[^ |]+) \|", readme_mismatches(), re.MULTILINE))
+    assert explained == {r.email for r in records if r.comparison.mismatched_fields}
+
+
+def readme_mismatches() -> str:
+    """The README's table of the example's expected mismatches."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("<!-- shadow-mismatches -->")[1].split("<!-- /shadow-mismatches -->")[0]
