@@ -170,3 +170,15 @@ def test_the_example_export_is_what_the_example_script_decides(tmp_path):
     )
     assert fresh.read_text() == (EXAMPLES / "legacy" / "decisions.csv").read_text()
     assert Path(ROOT / "examples/legacy/decisions.csv").read_text().count("\n") == 56
+
+
+async def test_observed_crm_reads_the_owner_the_old_process_wrote(tmp_path):
+    settings = make_settings(tmp_path)
+    crm = LocalCRM(settings.database_url, EXAMPLES / "crm_seed.json")
+    legacy = ObservedLegacy(crm=crm)
+    assert legacy.provides == ("rep",)  # only the owner is on the contact by default
+    decision = await legacy.decide({"id": "crm-hank", "email": "hank.scorpio@globex.test"})
+    assert decision.rep == "frank@example.com"
+    with pytest.raises(NotObservedError, match="no CRM contact"):
+        await legacy.decide({"email": "stranger@globex.test"})
+    await legacy.aclose()
