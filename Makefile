@@ -23,8 +23,9 @@ run: $(STAMP)
 # leadflow beside the example current process (examples/legacy/process.py), then the
 # report: summary and verdict printed, HTML and CSV in .leadflow/reports/.
 shadow: $(STAMP)
-	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide
-	$(BIN)/leadflow report
+	@# the report runs even when a side failed for some lead (errors are findings too)
+	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide; \
+	  status=$$?; $(BIN)/leadflow report && exit $$status
 
 test: $(STAMP) lint
 	$(BIN)/pytest

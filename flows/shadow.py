@@ -37,6 +37,7 @@ from integrations.legacy_spec import build_legacy
 from integrations.recorders import Journal, shadowed
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
+from leadflow.db import ensure_tables
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
 from leadflow.models import Decision, Lead, StepTiming
@@ -281,6 +282,7 @@ async def _shadow_leads(
         journal=journal,
         settings=settings,
     )
+    await _warm_up(settings)
     listener = _listener.get()
     if listener:
         listener.started(len(leads))
@@ -316,3 +318,12 @@ def _with_records(path: Path, leads: list[Lead]):
         if isinstance(checked, Lead) and checked.id not in by_id:
             by_id[checked.id] = record.data
     return [(lead, by_id[lead.id]) for lead in leads]
+
+
+async def _warm_up(settings: ShadowSettings) -> None:
+    """Create the shadow database's tables before the first leads start, so the first
+    few leads' timings (and timeouts) are not spent on it."""
+    from leadflow import assignment, shadow_store
+
+    for metadata in (assignment.metadata, shadow_store.metadata):
+        await ensure_tables(settings.database_url, metadata)

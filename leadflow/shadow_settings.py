@@ -52,7 +52,9 @@ class ShadowSettings(BaseSettings):
         description="comparison store (and shadow runs' own round-robin state)",
     )
     timeout_seconds: float = Field(
-        default=10.0, gt=0, description="longest either side may take for one lead"
+        default=30.0,
+        gt=0,
+        description="longest either side may take for one lead (a cold Prefect API is slow)",
     )
     look_up: bool = Field(
         default=True,
