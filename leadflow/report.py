@@ -214,6 +214,16 @@ def _timelines(records: list[ComparisonRecord], count: int) -> list[Timeline]:
     ]
 
 
+def latest_per_lead(records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+    """One comparison per lead, current process and kind: the latest. Running the
+    same file again (a replay, a second `make shadow`) replaces its leads' comparisons
+    instead of counting them twice."""
+    latest: dict[tuple[str, str, str], ComparisonRecord] = {}
+    for record in sorted(records, key=lambda r: r.compared_at):
+        latest[(record.kind, record.legacy, record.lead_id)] = record
+    return sorted(latest.values(), key=lambda r: r.compared_at)
+
+
 def build_report(
     records: list[ComparisonRecord],
     *,
@@ -223,6 +233,7 @@ def build_report(
     top_patterns: int = 5,
     examples_per_pattern: int = 3,
 ) -> ShadowReport:
+    records = latest_per_lead(records)
     shadow = [r for r in records if r.kind in ("shadow", "pilot")]
     baseline = [r for r in records if r.kind == "baseline"]
     pilot = [r for r in records if r.kind == "pilot"]

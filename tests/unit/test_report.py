@@ -122,7 +122,7 @@ def test_figures_on_a_constructed_data_set():
         "follow_up": ("email_sequence", "call"),
         "sla_minutes": ("1440", "15"),
     }
-    assert [e.lead_id for e in top.examples] == ["l6", "l7"]
+    assert [e.lead_id for e in top.examples] == ["l7", "l6"]  # oldest first
     assert top.examples[0].control_reasons == ["title has 'vp': +25"]
     assert r.patterns[1].differences == {"score": ("60", "65")}
     # days: leads with an even index today, odd yesterday
@@ -203,10 +203,10 @@ def test_the_csv_lists_mismatches_and_neutralises_formulas():
         6, decision("l6", 75), decision("l6", 75, "hot"), email='=HYPERLINK("http://x")'
     )
     parsed = list(csv.DictReader(io.StringIO(mismatches_csv(report(rows)))))
-    assert [row["lead_id"] for row in parsed] == ["l6", "l7", "l8"]
-    assert parsed[0]["email"] == '\'=HYPERLINK("http://x")'
-    assert parsed[0]["mismatched"] == "tier follow_up sla_minutes"
-    assert (parsed[0]["tier_current"], parsed[0]["tier_leadflow"]) == ("warm", "hot")
+    assert [row["lead_id"] for row in parsed] == ["l7", "l6", "l8"]  # oldest first
+    assert parsed[1]["email"] == '\'=HYPERLINK("http://x")'
+    assert parsed[1]["mismatched"] == "tier follow_up sla_minutes"
+    assert (parsed[1]["tier_current"], parsed[1]["tier_leadflow"]) == ("warm", "hot")
 
 
 def test_the_html_escapes_lead_data():
@@ -214,3 +214,12 @@ def test_the_html_escapes_lead_data():
     rows[6] = record(6, decision("l6", 75), decision("l6", 75, "hot"), email="<script>x</script>")
     html = as_html(report(rows))
     assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+def test_a_lead_compared_twice_counts_once_with_its_latest_comparison():
+    rows = data_set()
+    redo = record(6, decision("l6", 75, "hot"), decision("l6", 75, "hot"))
+    redo.compared_at = NOW
+    r = report([*rows, redo])
+    assert r.sample == 10
+    assert r.outcomes == {"matched": 7, "mismatched": 2, "error": 1}
