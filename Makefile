@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Offline machines: keep the Prefect server from reporting telemetry errors.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean shadow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/leadflow run examples/leads.csv
+
+# leadflow beside the example current process (examples/legacy/process.py), then the
+# report: summary and verdict printed, HTML and CSV in .leadflow/reports/.
+shadow: $(STAMP)
+	@# the report runs even when a side failed for some lead (errors are findings too)
+	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide; \
+	  status=$$?; $(BIN)/leadflow report && exit $$status
 
 test: $(STAMP) lint
 	$(BIN)/pytest

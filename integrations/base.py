@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 from pydantic import BaseModel
 
 from leadflow.intake import RawRecord
-from leadflow.models import CrmMatch, Decision, Lead, Score
+from leadflow.models import CrmMatch, Decision, Lead, Score, StepTiming
 
 if TYPE_CHECKING:
     from leadflow.rules import Rules
@@ -164,6 +164,37 @@ class Scorer(Adapter):
         )
 
 
+class LegacyProcess(Adapter):
+    """The process a team runs today, the control of a shadow run: a script, a
+    service, an automation platform, or a record of what people decided.
+
+    Built from a target string (`--legacy KIND:TARGET`) rather than from the pipeline
+    settings alone. `provides` names the Decision fields it can answer: a process only
+    observed through an export may know the owner and the score but not the SLA, and
+    a field it does not provide is not compared.
+    """
+
+    kind = "legacy"
+
+    @classmethod
+    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
+        """Build from the part of the spec after `KIND:`. No I/O here."""
+        raise NotImplementedError(f"the {cls.name} legacy adapter needs a target")
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return Decision.COMPARED_FIELDS
+
+    @abstractmethod
+    async def decide(self, record: dict) -> Decision:
+        """What the current process decided (or decides) for one raw record."""
+
+    async def decide_with_steps(self, record: dict) -> tuple[Decision, list[StepTiming]]:
+        """The decision and, when the process reports them, its steps with their
+        durations (for the report's timeline); by default no steps."""
+        return await self.decide(record), []
+
+
 __all__ = [
     "CRM",
     "KINDS",
@@ -171,11 +202,12 @@ __all__ = [
     "EventSink",
     "LeadEvent",
     "LeadSource",
+    "LegacyProcess",
     "Notifier",
     "RawRecord",
     "Scorer",
 ]
 
 KINDS: dict[str, type[Adapter]] = {
-    cls.kind: cls for cls in (LeadSource, CRM, Notifier, EventSink, Scorer)
+    cls.kind: cls for cls in (LeadSource, CRM, Notifier, EventSink, Scorer, LegacyProcess)
 }

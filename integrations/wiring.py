@@ -57,3 +57,9 @@ def _build(kind: str, name: str, settings: Settings, rules: Rules):
     except UnknownAdapterError as exc:
         raise SettingsError(f"LEADFLOW_ADAPTERS__{kind.upper()}: {exc}") from None
     return cls.from_settings(settings, rules)
+
+
+def build_adapter(kind: str, name: str, settings: Settings, rules: Rules):
+    """One adapter by kind and name, for parts built outside `build_adapters` (the
+    CRM a legacy adapter reads)."""
+    return _build(kind, name, settings, rules)

@@ -612,6 +612,10 @@ def poll_source_command(
     raise typer.Exit(code)
 
 
+# The cut-over commands (shadow, report, mode) register themselves on `app`.
+import leadflow.cli_shadow  # noqa: E402, F401
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 

@@ -44,7 +44,7 @@ def test_runs_start_in_the_directory_deploy_ran_in(project):
 
 
 def test_the_deployments_on_the_leadflow_pool(deployments):
-    assert set(deployments) == {"process-file", "process-lead", "poll-leads"}
+    assert set(deployments) == {"process-file", "process-lead", "poll-leads", "shadow-report"}
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == "leadflow"
         assert deployment["description"].strip()

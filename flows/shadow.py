@@ -1,0 +1,329 @@
+"""Shadow mode: leadflow beside the current process, on the same leads, with no effect.
+
+Per lead, the current process (the control) and leadflow (the candidate) run at
+the same time. The control's answer is the one that counts; leadflow runs its real
+pipeline (the same tasks as `process_file`) with every side-effecting adapter
+replaced by a recorder (integrations.recorders), so nothing reaches the CRM, the
+notifier or the event sink, and its round-robin state lives in the shadow database,
+apart from the live rotation. Either side may raise or hang: that is recorded for the
+lead (with the timeout `LEADFLOW_SHADOW__TIMEOUT_SECONDS`) and never reaches the other
+side. Both durations are measured. Each lead's comparison goes to the comparison
+store; the first `LEADFLOW_SHADOW__BASELINE_SAMPLE` leads are also decided a second
+time by the control, to measure its own noise.
+
+`shadow_file` does a file in one flow run (like `process_file`); `shadow_lead` does
+one record, for leads that arrive one at a time (polls, webhooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from flows.files import LeadFile, SetAside, _listener, split_records
+from flows.lead import run_pipeline
+from flows.runtime import Runtime, current_runtime, use_runtime
+from integrations.base import LegacyProcess
+from integrations.legacy_spec import build_legacy
+from integrations.recorders import Journal, shadowed
+from leadflow.assignment import Assigner
+from leadflow.compare import compare
+from leadflow.db import ensure_tables
+from leadflow.intake import RawRecord, Rejection, validate_record
+from leadflow.logging import get_logger
+from leadflow.models import Decision, Lead, StepTiming
+from leadflow.shadow_settings import ShadowSettings
+from leadflow.shadow_store import ComparisonRecord, ComparisonStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Side:
+    """One side's answer for one lead."""
+
+    decision: Decision | None
+    steps: list[StepTiming]
+    error: str | None
+    ms: float
+
+
+async def _guarded(work, limit_s: float) -> Side:
+    """Run one side; whatever it raises, or a timeout, becomes its recorded error."""
+    began = time.perf_counter()
+    try:
+        decision, steps = await asyncio.wait_for(work(), limit_s)
+        error = None
+    except TimeoutError:
+        decision, steps, error = None, [], f"TimeoutError: no answer within {limit_s:g} s"
+    except Exception as exc:
+        decision, steps, error = None, [], f"{type(exc).__name__}: {exc}"
+    return Side(decision, steps, error, (time.perf_counter() - began) * 1000)
+
+
+@dataclass
+class ShadowContext:
+    """What every lead of one shadow run shares."""
+
+    run_id: str
+    spec: str
+    legacy: LegacyProcess
+    runtime: Runtime  # leadflow with recorders in place of side effects
+    journal: Journal
+    settings: ShadowSettings
+
+    @property
+    def rep_teams(self) -> dict[str, list[str]]:
+        teams: dict[str, list[str]] = {}
+        for name, team in self.runtime.rules.assignment.teams.items():
+            for rep in team.reps:
+                teams.setdefault(rep.id, []).append(name)
+        return teams
+
+    def record(
+        self, lead: Lead, raw: dict[str, Any], control: Side, candidate: Side, **extra: Any
+    ) -> ComparisonRecord:
+        """The stored comparison of two sides' answers for one lead."""
+        return ComparisonRecord(
+            run_id=self.run_id,
+            legacy=self.spec,
+            lead_id=lead.id,
+            email=lead.email,
+            comparison=self.compare(control.decision, candidate.decision),
+            control=control.decision,
+            candidate=candidate.decision,
+            control_error=control.error,
+            candidate_error=candidate.error,
+            control_ms=control.ms,
+            candidate_ms=candidate.ms,
+            control_steps=control.steps,
+            candidate_steps=candidate.steps,
+            record=raw,
+            **extra,
+        )
+
+    def compare(self, control: Decision | None, candidate: Decision | None):
+        return compare(
+            control,
+            candidate,
+            rules=self.settings.compare,
+            provides=self.legacy.provides,
+            rep_teams=self.rep_teams,
+        )
+
+
+async def shadow_one(
+    lead: Lead, raw: dict[str, Any], context: ShadowContext, *, baseline: bool = False
+) -> list[ComparisonRecord]:
+    """Both sides for one lead, at once; the comparison (and, for a baseline lead, the
+    control against itself)."""
+    timeout = context.settings.timeout_seconds
+
+    async def candidate():
+        outcome = await run_pipeline(lead, context.runtime, [])
+        return outcome.decision, outcome.steps
+
+    control, ours = await asyncio.gather(
+        _guarded(lambda: context.legacy.decide_with_steps(raw), timeout),
+        _guarded(candidate, timeout),
+    )
+    records = [context.record(lead, raw, control, ours, intended=context.journal.of(lead.id))]
+    if baseline:
+        again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
+        records.append(context.record(lead, raw, control, again, kind="baseline"))
+    return records
+
+
+def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings):
+    """leadflow as configured, with recorders for side effects and its own rotation."""
+    return Runtime(
+        settings=live.settings,
+        rules=live.rules,
+        adapters=shadowed(live.adapters, journal, run_id, look_up=settings.look_up),
+        assigner=Assigner(live.rules.assignment, settings.database_url),
+        quarantine=live.quarantine,
+    )
+
+
+class ShadowRunSummary(BaseModel):
+    """What `leadflow shadow` prints and the `shadow-run-summary` artifact shows."""
+
+    file: str
+    legacy: str
+    records: int
+    compared: int = 0
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    agreement: dict[str, float] = Field(default_factory=dict)
+    mismatched_fields: dict[str, int] = Field(default_factory=dict)
+    control_errors: list[str] = Field(default_factory=list)
+    candidate_errors: list[str] = Field(default_factory=list)
+    set_aside: list[SetAside] = Field(default_factory=list)
+    baseline: int = 0
+    wall_seconds: float = 0.0
+
+    def as_markdown(self) -> str:
+        lines = [
+            f"# Shadow run over `{self.file}` against `{self.legacy}`",
+            "",
+            f"{self.compared} leads compared in {self.wall_seconds:.1f} s; "
+            f"{len(self.set_aside)} records set aside; nothing was sent or written.",
+            "",
+            "| outcome | leads |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in sorted(self.outcomes.items())),
+            "",
+            "| field | agreement | mismatches |",
+            "|---|---|---|",
+            *(
+                f"| {f} | {a:.1%} | {self.mismatched_fields.get(f, 0)} |"
+                for f, a in self.agreement.items()
+            ),
+        ]
+        for side, errors in (
+            ("current process", self.control_errors),
+            ("leadflow", self.candidate_errors),
+        ):
+            if errors:
+                lines += ["", f"Errors on the {side}'s side:", *(f"- {e}" for e in errors)]
+        return "\n".join(lines)
+
+
+def summarise_shadow(
+    file: str, spec: str, records: int, results: list[ComparisonRecord], rejected: list[Rejection]
+) -> ShadowRunSummary:
+    shadow = [r for r in results if r.kind == "shadow"]
+    outcomes = Counter(r.outcome.value for r in shadow)
+    agreement: dict[str, float] = {}
+    mismatched: Counter[str] = Counter()
+    for field in Decision.COMPARED_FIELDS:
+        judged = [r.comparison.fields[field].outcome.value for r in shadow]
+        counted = [o for o in judged if o in ("matched", "mismatched")]
+        mismatched[field] = counted.count("mismatched")
+        if counted:
+            agreement[field] = counted.count("matched") / len(counted)
+    return ShadowRunSummary(
+        file=file,
+        legacy=spec,
+        records=records,
+        compared=len(shadow),
+        outcomes=dict(outcomes),
+        agreement=agreement,
+        mismatched_fields={k: v for k, v in mismatched.items() if v},
+        control_errors=[f"{r.lead_id}: {r.control_error}" for r in shadow if r.control_error],
+        candidate_errors=[f"{r.lead_id}: {r.candidate_error}" for r in shadow if r.candidate_error],
+        set_aside=[SetAside.of(rejection) for rejection in rejected],
+        baseline=sum(r.kind == "baseline" for r in results),
+    )
+
+
+def _run_id() -> str:
+    return str(flow_run.id or f"local-{time.time_ns()}")
+
+
+@flow(name="shadow-file")
+async def shadow_file(
+    path: LeadFile, legacy: str, concurrency: int | None = None
+) -> ShadowRunSummary:
+    """Run leadflow beside the current process (`legacy`, a spec such as
+    `python:examples.legacy.process:decide`) over every lead in a file, with no side
+    effects, and store each lead's comparison. Bad records are listed, not quarantined."""
+    live = current_runtime()
+    settings = ShadowSettings()
+    started = time.perf_counter()
+    leads, bad, repeats = split_records(Path(path))
+    raw = {lead.id: record for lead, record in _with_records(Path(path), leads)}
+    rejected = sorted(bad + repeats, key=lambda rejection: rejection.position)
+    results = await _shadow_leads(live, settings, legacy, leads, raw, concurrency)
+    summary = summarise_shadow(str(path), legacy, len(leads) + len(rejected), results, rejected)
+    summary.wall_seconds = round(time.perf_counter() - started, 3)
+    await acreate_markdown_artifact(
+        key="shadow-run-summary", markdown=summary.as_markdown(), description=str(path)
+    )
+    log.info("shadow run done", file=str(path), compared=summary.compared, **summary.outcomes)
+    return summary
+
+
+@flow(name="shadow-lead")
+async def shadow_lead(record: dict[str, Any], legacy: str) -> ComparisonRecord | None:
+    """One record through both sides (polled or webhook leads); None if it is bad."""
+    live = current_runtime()
+    checked = validate_record(RawRecord(origin="api", data=record))
+    if isinstance(checked, Rejection):
+        log.warning("lead not compared", reason=checked.reason)
+        return None
+    results = await _shadow_leads(live, ShadowSettings(), legacy, [checked], {checked.id: record})
+    return results[0]
+
+
+async def _shadow_leads(
+    live: Runtime,
+    settings: ShadowSettings,
+    spec: str,
+    leads: list[Lead],
+    raw: dict[str, dict[str, Any]],
+    concurrency: int | None = None,
+) -> list[ComparisonRecord]:
+    run_id = _run_id()
+    journal = Journal()
+    context = ShadowContext(
+        run_id=run_id,
+        spec=spec,
+        legacy=build_legacy(spec, live.settings, live.rules),
+        runtime=shadow_runtime(live, journal, run_id, settings),
+        journal=journal,
+        settings=settings,
+    )
+    await _warm_up(settings)
+    listener = _listener.get()
+    if listener:
+        listener.started(len(leads))
+    limit = asyncio.Semaphore(concurrency or live.settings.pipeline.concurrency)
+
+    async def one(index: int, lead: Lead) -> list[ComparisonRecord]:
+        async with limit:
+            records = await shadow_one(
+                lead, raw[lead.id], context, baseline=index < settings.baseline_sample
+            )
+        if listener:
+            listener.finished(lead.id, records[0].outcome.value != "error")
+        return records
+
+    try:
+        with use_runtime(context.runtime):
+            nested = await asyncio.gather(*(one(i, lead) for i, lead in enumerate(leads)))
+    finally:
+        await context.legacy.aclose()
+    results = [record for records in nested for record in records]
+    await ComparisonStore(settings.database_url).add_many(results)
+    return results
+
+
+def _with_records(path: Path, leads: list[Lead]):
+    """Each valid lead with the raw record it came from (the control gets the raw
+    record, as the current process would)."""
+    from integrations.file_source import read_records
+
+    by_id = {}
+    for record in read_records(path):
+        checked = validate_record(record)
+        if isinstance(checked, Lead) and checked.id not in by_id:
+            by_id[checked.id] = record.data
+    return [(lead, by_id[lead.id]) for lead in leads]
+
+
+async def _warm_up(settings: ShadowSettings) -> None:
+    """Create the shadow database's tables before the first leads start, so the first
+    few leads' timings (and timeouts) are not spent on it."""
+    from leadflow import assignment, shadow_store
+
+    for metadata in (assignment.metadata, shadow_store.metadata):
+        await ensure_tables(settings.database_url, metadata)

@@ -1,0 +1,102 @@
+"""Shadow mode's stand-ins for side-effecting adapters: they keep what leadflow
+*would* have done (the CRM write, the notification, the event) and do none of it.
+
+`shadowed(adapters, journal, scope)` replaces every adapter whose `side_effects` is
+true. The CRM is special: its look-up is a read that the decision needs (the owner
+of an existing contact), so the recorder passes look-ups through to the real CRM
+unless told not to (`LEADFLOW_SHADOW__LOOK_UP=false`: then it answers "no match" and
+no request reaches the CRM at all). Its upsert is recorded, never sent.
+
+Each recorder's `once_scope` carries the shadow run's id, so Prefect's once-only
+cache of a branch never mistakes a recording for a real side effect, and every shadow
+run records afresh.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from integrations.base import CRM, EventSink, LeadEvent, Notifier
+from integrations.wiring import Adapters
+from leadflow.models import CrmMatch, Decision, Lead
+
+
+class Journal:
+    """The intended side effects of a run, by lead: {lead_id: {effect: details}}."""
+
+    def __init__(self) -> None:
+        self.effects: dict[str, dict[str, Any]] = defaultdict(dict)
+
+    def note(self, lead_id: str, effect: str, **details: Any) -> None:
+        self.effects[lead_id][effect] = details
+
+    def of(self, lead_id: str) -> dict[str, Any]:
+        return dict(self.effects.get(lead_id, {}))
+
+
+class _Recorder:
+    side_effects = False  # it performs none: that is the point
+
+    def __init__(self, journal: Journal, scope: str) -> None:
+        self.journal = journal
+        self.scope = scope
+
+    @property
+    def once_scope(self) -> str:
+        return f"{self.kind}.recorder:{self.scope}"  # type: ignore[attr-defined]
+
+
+class RecordingCRM(_Recorder, CRM):
+    name = "recorder"
+
+    def __init__(self, journal: Journal, scope: str, reads: CRM | None) -> None:
+        super().__init__(journal, scope)
+        self.reads = reads
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        return await self.reads.look_up(lead) if self.reads else CrmMatch()
+
+    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        self.journal.note(
+            lead.id,
+            "crm",
+            email=lead.email,
+            owner=decision.rep,
+            tier=decision.tier,
+            score=decision.score,
+            idempotency_key=idempotency_key,
+        )
+        return "recorded, not written"
+
+
+class RecordingNotifier(_Recorder, Notifier):
+    name = "recorder"
+
+    async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
+        self.journal.note(
+            lead.id,
+            "notify",
+            to=decision.rep,
+            follow_up=decision.follow_up.value,
+            due_at=decision.due_at.isoformat() if decision.due_at else None,
+            idempotency_key=idempotency_key,
+        )
+
+
+class RecordingEventSink(_Recorder, EventSink):
+    name = "recorder"
+
+    async def record(self, event: LeadEvent) -> None:
+        self.journal.note(event.lead_id, "event", event_id=event.event_id, type=event.type)
+
+
+def shadowed(adapters: Adapters, journal: Journal, scope: str, *, look_up: bool) -> Adapters:
+    """The same adapters with every side-effecting one replaced by a recorder."""
+    crm, notifier, sink = adapters.crm, adapters.notifier, adapters.event_sink
+    return Adapters(
+        crm=RecordingCRM(journal, scope, crm if look_up else None) if crm.side_effects else crm,
+        notifier=RecordingNotifier(journal, scope) if notifier.side_effects else notifier,
+        event_sink=RecordingEventSink(journal, scope) if sink.side_effects else sink,
+        scorer=adapters.scorer,
+    )

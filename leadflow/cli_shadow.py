@@ -1,0 +1,245 @@
+"""`leadflow shadow`, `leadflow report` and `leadflow mode`: the cut-over commands.
+
+Registered on the main `leadflow` app (leadflow.cli imports this module); flows are
+imported inside the commands, as in leadflow.cli.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from leadflow.cli import _Bar, _fail, _runtime, _settings, app, err, out
+from leadflow.settings import SettingsError
+
+if TYPE_CHECKING:
+    from flows.runtime import Runtime
+    from flows.shadow import ShadowRunSummary
+
+LEGACY_HELP = (
+    "The current process: python:module:function, command:PROGRAM, http:URL, "
+    "observed:EXPORT.csv|jsonl|crm, rules:RULES.toml."
+)
+
+
+@app.command()
+def shadow(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Run leadflow beside the current process over FILE, with no side effects, and
+    store each lead's comparison (then see `leadflow report`).
+
+    Nothing is sent, written to the CRM or logged as an event: leadflow's side effects
+    are recorded, not performed. Exit 0 when every lead was compared, 1 when either
+    side failed for some lead, 2 for bad input or settings.
+    """
+    from flows.files import check_lead_file
+    from integrations.legacy_spec import build_legacy
+
+    try:
+        check_lead_file(file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings(verbose)
+    runtime = _runtime(settings)
+    try:
+        build_legacy(legacy, settings, runtime.rules)  # fail before starting a run
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    summary = asyncio.run(_shadow_file(runtime, file, legacy, concurrency))
+    print_shadow_summary(summary)
+    if summary.control_errors or summary.candidate_errors:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+async def _with_progress(runtime: Runtime, flow_fn, **parameters):
+    """Run a file flow with the progress bar, wait for Prefect to record it, close
+    the runtime; the flow's result, or exit 2 naming its error."""
+    from flows.files import listening
+    from flows.runtime import use_runtime
+    from flows.settle import settle
+    from leadflow.db import dispose_engines
+
+    progress = _progress()
+    try:
+        with use_runtime(runtime), progress, listening(_Bar(progress)):
+            state = await flow_fn(**parameters, return_state=True)
+            result = await state.aresult(raise_on_failure=False)
+        if state.state_details.flow_run_id:
+            await settle(state.state_details.flow_run_id)
+    finally:
+        await runtime.aclose()
+        await dispose_engines()
+    if isinstance(result, BaseException):
+        raise _fail(f"{type(result).__name__}: {result}")
+    return result
+
+
+async def _shadow_file(
+    runtime: Runtime, file: Path, legacy: str, concurrency: int | None
+) -> ShadowRunSummary:
+    from flows.shadow import shadow_file
+
+    return await _with_progress(
+        runtime, shadow_file, path=file, legacy=legacy, concurrency=concurrency
+    )
+
+
+def print_shadow_summary(summary: ShadowRunSummary) -> None:
+    out.print()
+    out.print(
+        f"[bold]{summary.compared}[/] of {summary.records} records compared from "
+        f"{summary.file} against {summary.legacy} in {summary.wall_seconds:.1f} s; "
+        "nothing sent or written",
+        highlight=False,
+    )
+    outcomes = Table(title="By outcome", title_justify="left")
+    outcomes.add_column("outcome")
+    outcomes.add_column("leads", justify="right")
+    for outcome in ("matched", "mismatched", "ignored", "error"):
+        if summary.outcomes.get(outcome):
+            outcomes.add_row(outcome, str(summary.outcomes[outcome]))
+    out.print(outcomes)
+    fields = Table(title="Agreement by field", title_justify="left")
+    for column in ("field", "agreement", "mismatches"):
+        fields.add_column(column, justify="left" if column == "field" else "right")
+    for field, share in summary.agreement.items():
+        fields.add_row(field, f"{share:.1%}", str(summary.mismatched_fields.get(field, 0)))
+    out.print(fields)
+    for side, errors in (
+        ("current process", summary.control_errors),
+        ("leadflow", summary.candidate_errors),
+    ):
+        for error in errors:
+            err.print(f"[red]{side} failed:[/] {error}", highlight=False)
+    if summary.set_aside:
+        out.print(f"Set aside (not compared): {len(summary.set_aside)} records")
+    out.print(f"Wall time: {summary.wall_seconds:.2f} s")
+    out.print("Next: `leadflow report` for agreement over the window and the verdict")
+
+
+@app.command()
+def report(
+    days: Annotated[int | None, typer.Option(min=1, help="Window in days [default: 14].")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the HTML and CSV [.leadflow/reports].")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Report on the shadow comparisons over the window: agreement per field, tier
+    confusion, commonest mismatches, latency and errors of both sides, and the verdict
+    (ready / not ready, naming each failed gate / not enough data). Writes an HTML
+    report and a CSV of mismatches, and publishes Prefect artifacts."""
+    from rich.markdown import Markdown
+
+    _settings(verbose)
+    result = asyncio.run(_report(days, out_dir))
+    out.print(Markdown(result.markdown))
+    out.print(f"HTML report: {result.html_path}", highlight=False)
+    out.print(f"Mismatches (CSV): {result.csv_path}", highlight=False)
+
+
+async def _report(days: int | None, out_dir: Path | None):
+    from flows.report import shadow_report
+    from flows.settle import settle
+    from leadflow.db import dispose_engines
+
+    try:
+        state = await shadow_report(
+            window_days=days, out_dir=str(out_dir) if out_dir else None, return_state=True
+        )
+        result = await state.aresult(raise_on_failure=False)
+        if state.state_details.flow_run_id:
+            await settle(state.state_details.flow_run_id)
+    finally:
+        await dispose_engines()
+    if isinstance(result, BaseException):
+        raise _fail(f"{type(result).__name__}: {result}")
+    return result
+
+
+@app.command()
+def mode(
+    new: Annotated[
+        str | None,
+        typer.Argument(help="legacy, shadow, pilot or live; omit to show the current mode."),
+    ] = None,
+) -> None:
+    """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
+    `leadflow cutover` run when it starts and before each lead: legacy (leadflow does
+    nothing), shadow (both run, leadflow records instead of acting), pilot (a sticky
+    share through leadflow for real, falling back to the current process on failure),
+    live (leadflow acts on every lead). Setting `legacy` is the kill switch."""
+    from flows.cutover import ModeError, current_mode, set_mode
+
+    _settings(False)
+
+    async def work() -> str:
+        if new is not None:
+            await set_mode(new)
+        return await current_mode()
+
+    try:
+        shown = asyncio.run(work())
+    except ModeError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"mode: [bold]{shown}[/]" + (" (set)" if new else ""), highlight=False)
+
+
+@app.command()
+def cutover(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    legacy: Annotated[
+        str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Process FILE the way the current mode (`leadflow mode`) says, and print where
+    each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    from flows.files import check_lead_file
+
+    try:
+        check_lead_file(file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    runtime = _runtime(_settings(verbose))
+    summary = asyncio.run(_cutover(runtime, file, legacy, concurrency))
+    out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
+    table = Table(title=f"Leads from {summary.file}", title_justify="left")
+    table.add_column("went to")
+    table.add_column("leads", justify="right")
+    for route, count in sorted(summary.routes.items()):
+        table.add_row(route, str(count))
+    out.print(table)
+    for failure in summary.failed:
+        err.print(f"[red]failed:[/] {failure}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+async def _cutover(runtime: Runtime, file: Path, legacy: str | None, concurrency: int | None):
+    from flows.cutover import cutover_file
+
+    return await _with_progress(
+        runtime, cutover_file, path=file, legacy=legacy, concurrency=concurrency
+    )

@@ -1,0 +1,256 @@
+"""Comparing what the current process decided with what leadflow decided.
+
+Pure functions over two Decisions: no I/O, no Prefect, so the shadow flow, the
+report and the tests share one definition of "the same decision".
+
+Each field in `Decision.COMPARED_FIELDS` gets one outcome:
+
+- `matched`: equal after normalising (or equivalent: a score within the tolerance,
+  two round-robin picks from the same team);
+- `mismatched`: different;
+- `ignored`: configured to be ignored, or a field the control does not provide
+  (an export that has the owner but no SLA);
+- `error`: one side has no decision (it raised or timed out).
+
+The lead's outcome is `error` if either side failed, else `mismatched` if any field
+is, else `matched` (or `ignored` when every field was).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from leadflow.models import Decision, FollowUpType, ScoreReason, StepTiming
+
+
+class Outcome(StrEnum):
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"
+    IGNORED = "ignored"
+    ERROR = "error"
+
+
+class CompareRules(BaseModel):
+    """What counts as the same decision. Settings: `LEADFLOW_SHADOW__COMPARE__*`."""
+
+    score_tolerance: int = Field(
+        default=0, ge=0, description="scores this close (in points) count as a match"
+    )
+    rep_equivalence: Literal["exact", "team", "territory"] = Field(
+        default="team",
+        description=(
+            "exact: the same rep; team: reps of the same team match (two round-robin "
+            "picks rarely agree on the person); territory: the same territory matches"
+        ),
+    )
+    ignore: list[str] = Field(
+        default_factory=list, description="Decision fields not compared, e.g. sla_minutes"
+    )
+    normalise: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "per field, values mapped before comparing, e.g. "
+            '{"tier": {"sql": "hot", "mql": "warm"}} (matched case-insensitively)'
+        ),
+    )
+
+
+class FieldResult(BaseModel):
+    outcome: Outcome
+    control: Any = None
+    candidate: Any = None
+    note: str | None = None
+
+
+class Comparison(BaseModel):
+    """One lead, both sides."""
+
+    outcome: Outcome
+    fields: dict[str, FieldResult]
+
+    @property
+    def mismatched_fields(self) -> list[str]:
+        return [name for name, r in self.fields.items() if r.outcome is Outcome.MISMATCHED]
+
+
+class LegacyDecisionError(ValueError):
+    """The current process answered with something that is not a decision."""
+
+
+# --- turning the current process's answer into a Decision -----------------------
+
+_POINTS = re.compile(r":\s*([+-]?\d+)\s*$")
+
+
+def decision_from_answer(
+    answer: Decision | Mapping[str, Any],
+    *,
+    lead_id: str,
+    provides: Iterable[str] = Decision.COMPARED_FIELDS,
+) -> Decision:
+    """A Decision from what a current process returned: a Decision, or a mapping with
+    Decision's field names. Fields the process does not provide get neutral values
+    (they are not compared); reasons may be plain strings ("title has 'vp': +25").
+    Raises LegacyDecisionError naming the lead and the field."""
+    if isinstance(answer, Decision):
+        return answer
+    if not isinstance(answer, Mapping):
+        raise LegacyDecisionError(
+            f"lead {lead_id}: the current process returned {type(answer).__name__}, "
+            "expected a decision (a mapping of Decision fields)"
+        )
+    provided = set(provides)
+    missing = [
+        name for name in ("score", "tier", "rep") if name in provided and answer.get(name) is None
+    ]
+    if missing:
+        raise LegacyDecisionError(
+            f"lead {lead_id}: the current process's decision has no {', '.join(missing)}"
+        )
+    data = {
+        "lead_id": str(answer.get("lead_id") or lead_id),
+        "score": answer.get("score") if answer.get("score") not in (None, "") else 0,
+        "score_reasons": [_reason(r) for r in answer.get("score_reasons") or []],
+        "tier": str(answer.get("tier") or ""),
+        "follow_up": answer.get("follow_up") or FollowUpType.NONE,
+        "sla_minutes": answer.get("sla_minutes") if answer.get("sla_minutes") != "" else None,
+        "due_at": answer.get("due_at") or None,
+        "rep": str(answer.get("rep") or ""),
+        "assignment_rule": str(answer.get("assignment_rule") or "legacy"),
+        "rules_version": str(answer.get("rules_version") or "legacy"),
+    }
+    try:
+        return Decision.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise LegacyDecisionError(
+            f"lead {lead_id}: the current process's decision is not valid: {problems}"
+        ) from None
+
+
+def steps_from_answer(answer: Any) -> list[StepTiming]:
+    """Steps a current process reported with its answer (`"steps": [{step, duration_ms}]`)."""
+    if not isinstance(answer, Mapping):
+        return []
+    steps = []
+    for item in answer.get("steps") or []:
+        try:
+            steps.append(StepTiming.model_validate(item))
+        except ValidationError:
+            continue  # timings explain; a malformed one is not worth failing the lead
+    return steps
+
+
+def _reason(value: Any) -> ScoreReason:
+    if isinstance(value, Mapping):
+        return ScoreReason.model_validate({"group": "legacy", "points": 0, **value})
+    text = str(value)
+    points = _POINTS.search(text)
+    rule = _POINTS.sub("", text) if points else text
+    return ScoreReason(group="legacy", rule=rule, points=int(points[1]) if points else 0)
+
+
+# --- the comparison ----------------------------------------------------------------
+
+
+def compare(
+    control: Decision | None,
+    candidate: Decision | None,
+    *,
+    rules: CompareRules | None = None,
+    provides: Iterable[str] = Decision.COMPARED_FIELDS,
+    rep_teams: Mapping[str, Iterable[str]] | None = None,
+) -> Comparison:
+    """Compare field by field. `rep_teams` maps a rep to their teams (from the rules
+    file) for the `team` equivalence."""
+    rules = rules or CompareRules()
+    provided = set(provides)
+    fields: dict[str, FieldResult] = {}
+    for name in Decision.COMPARED_FIELDS:
+        left = getattr(control, name) if control else None
+        right = getattr(candidate, name) if candidate else None
+        if name in rules.ignore or name not in provided:
+            reason = "ignored by the compare rules" if name in rules.ignore else "not provided"
+            fields[name] = FieldResult(
+                outcome=Outcome.IGNORED, control=left, candidate=right, note=reason
+            )
+        elif control is None or candidate is None:
+            fields[name] = FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
+        else:
+            fields[name] = _field(name, control, candidate, rules, rep_teams or {})
+    outcomes = {r.outcome for r in fields.values()}
+    if control is None or candidate is None:
+        overall = Outcome.ERROR
+    elif Outcome.MISMATCHED in outcomes:
+        overall = Outcome.MISMATCHED
+    elif Outcome.MATCHED in outcomes:
+        overall = Outcome.MATCHED
+    else:
+        overall = Outcome.IGNORED
+    return Comparison(outcome=overall, fields=fields)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def _field(
+    name: str,
+    control: Decision,
+    candidate: Decision,
+    rules: CompareRules,
+    rep_teams: Mapping[str, Iterable[str]],
+) -> FieldResult:
+    left, right = _plain(getattr(control, name)), _plain(getattr(candidate, name))
+    mapping = {k.lower(): v for k, v in rules.normalise.get(name, {}).items()}
+    if mapping:
+        left = mapping.get(str(left).lower(), left)
+        right = mapping.get(str(right).lower(), right)
+    if isinstance(left, str) and isinstance(right, str):
+        same = left.strip().lower() == right.strip().lower()
+    else:
+        same = left == right
+    if same:
+        return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right)
+    if name == "score" and abs(left - right) <= rules.score_tolerance:
+        note = f"within {rules.score_tolerance} points"
+        return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
+    if name == "rep":
+        note = _equivalent_reps(control, candidate, rules.rep_equivalence, rep_teams)
+        if note:
+            return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
+    return FieldResult(outcome=Outcome.MISMATCHED, control=left, candidate=right)
+
+
+def territory_of(assignment_rule: str) -> str | None:
+    """`territory:emea/round_robin:emea` -> `emea`."""
+    match = re.match(r"territory:([^/]+)", assignment_rule or "")
+    return match[1] if match else None
+
+
+def _equivalent_reps(
+    control: Decision,
+    candidate: Decision,
+    mode: str,
+    rep_teams: Mapping[str, Iterable[str]],
+) -> str | None:
+    """Why two different reps count as the same answer, or None. Only round-robin
+    picks are equivalent: an owner taken from the CRM is a fact, not a rotation."""
+    if mode == "exact" or "round_robin" not in candidate.assignment_rule:
+        return None
+    if mode == "territory":
+        ours, theirs = (
+            territory_of(candidate.assignment_rule),
+            territory_of(control.assignment_rule),
+        )
+        return f"same territory {ours}" if ours and ours == theirs else None
+    shared = set(rep_teams.get(control.rep, ())) & set(rep_teams.get(candidate.rep, ()))
+    return f"same team {', '.join(sorted(shared))}" if shared else None

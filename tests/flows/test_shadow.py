@@ -1,0 +1,146 @@
+"""The shadow run on a real Prefect API: failures stay on their side, and the example
+current process disagrees with leadflow exactly where its rules differ."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import types
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flows.shadow import shadow_file, shadow_lead
+from integrations.rules_scorer import RulesScorer
+from leadflow.models import CrmMatch, Lead, Score
+from leadflow.rules import load_rules
+from leadflow.shadow_store import ComparisonStore
+from tests.conftest import EXAMPLES, ROOT
+
+PYTHON_LEGACY = "python:examples.legacy.process:decide"
+RECORD = {"email": "ada@lovelace.test", "title": "CTO", "country": "GB", "source": "referral"}
+
+
+@pytest.fixture
+def shadow_db(tmp_path, monkeypatch) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shadow.db'}"
+    monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", url)
+    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("LEADFLOW_SHADOW__BASELINE_SAMPLE", "0")
+    return url
+
+
+@pytest.fixture
+def legacy_module(monkeypatch):
+    """A current process defined by the test, importable as python:shadow_test_legacy:*."""
+    module = types.ModuleType("shadow_test_legacy")
+    monkeypatch.setitem(sys.modules, "shadow_test_legacy", module)
+    from examples.legacy.process import decide
+
+    module.decide = decide
+
+    def crash(record):
+        raise RuntimeError("the old script fell over")
+
+    async def hang(record):
+        await asyncio.sleep(30)
+
+    module.crash, module.hang = crash, hang
+    return module
+
+
+class BrokenScorer(RulesScorer):
+    """leadflow's scorer, crashing or hanging on request."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(load_rules(EXAMPLES / "rules.toml").scoring)
+        self.how = how
+
+    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
+        if self.how == "hang":
+            await asyncio.sleep(30)
+        raise RuntimeError("scorer exploded")
+
+
+@pytest.mark.parametrize("how", ["crash", "hang"])
+async def test_a_failing_candidate_leaves_the_control_untouched(
+    prefect_api, make_runtime, shadow_db, legacy_module, how
+):
+    from flows.runtime import use_runtime
+
+    runtime = make_runtime(scorer=BrokenScorer(how))
+    with use_runtime(runtime):
+        result = await shadow_lead(record=RECORD, legacy="python:shadow_test_legacy:decide")
+    await runtime.aclose()
+    assert result.control is not None and result.control_error is None
+    assert result.control.tier == "warm"  # 25 CTO + 8 GB + 15 referral = 48
+    expected = "TimeoutError: no answer within 5 s" if how == "hang" else "scorer exploded"
+    assert expected in result.candidate_error
+    assert result.outcome.value == "error"
+    stored = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))
+    assert [r.candidate_error is not None for r in stored] == [True]
+
+
+@pytest.mark.parametrize("how", ["crash", "hang"])
+async def test_a_failing_control_leaves_the_candidate_untouched(
+    runtime, shadow_db, legacy_module, how
+):
+    result = await shadow_lead(record=RECORD, legacy=f"python:shadow_test_legacy:{how}")
+    assert result.candidate is not None and result.candidate_error is None
+    assert result.candidate.tier == "warm" and result.candidate.score == 48
+    assert ("no answer within 5 s" if how == "hang" else "the old script fell over") in (
+        result.control_error
+    )
+    assert set(result.intended) == {"crm", "notify", "event"}  # recorded, not done
+
+
+def expected_mismatches(record) -> set[str]:
+    """What the example current process's three rule differences imply for a lead,
+    derived from leadflow's own decision and its reasons."""
+    ours = record.candidate
+    free_mail = any(r.rule.startswith("free-mail") for r in ours.score_reasons)
+    raw_without_free_mail = sum(
+        r.points
+        for r in ours.score_reasons
+        if not r.rule.startswith("free-mail") and r.group != "total"
+    )
+    old_score = max(0, min(raw_without_free_mail, 100))
+    old_tier = "hot" if old_score >= 80 else "warm" if old_score >= 40 else "cold"
+    expected = set()
+    if free_mail and old_score != ours.score:
+        expected.add("score")
+    if old_tier != ours.tier:
+        expected |= {"tier", "follow_up", "sla_minutes"}
+    if (record.record.get("country") or "").strip().upper() == "CA" and (
+        ours.assignment_rule.startswith("territory:north-america")
+    ):
+        expected.add("rep")
+    return expected
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [PYTHON_LEGACY, "observed:examples/legacy/decisions.csv", "rules:examples/legacy/rules.toml"],
+)
+async def test_the_example_mismatches_are_exactly_the_rule_differences(
+    runtime, shadow_db, legacy, monkeypatch
+):
+    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")  # a loaded CI machine
+    summary = await shadow_file(path=EXAMPLES / "leads.csv", legacy=legacy)
+    assert summary.compared == 55 and summary.outcomes.get("error") is None
+    records = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))
+    found = {r.lead_id: set(r.comparison.mismatched_fields) for r in records}
+    predicted = {r.lead_id: expected_mismatches(r) for r in records}
+    assert found == predicted
+    kinds = set().union(*predicted.values())
+    assert kinds == {"score", "tier", "follow_up", "sla_minutes", "rep"}
+    assert sum(bool(v) for v in predicted.values()) == 10  # 7 hot at 70-79, 1 gmail, 3 CA (1 both)
+    explained = set(re.findall(r"^\| ([^ |]+@[^ |]+) \|", readme_mismatches(), re.MULTILINE))
+    assert explained == {r.email for r in records if r.comparison.mismatched_fields}
+
+
+def readme_mismatches() -> str:
+    """The README's table of the example's expected mismatches."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("<!-- shadow-mismatches -->")[1].split("<!-- /shadow-mismatches -->")[0]

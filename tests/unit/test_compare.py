@@ -1,0 +1,112 @@
+"""Comparison rules, and the comparison store on a real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from leadflow.compare import CompareRules, Outcome, compare, decision_from_answer
+from leadflow.models import Decision
+from leadflow.shadow_store import ComparisonRecord, ComparisonStore
+
+TEAMS = {"alice@x": ["na"], "bob@x": ["na"], "ivan@x": ["global"]}
+
+
+def decision(**changes) -> Decision:
+    base = {
+        "lead_id": "l1",
+        "score": 72,
+        "score_reasons": [],
+        "tier": "hot",
+        "follow_up": "call",
+        "sla_minutes": 15,
+        "due_at": None,
+        "rep": "alice@x",
+        "assignment_rule": "territory:north-america/round_robin:na",
+        "rules_version": "v1",
+    }
+    return Decision.model_validate({**base, **changes})
+
+
+def test_equal_decisions_match_field_by_field():
+    result = compare(decision(), decision(rules_version="other"))
+    assert result.outcome is Outcome.MATCHED
+    assert {r.outcome for r in result.fields.values()} == {Outcome.MATCHED}
+
+
+def test_score_tolerance():
+    rules = CompareRules(score_tolerance=3)
+    assert compare(decision(score=70), decision(score=72), rules=rules).outcome is Outcome.MATCHED
+    far = compare(decision(score=68), decision(score=72), rules=rules)
+    assert far.mismatched_fields == ["score"]
+    assert (far.fields["score"].control, far.fields["score"].candidate) == (68, 72)
+
+
+def test_round_robin_equivalence_by_team_territory_or_exact():
+    other_pick = decision(rep="bob@x")
+    team = compare(other_pick, decision(), rep_teams=TEAMS)
+    assert team.outcome is Outcome.MATCHED and team.fields["rep"].note == "same team na"
+    exact = compare(other_pick, decision(), rules=CompareRules(rep_equivalence="exact"))
+    assert exact.mismatched_fields == ["rep"]
+    territory = CompareRules(rep_equivalence="territory")
+    assert compare(other_pick, decision(), rules=territory).outcome is Outcome.MATCHED
+    elsewhere = decision(rep="bob@x", assignment_rule="territory:emea/round_robin:na")
+    assert compare(elsewhere, decision(), rules=territory).mismatched_fields == ["rep"]
+    # another team is a real difference; so is a CRM owner (a fact, not a rotation)
+    assert compare(decision(rep="ivan@x"), decision(), rep_teams=TEAMS).mismatched_fields == ["rep"]
+    owner = decision(assignment_rule="crm_owner:contact")
+    assert compare(other_pick, owner, rep_teams=TEAMS).mismatched_fields == ["rep"]
+
+
+def test_ignore_and_normalise_rules():
+    rules = CompareRules(ignore=["sla_minutes"], normalise={"tier": {"SQL": "hot"}})
+    result = compare(decision(tier="sql", sla_minutes=60), decision(), rules=rules)
+    assert result.outcome is Outcome.MATCHED
+    assert result.fields["sla_minutes"].outcome is Outcome.IGNORED
+    assert result.fields["tier"].outcome is Outcome.MATCHED
+
+
+def test_fields_not_provided_are_ignored_and_a_missing_side_is_an_error():
+    partial = decision_from_answer(
+        {"score": "72", "rep": "alice@x", "tier": "hot"},
+        lead_id="l1",
+        provides=("score", "tier", "rep"),
+    )
+    result = compare(partial, decision(), provides=("score", "tier", "rep"))
+    assert result.outcome is Outcome.MATCHED
+    assert result.fields["follow_up"].outcome is Outcome.IGNORED
+    failed = compare(None, decision())
+    assert failed.outcome is Outcome.ERROR and failed.fields["tier"].outcome is Outcome.ERROR
+    only_ignored = compare(decision(), decision(), provides=())
+    assert only_ignored.outcome is Outcome.IGNORED
+
+
+async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
+    store = ComparisonStore(f"sqlite+aiosqlite:///{tmp_path / 'shadow.db'}")
+    now = datetime.now(UTC)
+    old = ComparisonRecord(
+        run_id="r0",
+        lead_id="l0",
+        compared_at=now - timedelta(days=20),
+        comparison=compare(decision(), decision()),
+    )
+    new = ComparisonRecord(
+        run_id="r1",
+        lead_id="l1",
+        email="a@b.test",
+        compared_at=now,
+        comparison=compare(decision(score=60), decision()),
+        control=decision(score=60),
+        candidate=decision(),
+        candidate_error=None,
+        control_ms=12.5,
+        candidate_ms=40.0,
+        intended={"crm": {"rep": "alice@x"}},
+        record={"email": "a@b.test"},
+    )
+    await store.add_many([old, new])
+    found = await store.in_window(now - timedelta(days=14))
+    assert [r.lead_id for r in found] == ["l1"]
+    assert found[0].comparison.mismatched_fields == ["score"]
+    assert found[0].control.score == 60 and found[0].control_ms == 12.5
+    assert found[0].intended == {"crm": {"rep": "alice@x"}}
+    assert len(await store.in_window(now - timedelta(days=30))) == 2
