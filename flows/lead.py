@@ -9,11 +9,12 @@ decision (which writes the round-robin state) are tasks; validation, scoring and
 follow-up are timed and logged inside the flow and the decide task. Each side-effect
 branch is its own task, so each is retried, cached and shown on its own.
 
-Once only: each branch's task is cached under a key per lead and side effect
-(`crm:<lead id>`, `notify:<lead id>`, `event:<lead id>`), persisted in Prefect's
-result storage, so a repeated run or a rerun of the file finds the branch done and
-skips it; the adapters receive the same key and enforce it themselves, which covers a
-task retried after its side effect happened but before its result was stored.
+Once only: each branch's task is cached under a key per side effect (`once_key`),
+persisted in Prefect's result storage, so a repeated run or a rerun of the file finds
+the branch done and skips it; the adapters receive the same key and enforce it
+themselves, which covers a task retried after its side effect happened but before its
+result was stored. A person (normalised email) is notified and logged once, whatever
+ids or sources their rows carry; the CRM is updated once per version of their data.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from leadflow.models import (
     LeadOutcome,
     StepTiming,
     lead_id_of,
+    lead_version,
+    person_id,
 )
 from leadflow.settings import PipelineSettings
 
@@ -78,9 +81,14 @@ class BranchesFailedError(RuntimeError):
         return (type(self), (self.outcome,))
 
 
-def once_key(branch: str, lead_id: str) -> str:
-    """The once-only key of one side effect for one lead."""
-    return f"{branch}:{lead_id}"
+def once_key(branch: str, lead: Lead) -> str:
+    """The once-only key of one side effect for one lead: `notify:` and `event:` are
+    per person (`person_<hash of the email>`), so two rows or two files with the same
+    email never notify twice, even with different ids; `crm:` is per lead and version
+    of its data, so a later row with new data updates the contact."""
+    if branch == "crm":
+        return f"crm:{lead.id}:{lead_version(lead)}"
+    return f"{branch}:{person_id(lead.email)}"
 
 
 _BRANCH_ADAPTER = {"crm": "crm", "notify": "notifier", "event": "event_sink"}
@@ -90,7 +98,7 @@ def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]
     """Prefect cache key of a branch task: the side effect, where it lands, the lead."""
     adapter = getattr(current_runtime().adapters, _BRANCH_ADAPTER[branch])
     scope = hashlib.sha256(adapter.once_scope.encode()).hexdigest()[:12]
-    return f"{branch}-{scope}-{parameters['lead'].id}"
+    return f"{scope}-{once_key(branch, parameters['lead'])}"
 
 
 # --- the steps that are tasks ------------------------------------------------------
@@ -118,7 +126,7 @@ async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepT
 @task(name="update-crm", cache_key_fn=functools.partial(_cache_key, "crm"), persist_result=True)
 async def update_crm(lead: Lead, decision: Decision) -> str:
     record_id = await current_runtime().adapters.crm.upsert(
-        lead, decision, idempotency_key=once_key("crm", lead.id)
+        lead, decision, idempotency_key=once_key("crm", lead)
     )
     log.info("crm updated", lead_id=lead.id, record_id=record_id)
     return f"contact {record_id}"
@@ -127,7 +135,7 @@ async def update_crm(lead: Lead, decision: Decision) -> str:
 @task(name="notify-team", cache_key_fn=functools.partial(_cache_key, "notify"), persist_result=True)
 async def notify_team(lead: Lead, decision: Decision) -> str:
     await current_runtime().adapters.notifier.notify(
-        lead, decision, idempotency_key=once_key("notify", lead.id)
+        lead, decision, idempotency_key=once_key("notify", lead)
     )
     log.info("team notified", lead_id=lead.id, rep=decision.rep)
     return f"notified {decision.rep}"
@@ -135,7 +143,7 @@ async def notify_team(lead: Lead, decision: Decision) -> str:
 
 @task(name="log-event", cache_key_fn=functools.partial(_cache_key, "event"), persist_result=True)
 async def log_event(lead: Lead, decision: Decision) -> str:
-    event_id = once_key("event", lead.id)
+    event_id = once_key("event", lead)
     await current_runtime().adapters.event_sink.record(
         LeadEvent(
             event_id=event_id,
