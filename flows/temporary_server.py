@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,22 +129,36 @@ class TemporaryServer:
         self.process = None
 
 
-@contextlib.contextmanager
-def prefect_api(log_path: Path = LOG_PATH) -> Iterator[TemporaryServer | None]:
+@contextlib.asynccontextmanager
+async def prefect_api(log_path: Path = LOG_PATH) -> AsyncIterator[TemporaryServer | None]:
     """Run the block against PREFECT_API_URL if one is configured, else against a
-    temporary server started here (yielded, to ask it for `trouble()` before the end)."""
+    temporary server started here (yielded, to ask it for `trouble()` before the end).
+    Log lines and events still queued for the API are sent before the server stops."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     if get_current_settings().api.url:
         yield None
         return
     server = TemporaryServer(log_path)
-    server.start()
+    server.start()  # blocks this loop briefly: nothing else runs yet
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server
+            try:
+                yield server
+            finally:
+                await _drain()
     finally:
         server.stop()
+
+
+async def _drain() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    drained = EventsWorker.drain_all(timeout=10)
+    if inspect.isawaitable(drained):
+        await drained
 
 
 def _server_command(port: int) -> list[str]:

@@ -188,6 +188,8 @@ def run(
     --strict, a record was set aside); 2 bad input or settings. Running the same file
     again repeats no side effect.
     """
+    if not verbose:
+        _quiet_prefect_console()  # before the import below brings Prefect in
     from flows.files import check_lead_file
 
     try:
@@ -238,7 +240,7 @@ async def _run_file(
     )
     trouble = None
     try:
-        with prefect_api() as server:
+        async with prefect_api() as server:
             with use_runtime(runtime), progress, listening(_Bar(progress)):
                 state = await process_file(path=file, concurrency=concurrency, return_state=True)
                 result = await state.aresult(raise_on_failure=False)
@@ -379,9 +381,10 @@ async def _run_lead(runtime: Runtime, data: dict):
     from leadflow.db import dispose_engines
 
     try:
-        with prefect_api(), use_runtime(runtime):
-            state = await process_lead(record=data, origin="cli", return_state=True)
-            result = await state.aresult(raise_on_failure=False)
+        async with prefect_api():
+            with use_runtime(runtime):
+                state = await process_lead(record=data, origin="cli", return_state=True)
+                result = await state.aresult(raise_on_failure=False)
             await settle(state.state_details.flow_run_id)
     finally:
         await runtime.aclose()
@@ -521,8 +524,9 @@ async def _replay(runtime: Runtime, fixed: Path | None):
     from leadflow.db import dispose_engines
 
     try:
-        with prefect_api(), use_runtime(runtime):
-            return await replay_quarantine(corrected=str(fixed) if fixed else None)
+        async with prefect_api():
+            with use_runtime(runtime):
+                return await replay_quarantine(corrected=str(fixed) if fixed else None)
     finally:
         await runtime.aclose()
         await dispose_engines()
