@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -51,6 +52,7 @@ app.add_typer(quarantine_app, name="quarantine")
 
 out = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -137,6 +139,17 @@ def _runtime(settings: Settings) -> Runtime:
         raise _fail(str(exc)) from None
 
 
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's flows; a temporary server that did not start is an error to
+    act on (the message says how), not a traceback."""
+    from flows.temporary_server import ServerStartError
+
+    try:
+        return asyncio.run(work)
+    except ServerStartError as exc:
+        raise _fail(str(exc)) from None
+
+
 class _Bar:
     """Adapts a rich Progress to flows.files.ProgressListener."""
 
@@ -201,7 +214,7 @@ def run(
     settings = _settings(verbose)
     runtime = _runtime(settings)
     _report_file(runtime, file)
-    summary, trouble = asyncio.run(_run_file(runtime, file, concurrency))
+    summary, trouble = _run(_run_file(runtime, file, concurrency))
     _print_summary(summary)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
@@ -345,7 +358,7 @@ def lead(
     settings = _settings(verbose)
     _set_aside_if_bad(settings, data)
     runtime = _runtime(settings)
-    outcome, code = asyncio.run(_run_lead(runtime, data))
+    outcome, code = _run(_run_lead(runtime, data))
     if outcome is not None:
         _print_outcome(outcome)
     raise typer.Exit(code)
@@ -492,7 +505,7 @@ def quarantine_replay(
     processed and leave the quarantine; those that still fail stay, with the new reason."""
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    summary = asyncio.run(_replay(runtime, fixed))
+    summary = _run(_replay(runtime, fixed))
     for item in summary.still_set_aside:
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
