@@ -193,10 +193,13 @@ def map_columns(
                 result.used.append(target)
             else:
                 result.mapped.append((header.strip(), target))
-    position = {h: i for i, h in enumerate(headers)}
-    for group in (result.ignored, result.duplicates, result.mapped):
-        group.sort(key=lambda item: _position(item, position))
-    result.used.sort(key=lambda name: _position_of_target(name, result.renames, position))
+    # Report in the file's column order.
+    position = {h.strip(): i for i, h in enumerate(headers)}
+    target_position = {to: position[h.strip()] for h, to in result.renames.items()}
+    result.ignored.sort(key=lambda header: position[header])
+    result.duplicates.sort(key=lambda item: position[item[0]])
+    result.mapped.sort(key=lambda item: position[item[0]])
+    result.used.sort(key=lambda name: target_position[name])
     if "email" not in taken:
         shown = ", ".join(repr(h) for h in headers) or "none"
         where = f"{origin}: " if origin else ""
@@ -227,18 +230,3 @@ def _target(header: str, custom: dict[str, str], wanted: set[str]) -> tuple[str 
         if f"_{keyword}_" in words:
             return target, "keyword"
     return None, "none"
-
-
-def _position(item: str | tuple[str, str], position: dict[str, int]) -> int:
-    header = item if isinstance(item, str) else item[0]
-    for original, index in position.items():
-        if original.strip() == header:
-            return index
-    return len(position)
-
-
-def _position_of_target(name: str, renames: dict[str, str], position: dict[str, int]) -> int:
-    for original, target in renames.items():
-        if target == name:
-            return position.get(original, len(position))
-    return len(position)
