@@ -93,8 +93,6 @@ def _quiet_prefect_console() -> None:
 def _no_tracebacks_on_prefect_console() -> None:
     """A failing task's traceback stays in the Prefect UI; the terminal gets its one
     line (and the summary names the lead and the reason)."""
-    import logging
-
     from prefect.logging.handlers import PrefectConsoleHandler
 
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
