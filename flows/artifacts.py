@@ -104,8 +104,9 @@ def branch_status(branches: dict[str, BranchResult]) -> str:
 
 
 def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[object]) -> str:
-    """One row per lead, in file order. `results` holds a LeadOutcome, or anything
-    with a `reason` (the pipeline failed before deciding), per lead."""
+    """One row per lead, in file order. `results` holds, per lead, a LeadOutcome, a
+    lead found done before (with its tier and rep), or anything with a `reason` (the
+    pipeline failed before deciding)."""
     rows = []
     for lead, result in zip(leads, results, strict=True):
         if isinstance(result, LeadOutcome):
@@ -113,6 +114,9 @@ def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[object]) 
             due = f"{d.due_at:%Y-%m-%d %H:%M}" if d.due_at else ""
             decided = (d.tier, d.score, d.rep, d.follow_up.value, due)
             status = branch_status(result.branches)
+        elif hasattr(result, "tier"):  # found done in leadflow's records: no task ran
+            decided = (result.tier, "", result.rep, "", "")
+            status = "done before"
         else:
             decided = ("",) * 5
             status = f"failed: {getattr(result, 'reason', 'before a decision')}"

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Protocol
 
@@ -32,7 +33,8 @@ from flows.artifacts import publish_leads
 from flows.lead import run_pipeline
 from flows.naming import file_run_name
 from flows.runtime import Runtime, current_runtime
-from integrations.file_source import SUFFIXES, read_records
+from integrations.file_source import SUFFIXES, FileContents, read_file
+from leadflow.done import DoneLead
 from leadflow.intake import Rejection, validate_record
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
@@ -65,14 +67,25 @@ class FailedBranch(BaseModel):
     lead_id: str
     branch: str
     reason: str
+    email: str = ""
+    row: int = 0
+
+    @property
+    def who(self) -> str:
+        """The lead as a user finds it in the file: email and row."""
+        where = f" (row {self.row})" if self.row else ""
+        return f"{self.email or self.lead_id}{where}"
 
     @classmethod
-    def all_in(cls, result: LeadOutcome | FailedBranch) -> list[FailedBranch]:
+    def all_in(cls, result: LeadResult, row: int = 0) -> list[FailedBranch]:
         """Every failure in one lead's result: the pipeline's, or each failed branch."""
         if isinstance(result, FailedBranch):
             return [result]
+        if not isinstance(result, LeadOutcome):
+            return []
+        email = result.email or ""
         return [
-            cls(lead_id=result.lead_id, branch=name, reason=reason)
+            cls(lead_id=result.lead_id, branch=name, reason=reason, email=email, row=row)
             for name, reason in result.failed_branches.items()
         ]
 
@@ -89,6 +102,26 @@ class SetAside(BaseModel):
         )
 
 
+class Merged(BaseModel):
+    """A row with the email of an earlier row: one person, so one lead; its non-empty
+    values update the earlier row's."""
+
+    position: int
+    email: str
+    into_row: int
+
+
+class AlreadyDone(BaseModel):
+    """A lead found done in leadflow's records before any task was created."""
+
+    lead_id: str
+    tier: str
+    rep: str
+
+
+LeadResult = LeadOutcome | FailedBranch | AlreadyDone
+
+
 class FileRunSummary(BaseModel):
     """What `leadflow run` prints and the `process-file` artifact shows."""
 
@@ -96,18 +129,23 @@ class FileRunSummary(BaseModel):
     records: int
     processed: int = 0
     already_done: int = 0
+    overdue: int = 0
+    columns: str = ""
     by_tier: dict[str, int] = Field(default_factory=dict)
     by_rep: dict[str, int] = Field(default_factory=dict)
     failed: list[FailedBranch] = Field(default_factory=list)
     set_aside: list[SetAside] = Field(default_factory=list)
+    merged: list[Merged] = Field(default_factory=list)
     wall_seconds: float = 0.0
 
     def as_markdown(self) -> str:
+        """Every value from a lead goes through `escape()`: it is text, never markup."""
         lines = [
             f"# Leads from {escape(self.file)}",
             "",
             f"{self.processed} of {self.records} records processed in {self.wall_seconds:.1f} s; "
-            f"{len(self.set_aside)} set aside; {len(self.failed)} failed branches.",
+            f"{len(self.set_aside)} set aside; {len(self.merged)} merged into an earlier row; "
+            f"{len(self.failed)} failed branches.",
             "",
             "## By tier",
             "",
@@ -121,8 +159,8 @@ class FileRunSummary(BaseModel):
             lines += ["", "## Failed branches", ""]
             lines += [
                 table(
-                    ("lead", "branch", "reason"),
-                    [(f.lead_id, f.branch, f.reason) for f in self.failed],
+                    ("lead", "row", "branch", "reason"),
+                    [(f.email or f.lead_id, f.row or "", f.branch, f.reason) for f in self.failed],
                 )
             ]
         if self.set_aside:
@@ -133,6 +171,17 @@ class FileRunSummary(BaseModel):
                     [(s.position, s.lead_ref, s.reason) for s in self.set_aside],
                 )
             ]
+        if self.merged:
+            lines += ["", "## Merged into an earlier row", ""]
+            lines += [
+                table(
+                    ("row", "email", "merged into row"),
+                    [(m.position, m.email, m.into_row) for m in self.merged],
+                )
+            ]
+        if self.columns:
+            lines += ["", "## Columns", ""]
+            lines += [f"- {escape(line)}" for line in self.columns.splitlines()]
         return "\n".join(lines)
 
 
@@ -140,7 +189,7 @@ class LeadsFailedError(RuntimeError):
     """Some leads had a side effect fail after retries; the summary says which."""
 
     def __init__(self, summary: FileRunSummary) -> None:
-        names = ", ".join(sorted({f"{f.lead_id}/{f.branch}" for f in summary.failed}))
+        names = ", ".join(sorted({f"{f.who}/{f.branch}" for f in summary.failed}))
         super().__init__(f"{len(summary.failed)} side effects failed: {names}")
         self.summary = summary
 
@@ -166,33 +215,65 @@ def listening(listener: ProgressListener) -> Iterator[None]:
         _listener.reset(token)
 
 
-def split_records(path: Path) -> tuple[list[Lead], list[Rejection], list[Rejection]]:
-    """Valid leads, bad records (for the quarantine) and repeats. A lead that appears
-    twice in the file is set aside the second time, but it is not bad: processing it
-    would change nothing, so it is not quarantined."""
-    leads: list[Lead] = []
+class Intake(BaseModel):
+    """A file split for processing: one lead per person, with the row it starts at."""
+
+    leads: list[Lead]
+    rows: dict[str, int]  # lead id -> row
+    bad: list[Rejection]
+    merged: list[Merged]
+    contents_report: str = ""
+
+
+def read_leads(path: Path, runtime: Runtime) -> Intake:
+    """Read and validate a file. Bad records go to `bad` (for the quarantine). Rows
+    with the same normalised email are one person: the first row's lead, updated with
+    each later row's non-empty values (so the latest export wins), processed once."""
+    contents = read_file(
+        path,
+        columns=runtime.settings.columns,
+        rule_attributes=[rule.attribute for rule in runtime.rules.scoring.engagement.rules],
+    )
+    return split_records(contents)
+
+
+def split_records(contents: FileContents) -> Intake:
+    by_email: dict[str, Lead] = {}
+    rows: dict[str, int] = {}
     bad: list[Rejection] = []
-    repeats: list[Rejection] = []
-    first_row: dict[str, int] = {}
-    for record in read_records(path):
+    merged: list[Merged] = []
+    for record in contents.records:
         checked = validate_record(record)
         if isinstance(checked, Rejection):
             bad.append(checked)
-        elif checked.id in first_row:
-            repeats.append(
-                Rejection(
-                    key=f"dup-{checked.id}-{record.origin}-{record.position}",
-                    origin=record.origin,
-                    position=record.position,
-                    lead_ref=checked.id,
-                    reason=f"duplicate: the same lead as row {first_row[checked.id]}",
-                    data=record.data,
-                )
-            )
-        else:
-            first_row[checked.id] = record.position
-            leads.append(checked)
-    return leads, bad, repeats
+            continue
+        first = by_email.get(checked.email)
+        if first is None:
+            by_email[checked.email] = checked
+            rows[checked.id] = record.position
+            continue
+        by_email[checked.email] = _updated(first, checked)
+        into = rows[first.id]
+        merged.append(Merged(position=record.position, email=checked.email, into_row=into))
+    return Intake(
+        leads=list(by_email.values()),
+        rows=rows,
+        bad=bad,
+        merged=merged,
+        contents_report=contents.report(),
+    )
+
+
+def _updated(first: Lead, later: Lead) -> Lead:
+    """`first` with `later`'s non-empty values; the id stays the first row's."""
+    values = {
+        name: value
+        for name, value in later
+        if name not in ("id", "attributes") and value is not None and name in later.model_fields_set
+    }
+    return first.model_copy(
+        update={**values, "attributes": {**first.attributes, **later.attributes}}
+    )
 
 
 @flow(name="process-file", flow_run_name=file_run_name, on_failure=[alert_on_failure])
@@ -209,18 +290,26 @@ async def process_file(
     """
     runtime = current_runtime()
     started = time.perf_counter()
-    leads, bad, repeats = split_records(Path(path))
-    await runtime.quarantine.put(bad)
-    rejected = sorted(bad + repeats, key=lambda rejection: rejection.position)
-    for rejection in rejected:
+    intake = read_leads(Path(path), runtime)
+    log.info("columns", report=intake.contents_report)
+    await runtime.quarantine.put(intake.bad)
+    for rejection in intake.bad:
         log.info("record set aside", where=rejection.where, reason=rejection.reason)
-    results = await run_leads(runtime, leads, concurrency)
-    summary = summarise(str(path), len(leads) + len(rejected), results, rejected)
+    results = await run_leads(runtime, intake.leads, concurrency, rows=intake.rows)
+    summary = summarise(
+        str(path),
+        len(intake.leads) + len(intake.bad) + len(intake.merged),
+        results,
+        sorted(intake.bad, key=lambda rejection: rejection.position),
+        rows=intake.rows,
+    )
+    summary.merged = intake.merged
+    summary.columns = intake.contents_report
     summary.wall_seconds = round(time.perf_counter() - started, 3)
     await acreate_markdown_artifact(
         key="process-file-summary", markdown=summary.as_markdown(), description=str(path)
     )
-    await publish_leads(str(path), leads, results)
+    await publish_leads(str(path), intake.leads, results)
     log.info(
         "file processed",
         file=str(path),
@@ -234,47 +323,83 @@ async def process_file(
 
 
 async def run_leads(
-    runtime: Runtime, leads: list[Lead], concurrency: int | None = None
-) -> list[LeadOutcome | FailedBranch]:
+    runtime: Runtime,
+    leads: list[Lead],
+    concurrency: int | None = None,
+    *,
+    rows: dict[str, int] | None = None,
+) -> list[LeadResult]:
     """Every lead through the pipeline inside the current flow run, at most
-    `concurrency` at a time, in input order; progress goes to the listener, if any."""
+    `concurrency` at a time, in input order; progress goes to the listener, if any.
+
+    Leads that leadflow's own records show done (`leadflow.done`) are answered from
+    there, before any task is created: a rerun of a finished file takes seconds."""
     listener = _listener.get()
+    done = await runtime.done.find(leads)
     if listener:
         listener.started(len(leads))
     limit = asyncio.Semaphore(concurrency or runtime.settings.pipeline.concurrency)
+    rows = rows or {}
 
-    async def one(lead: Lead) -> LeadOutcome | FailedBranch:
-        async with limit:
-            try:
-                result: LeadOutcome | FailedBranch = await run_pipeline(lead, runtime, [])
-            except Exception as exc:  # the look-up or decision failed: nothing could follow
-                reason = f"{type(exc).__name__}: {exc}"
-                log.warning("lead failed", lead_id=lead.id, error=reason)
-                result = FailedBranch(lead_id=lead.id, branch="pipeline", reason=reason)
+    async def one(lead: Lead) -> LeadResult:
+        if lead.id in done:
+            found: DoneLead = done[lead.id]
+            result: LeadResult = AlreadyDone(lead_id=lead.id, tier=found.tier, rep=found.rep)
+        else:
+            async with limit:
+                try:
+                    result = await run_pipeline(lead, runtime, [])
+                    result.email = lead.email
+                except Exception as exc:  # the look-up or decision failed: nothing could follow
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.warning("lead failed", lead_id=lead.id, error=reason)
+                    result = FailedBranch(
+                        lead_id=lead.id,
+                        branch="pipeline",
+                        reason=reason,
+                        email=lead.email,
+                        row=rows.get(lead.id, 0),
+                    )
         if listener:
-            listener.finished(lead.id, isinstance(result, LeadOutcome) and result.ok)
+            listener.finished(lead.id, not FailedBranch.all_in(result))
         return result
 
-    return list(await asyncio.gather(*(one(lead) for lead in leads)))
+    results = list(await asyncio.gather(*(one(lead) for lead in leads)))
+    await runtime.done.add(
+        (lead, result.decision.tier, result.decision.rep)
+        for lead, result in zip(leads, results, strict=True)
+        if isinstance(result, LeadOutcome) and result.ok
+    )
+    return results
 
 
 def summarise(
     file: str,
     records: int,
-    results: list[LeadOutcome | FailedBranch],
+    results: list[LeadResult],
     rejected: list[Rejection],
+    *,
+    rows: dict[str, int] | None = None,
 ) -> FileRunSummary:
     tiers: Counter[str] = Counter()
     reps: Counter[str] = Counter()
     failed: list[FailedBranch] = []
-    processed = already_done = 0
+    processed = already_done = overdue = 0
+    now = datetime.now(UTC)
     for result in results:
-        failed += FailedBranch.all_in(result)
+        failed += FailedBranch.all_in(result, (rows or {}).get(result.lead_id, 0))
         if isinstance(result, FailedBranch):
             continue
         processed += 1
+        if isinstance(result, AlreadyDone):
+            tiers[result.tier] += 1
+            reps[result.rep] += 1
+            already_done += 1
+            continue
         tiers[result.decision.tier] += 1
         reps[result.decision.rep] += 1
+        if result.decision.due_at and result.decision.due_at <= now:
+            overdue += 1
         if all(b.status is BranchStatus.SKIPPED for b in result.branches.values()):
             already_done += 1
     return FileRunSummary(
@@ -282,6 +407,7 @@ def summarise(
         records=records,
         processed=processed,
         already_done=already_done,
+        overdue=overdue,
         by_tier=dict(tiers),
         by_rep=dict(reps),
         failed=failed,

@@ -9,11 +9,12 @@ decision (which writes the round-robin state) are tasks; validation, scoring and
 follow-up are timed and logged inside the flow and the decide task. Each side-effect
 branch is its own task, so each is retried, cached and shown on its own.
 
-Once only: each branch's task is cached under a key per lead and side effect
-(`crm:<lead id>`, `notify:<lead id>`, `event:<lead id>`), persisted in Prefect's
-result storage, so a repeated run or a rerun of the file finds the branch done and
-skips it; the adapters receive the same key and enforce it themselves, which covers a
-task retried after its side effect happened but before its result was stored.
+Once only: each branch's task is cached under a key per side effect (`once_key`),
+persisted in Prefect's result storage, so a repeated run or a rerun of the file finds
+the branch done and skips it; the adapters receive the same key and enforce it
+themselves, which covers a task retried after its side effect happened but before its
+result was stored. A person (normalised email) is notified and logged once, whatever
+ids or sources their rows carry; the CRM is updated once per version of their data.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from leadflow.models import (
     Lead,
     LeadOutcome,
     StepTiming,
+    lead_version,
+    person_id,
 )
 from leadflow.settings import PipelineSettings
 
@@ -81,9 +84,14 @@ class BranchesFailedError(RuntimeError):
         return (type(self), (self.outcome,))
 
 
-def once_key(branch: str, lead_id: str) -> str:
-    """The once-only key of one side effect for one lead."""
-    return f"{branch}:{lead_id}"
+def once_key(branch: str, lead: Lead) -> str:
+    """The once-only key of one side effect for one lead: `notify:` and `event:` are
+    per person (`person_<hash of the email>`), so two rows or two files with the same
+    email never notify twice, even with different ids; `crm:` is per lead and version
+    of its data, so a later row with new data updates the contact."""
+    if branch == "crm":
+        return f"crm:{lead.id}:{lead_version(lead)}"
+    return f"{branch}:{person_id(lead.email)}"
 
 
 _BRANCH_ADAPTER = {"crm": "crm", "notify": "notifier", "event": "event_sink"}
@@ -93,7 +101,7 @@ def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]
     """Prefect cache key of a branch task: the side effect, where it lands, the lead."""
     adapter = getattr(current_runtime().adapters, _BRANCH_ADAPTER[branch])
     scope = hashlib.sha256(adapter.once_scope.encode()).hexdigest()[:12]
-    return f"{branch}-{scope}-{parameters['lead'].id}"
+    return f"{scope}-{once_key(branch, parameters['lead'])}"
 
 
 # --- the steps that are tasks ------------------------------------------------------
@@ -129,7 +137,7 @@ async def decide_lead(lead: Lead, match: CrmMatch) -> tuple[Decision, list[StepT
 async def update_crm(lead: Lead, decision: Decision) -> str:
     crm = current_runtime().adapters.crm
     async with vendor_limit(crm):
-        record_id = await crm.upsert(lead, decision, idempotency_key=once_key("crm", lead.id))
+        record_id = await crm.upsert(lead, decision, idempotency_key=once_key("crm", lead))
     log.info("crm updated", lead_id=lead.id, record_id=record_id)
     return f"contact {record_id}"
 
@@ -143,7 +151,7 @@ async def update_crm(lead: Lead, decision: Decision) -> str:
 async def notify_team(lead: Lead, decision: Decision) -> str:
     notifier = current_runtime().adapters.notifier
     async with vendor_limit(notifier):
-        await notifier.notify(lead, decision, idempotency_key=once_key("notify", lead.id))
+        await notifier.notify(lead, decision, idempotency_key=once_key("notify", lead))
     log.info("team notified", lead_id=lead.id, rep=decision.rep)
     return f"notified {decision.rep}"
 
@@ -155,7 +163,7 @@ async def notify_team(lead: Lead, decision: Decision) -> str:
     persist_result=True,
 )
 async def log_event(lead: Lead, decision: Decision) -> str:
-    event_id = once_key("event", lead.id)
+    event_id = once_key("event", lead)
     event_sink = current_runtime().adapters.event_sink
     async with vendor_limit(event_sink):
         await event_sink.record(

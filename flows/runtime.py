@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from integrations.wiring import Adapters, build_adapters
 from leadflow.assignment import Assigner
+from leadflow.done import DoneLeads
 from leadflow.intake import Quarantine
 from leadflow.logging import ensure_logging
 from leadflow.rules import Rules, load_rules
@@ -32,6 +33,7 @@ class Runtime:
     adapters: Adapters
     assigner: Assigner
     quarantine: Quarantine
+    done: DoneLeads
 
     async def aclose(self) -> None:
         await self.adapters.aclose()
@@ -47,12 +49,16 @@ def build_runtime(
     build the adapters and stores. No I/O beyond reading the rules file."""
     settings = settings or load_settings()
     rules = rules or load_rules(settings.rules_path)
+    adapters = build_adapters(settings, rules, **adapter_overrides)
+    # Where the side effects land: a lead done against one CRM is not done against another.
+    scope = "|".join(a.once_scope for a in (adapters.crm, adapters.notifier, adapters.event_sink))
     return Runtime(
         settings=settings,
         rules=rules,
-        adapters=build_adapters(settings, rules, **adapter_overrides),
+        adapters=adapters,
         assigner=Assigner(rules.assignment, settings.database_url),
         quarantine=Quarantine(settings.database_url),
+        done=DoneLeads(settings.database_url, scope),
     )
 
 

@@ -83,6 +83,24 @@ def list_adapters() -> list[AdapterInfo]:
     )
 
 
+def adapter_settings_classes() -> list[type]:
+    """The settings class of every registered adapter, plug-ins included: every
+    subclass of AdapterSettings with an environment prefix, once the adapters are
+    loaded (bases shared by several adapters have none), so
+    `leadflow.settings.unknown_variables` knows their names."""
+    from leadflow.settings import AdapterSettings
+
+    list_adapters()
+    found: list[type] = []
+    pending = list(AdapterSettings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.model_config.get("env_prefix"):
+            found.append(cls)
+    return found
+
+
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise UnknownAdapterError(f"unknown adapter kind {kind!r}; kinds: {', '.join(KINDS)}")

@@ -21,6 +21,7 @@ from integrations.jsonl_ledger import JsonlLedger
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings
+from leadflow.when import due_text
 
 
 class TerminalNotifierSettings(AdapterSettings):
@@ -66,7 +67,7 @@ class TerminalNotifier(Notifier):
         async with self._lock:
             (sent,) = await asyncio.to_thread(self._ledger.append_new, [message])
         if sent and self.echo:
-            due = f", due {decision.due_at:%H:%M} UTC" if decision.due_at else ""
+            due = f", {due_text(decision.due_at)}" if decision.due_at else ""
             print(
                 f"  -> {decision.rep}: {decision.tier} lead {lead.email} "
                 f"({lead.company or lead.domain}), score {decision.score}, "

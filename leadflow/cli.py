@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
@@ -21,11 +23,18 @@ from rich.table import Table
 
 from leadflow.logging import configure_logging
 from leadflow.rules import RulesError
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.settings import (
+    Settings,
+    SettingsError,
+    check_database_url,
+    load_settings,
+    unknown_variables,
+)
 
 if TYPE_CHECKING:
     from flows.files import FileRunSummary
     from flows.runtime import Runtime
+    from flows.temporary_server import ServerTrouble
 
 app = typer.Typer(
     help=(
@@ -49,6 +58,7 @@ app.add_typer(limits_app, name="limits")
 
 out = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -57,13 +67,19 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(verbose: bool) -> Settings:
+    """Settings checked in full, the database included, before anything starts; then
+    logging, with Prefect's console kept to warnings unless --verbose."""
+    if not verbose:
+        _quiet_prefect_console()
     try:
         settings = load_settings()
+        check_database_url(settings.database_url)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log, console_level="DEBUG" if verbose else "WARNING")
+    _warn_about_unknown_variables()
     if not verbose:
-        _quiet_prefect_console()
+        _no_tracebacks_on_prefect_console()
     return settings
 
 
@@ -73,10 +89,49 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _quiet_prefect_console() -> None:
-    """Keep Prefect's per-run INFO lines off the terminal (the progress bar shows
-    progress); they still go to the Prefect API and its UI. Prefect reads this when it
-    sets up logging, at the first run, so it must be set before then."""
+    """Keep Prefect's per-run INFO lines ("Task run ... Finished in state Completed()")
+    off the terminal (the progress bar shows progress); they still go to the Prefect
+    API and its UI. Prefect reads this when it sets up logging, at its import, so it
+    is set before anything imports Prefect."""
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def _no_tracebacks_on_prefect_console() -> None:
+    """A failing task's traceback stays in the Prefect UI; the terminal gets its one
+    line (and the summary names the lead and the reason)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.formatter, _WithoutTraceback
+            ):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
+
+
+class _WithoutTraceback(logging.Formatter):
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _warn_about_unknown_variables() -> None:
+    from dotenv import dotenv_values
+
+    from integrations.registry import adapter_settings_classes
+
+    variables = {**dotenv_values(".env"), **os.environ}
+    for warning in unknown_variables(variables, [Settings, *adapter_settings_classes()]):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _runtime(settings: Settings) -> Runtime:
@@ -85,6 +140,17 @@ def _runtime(settings: Settings) -> Runtime:
     try:
         return build_runtime(settings)
     except (SettingsError, RulesError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's flows; a temporary server that did not start is an error to
+    act on (the message says how), not a traceback."""
+    from flows.temporary_server import ServerStartError
+
+    try:
+        return asyncio.run(work)
+    except ServerStartError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -115,38 +181,71 @@ def run(
         ),
     ] = None,
     strict: Annotated[
-        bool, typer.Option(help="Exit 1 if any record was set aside (bad or duplicate).")
+        bool,
+        typer.Option(
+            help=(
+                "Exit 1 if any record was set aside as bad (rows merged into an earlier "
+                "row with the same email are not set aside)."
+            )
+        ),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show every log line, Prefect's per-task lines included."
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline over every lead in FILE and print a summary.
 
-    Bad records are set aside in the quarantine with their row and reason and the rest
-    go on. Exit codes: 0 done; 1 a side effect failed after its retries (or, with
+    Headers are matched to lead fields (CRM and form exports are recognised), the
+    encoding and delimiter are detected. Bad records are set aside in the quarantine
+    with their row and reason and the rest go on; rows with the same email are one
+    lead. Exit codes: 0 done; 1 a side effect failed after its retries (or, with
     --strict, a record was set aside); 2 bad input or settings. Running the same file
     again repeats no side effect.
     """
+    if not verbose:
+        _quiet_prefect_console()  # before the import below brings Prefect in
     from flows.files import check_lead_file
 
     try:
         check_lead_file(file)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    if not verbose:  # the outbox keeps every notification; the terminal keeps the summary
+        os.environ.setdefault("LEADFLOW_TERMINAL_ECHO", "false")
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    summary, run_id = asyncio.run(_run_file(runtime, file, concurrency))
+    _report_file(runtime, file)
+    summary, run_id, trouble = _run(_run_file(runtime, file, concurrency))
     _print_summary(summary)
+    if trouble:
+        err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     if summary.failed or (strict and summary.set_aside):
         raise typer.Exit(1)
 
 
+def _report_file(runtime: Runtime, file: Path) -> None:
+    """Read the file before any server starts: a file leadflow cannot read (not text,
+    no email column) stops here; otherwise say once how it was read."""
+    from flows.files import read_leads
+
+    try:
+        intake = read_leads(file, runtime)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    err.print(intake.contents_report, style="dim", highlight=False)
+
+
 async def _run_file(
     runtime: Runtime, file: Path, concurrency: int | None
-) -> tuple[FileRunSummary, UUID | None]:
+) -> tuple[FileRunSummary, UUID | None, ServerTrouble | None]:
     from flows.files import LeadsFailedError, listening, process_file
     from flows.runtime import use_runtime
     from flows.settle import settle
+    from flows.temporary_server import prefect_api
     from leadflow.db import dispose_engines
 
     progress = Progress(
@@ -157,21 +256,24 @@ async def _run_file(
         console=err,
         transient=False,
     )
+    trouble = None
     try:
-        with use_runtime(runtime), progress, listening(_Bar(progress)):
-            state = await process_file(path=file, concurrency=concurrency, return_state=True)
-            result = await state.aresult(raise_on_failure=False)
-        if state.state_details.flow_run_id:
-            await settle(state.state_details.flow_run_id)
+        async with prefect_api() as server:
+            with use_runtime(runtime), progress, listening(_Bar(progress)):
+                state = await process_file(path=file, concurrency=concurrency, return_state=True)
+                result = await state.aresult(raise_on_failure=False)
+            if state.state_details.flow_run_id:
+                await settle(state.state_details.flow_run_id)
+            trouble = server.trouble() if server else None
     finally:
         await runtime.aclose()
         await dispose_engines()
     run_id = state.state_details.flow_run_id
     if isinstance(result, LeadsFailedError):
-        return result.summary, run_id
+        return result.summary, run_id, trouble
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
-    return result, run_id
+    return result, run_id, trouble
 
 
 def _print_summary(summary: FileRunSummary) -> None:
@@ -198,12 +300,18 @@ def _print_summary(summary: FileRunSummary) -> None:
     for rep, count in sorted(summary.by_rep.items(), key=lambda kv: (-kv[1], kv[0])):
         reps.add_row(rep, str(count))
     out.print(reps)
+    if summary.overdue:
+        out.print(
+            f"{summary.overdue} follow-ups were already overdue when assigned "
+            "(the lead arrived longer ago than its SLA)",
+            highlight=False,
+        )
     if summary.failed:
         failed = Table(title="Failed branches", title_justify="left", title_style="bold red")
-        for column in ("lead", "branch", "reason"):
+        for column in ("lead", "row", "branch", "reason"):
             failed.add_column(column)
         for f in summary.failed:
-            failed.add_row(f.lead_id, f.branch, f.reason)
+            failed.add_row(f.email or f.lead_id, str(f.row or ""), f.branch, f.reason)
         out.print(failed)
     else:
         out.print("Failed branches: none")
@@ -220,6 +328,16 @@ def _print_summary(summary: FileRunSummary) -> None:
         out.print(aside)
     else:
         out.print("Set aside: none")
+    if summary.merged:
+        merged = Table(
+            title="Same email as an earlier row: merged into it (one lead, one notification)",
+            title_justify="left",
+        )
+        for column in ("row", "email", "merged into row"):
+            merged.add_column(column)
+        for m in summary.merged:
+            merged.add_row(str(m.position), m.email, str(m.into_row))
+        out.print(merged)
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
 
 
@@ -259,25 +377,50 @@ def lead(
     if not isinstance(data, dict):
         raise _fail("the lead must be a JSON object")
     settings = _settings(verbose)
+    _set_aside_if_bad(settings, data)
     runtime = _runtime(settings)
-    outcome, code, run_id = asyncio.run(_run_lead(runtime, data))
+    outcome, code, run_id = _run(_run_lead(runtime, data))
     if outcome is not None:
         _print_outcome(outcome)
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def _set_aside_if_bad(settings: Settings, data: dict) -> None:
+    """A bad lead is set aside (as `process_lead` would) and its reason printed, with
+    no flow run and no traceback: nothing Prefect could add."""
+    from leadflow.intake import RawRecord, Rejection, validate_record
+
+    checked = validate_record(RawRecord(origin="cli", data=data))
+    if isinstance(checked, Rejection):
+        asyncio.run(_quarantine(settings, checked))
+        err.print(f"[bold red]set aside:[/] {checked.lead_ref}: {checked.reason}", highlight=False)
+        raise typer.Exit(2)
+
+
+async def _quarantine(settings: Settings, rejection) -> None:
+    from leadflow.db import dispose_engines
+    from leadflow.intake import Quarantine
+
+    try:
+        await Quarantine(settings.database_url).put([rejection])
+    finally:
+        await dispose_engines()
+
+
 async def _run_lead(runtime: Runtime, data: dict):
     from flows.lead import BranchesFailedError, InvalidLeadError, process_lead
     from flows.runtime import use_runtime
     from flows.settle import settle
+    from flows.temporary_server import prefect_api
     from leadflow.db import dispose_engines
 
     try:
-        with use_runtime(runtime):
-            state = await process_lead(record=data, origin="cli", return_state=True)
-            result = await state.aresult(raise_on_failure=False)
-        await settle(state.state_details.flow_run_id)
+        async with prefect_api():
+            with use_runtime(runtime):
+                state = await process_lead(record=data, origin="cli", return_state=True)
+                result = await state.aresult(raise_on_failure=False)
+            await settle(state.state_details.flow_run_id)
     finally:
         await runtime.aclose()
         await dispose_engines()
@@ -293,8 +436,10 @@ async def _run_lead(runtime: Runtime, data: dict):
 
 
 def _print_outcome(outcome) -> None:
+    from leadflow.when import due_text
+
     decision = outcome.decision
-    due = f", due {decision.due_at:%Y-%m-%d %H:%M} UTC" if decision.due_at else ""
+    due = f", {due_text(decision.due_at)}" if decision.due_at else ""
     out.print(
         f"[bold]{outcome.lead_id}[/]: {decision.tier} (score {decision.score}) -> "
         f"{decision.follow_up.value}{due}; rep {decision.rep} ({decision.assignment_rule})",
@@ -459,7 +604,7 @@ def quarantine_replay(
     processed and leave the quarantine; those that still fail stay, with the new reason."""
     settings = _settings(verbose)
     runtime = _runtime(settings)
-    summary = asyncio.run(_replay(runtime, fixed))
+    summary = _run(_replay(runtime, fixed))
     for item in summary.still_set_aside:
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
@@ -487,11 +632,13 @@ async def _pending(settings: Settings):
 async def _replay(runtime: Runtime, fixed: Path | None):
     from flows.replay import replay_quarantine
     from flows.runtime import use_runtime
+    from flows.temporary_server import prefect_api
     from leadflow.db import dispose_engines
 
     try:
-        with use_runtime(runtime):
-            return await replay_quarantine(corrected=str(fixed) if fixed else None)
+        async with prefect_api():
+            with use_runtime(runtime):
+                return await replay_quarantine(corrected=str(fixed) if fixed else None)
     finally:
         await runtime.aclose()
         await dispose_engines()

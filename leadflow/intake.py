@@ -88,7 +88,7 @@ def rejection_key(record: RawRecord) -> str:
 
 
 def _reject(record: RawRecord, reason: str) -> Rejection:
-    lead_ref = str(record.data.get("id") or record.data.get("email") or "").strip() or "?"
+    lead_ref = str(record.data.get("email") or record.data.get("id") or "").strip() or "?"
     return Rejection(
         key=rejection_key(record),
         origin=record.origin,

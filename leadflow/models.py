@@ -43,6 +43,18 @@ def derive_lead_id(email: str, source: str | None) -> str:
     return f"lead_{digest[:16]}"
 
 
+def person_id(email: str) -> str:
+    """One id per person: the hash of the normalised email. Notifications and events
+    are once per person, whatever id or source a record brings."""
+    return f"person_{hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]}"
+
+
+def lead_version(lead: Lead) -> str:
+    """A hash of everything a lead says: a row with the same data is the same version,
+    a row with new data (a later export) is a new one."""
+    return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()[:16]
+
+
 class Lead(BaseModel):
     """A validated lead. Build one with `Lead.from_record(raw)`."""
 
@@ -249,6 +261,7 @@ class LeadOutcome(BaseModel):
     decision: Decision
     branches: dict[str, BranchResult]
     steps: list[StepTiming] = Field(default_factory=list)
+    email: str | None = None  # how a user finds the lead in a report
 
     @property
     def failed_branches(self) -> dict[str, str]:

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     drop_folder: Path = Field(
         default=Path(".leadflow/inbox"), description="folder the poll-leads deployment watches"
     )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "file headers -> lead fields, for headers the built-in aliases do not know, "
+            'as JSON: {"Mail": "email", "Requested a demo?": "demo_requested"}'
+        ),
+    )
     adapters: AdapterChoice = Field(default_factory=AdapterChoice)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -157,3 +164,109 @@ def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
         return True
     field = cls.model_fields.get(str(loc[0])) if loc else None
     return field is not None and "SecretStr" in repr(field.annotation)
+
+
+# --- checks the command line runs before it starts anything --------------------------
+
+_DRIVERS = {
+    "sqlite+aiosqlite": ("aiosqlite", None),
+    "postgresql+asyncpg": ("asyncpg", "postgres"),
+}
+_SUGGEST = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+}
+
+
+def check_database_url(url: str) -> None:
+    """Raise SettingsError naming LEADFLOW_DATABASE_URL and what to do, for a URL
+    leadflow cannot use: a scheme it does not support, a driver that is not installed,
+    a SQLite file that cannot be opened. Cheap: no server is contacted."""
+    import importlib.util
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    name = f"{ENV_PREFIX}DATABASE_URL"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError(
+            f"{name}: not a database URL; use sqlite+aiosqlite:///path/to/file.db or "
+            "postgresql+asyncpg://user:password@host/database"
+        ) from None
+    driver = parsed.drivername
+    if driver not in _DRIVERS:
+        hint = (
+            f"write {_SUGGEST[driver]}://... instead"
+            if driver in _SUGGEST
+            else "leadflow supports sqlite+aiosqlite:///path/to/file.db and "
+            "postgresql+asyncpg://user:password@host/database"
+        )
+        raise SettingsError(f"{name}: {driver}:// is not supported; {hint}")
+    module, extra = _DRIVERS[driver]
+    if importlib.util.find_spec(module) is None:
+        raise SettingsError(
+            f"{name}: {driver} needs the {module} package: pip install 'leadflow[{extra}]'"
+        )
+    if driver.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sqlite3.connect(path).execute("PRAGMA user_version").connection.close()
+        except (OSError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise SettingsError(
+                f"{name}: cannot open the SQLite database {path} ({reason}); make its "
+                "folder writable or point the setting at another file"
+            ) from None
+
+
+def env_names(cls: type[BaseSettings]) -> list[str]:
+    """Every environment variable a settings class reads, nested sections included."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    return list(_env_names(cls, prefix, delimiter))
+
+
+def _env_names(model: type[BaseModel], prefix: str, delimiter: str) -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _env_names(annotation, f"{prefix}{name.upper()}{delimiter}", delimiter)
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+_TEST_PREFIX = f"{ENV_PREFIX}TEST_"  # read by the test suite, not by leadflow
+
+
+def unknown_variables(
+    variables: dict[str, str | None], settings_classes: list[type[BaseSettings]]
+) -> list[str]:
+    """A warning per LEADFLOW_* variable no settings class reads, with the closest
+    known name. `settings_classes` are leadflow's and every adapter's (plug-ins
+    included): each declares its prefix, so their variables are not reported."""
+    import difflib
+
+    known: set[str] = set()
+    for cls in settings_classes:
+        known.update(env_names(cls))
+    warnings = []
+    for variable in sorted(variables):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith(_TEST_PREFIX):
+            continue
+        if upper.startswith(tuple(f"{name}__" for name in known)):
+            continue  # a dict-valued setting's key, e.g. LEADFLOW_COLUMNS__MAIL
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{variable} is not a leadflow setting and is ignored{hint}")
+    return warnings

@@ -4,6 +4,7 @@ PREFECT_HOME (so Prefect starts its own temporary server) and a brand-new databa
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -177,3 +178,28 @@ def test_one_lead_from_the_command_line(first_run, workdir):
     bad = run_cli(workdir, "lead", '{"email": "ada-at-analytical"}')
     assert bad.returncode == 2
     assert "email" in bad.stderr and "ada-at-analytical" in bad.stderr
+
+
+def test_the_sample_run_prints_the_bar_the_columns_and_the_summary_only(first_run):
+    lines = [line for line in (first_run.stderr + first_run.stdout).splitlines() if line.strip()]
+    text = "\n".join(lines)
+    for noise in ("Finished in state", "Traceback", "Starting temporary server", " -> ", "INFO"):
+        assert noise not in text
+    assert lines[0].startswith("columns used: id, email")
+    assert any(line.startswith("leads ") and "55/55" in line for line in lines)
+    # columns (2) + bar (1) + summary: title, tier and rep tables, overdue, failures,
+    # the set-aside table, wall time, where the runs are.
+    assert len(lines) <= 45, text
+
+
+def test_the_readme_shows_what_make_run_prints(first_run):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("`make run` processes the 60 sample records.")[1].split("```")[1]
+
+    def tiers(text: str) -> dict[str, int]:
+        return {m[0]: int(m[1]) for m in re.findall(r"│ (warm|hot|cold)\s+│\s+(\d+) │", text)}
+
+    assert tiers(block) == tiers(first_run.stdout) != {}
+    assert "55 of 60 records processed" in block and "55 of 60 records processed" in (
+        first_run.stdout
+    )

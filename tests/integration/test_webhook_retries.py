@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 from flows.lead import BRANCHES, BranchesFailedError, process_lead
 from flows.runtime import Runtime, use_runtime
 from integrations.webhook_notifier import WebhookNotifier, WebhookNotifierSettings
-from leadflow.models import BranchStatus, LeadOutcome, lead_id_of
+from leadflow.models import BranchStatus, LeadOutcome, person_id
 from leadflow.settings import load_settings
 from tests.integration.conftest import SECRET_TOKEN, Reply, WebhookServer
 
@@ -63,7 +63,7 @@ async def outcome_of(state: State) -> LeadOutcome:
 
 def assert_keys(server: WebhookServer, raw: dict[str, Any]) -> None:
     """Every request was a POST to /hook carrying the lead's once-only key."""
-    expected = f"notify:{lead_id_of(raw)}"
+    expected = f"notify:{person_id(raw['email'])}"
     for request in server.requests:
         assert (request.method, request.path) == ("POST", "/hook")
         assert request.headers.get("idempotency-key") == expected
@@ -280,7 +280,8 @@ async def test_a_lead_is_notified_once_with_its_idempotency_key(
     assert first.is_completed(), first.message
     assert (await outcome_of(first)).branches["notify_team"].status is BranchStatus.OK
     assert len(webhook_server.requests) == 1
-    assert webhook_server.requests[0].headers["idempotency-key"] == f"notify:{lead_id_of(raw)}"
+    expected = f"notify:{person_id(raw['email'])}"
+    assert webhook_server.requests[0].headers["idempotency-key"] == expected
 
     again = await run(raw)
 

@@ -191,7 +191,7 @@ def reject(data: dict, *, error: str | None = None, position: int = 7) -> Reject
             {"id": "crm-9", "email": "jo@acme.test", "created_at": "yesterday"},
             "created_at",
             ["datetime", "(got 'yesterday')"],
-            "crm-9",
+            "jo@acme.test",
             id="bad-created-at",
         ),
     ],

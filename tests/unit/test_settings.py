@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadflow.settings import (
@@ -17,6 +16,7 @@ from leadflow.settings import (
     PipelineSettings,
     Settings,
     SettingsError,
+    env_names,
     load_settings,
 )
 
@@ -196,37 +196,18 @@ def test_secret_values_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- .env.example ---------------------------------------------------------------------
 
 
-def _env_names(model: type[BaseModel], prefix: str, delimiter: str) -> Iterator[str]:
-    """Every environment variable a settings model reads, nested sections included."""
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _env_names(annotation, f"{prefix}{name.upper()}{delimiter}", delimiter)
-        else:
-            yield f"{prefix}{name.upper()}"
-
-
 def _settings_env_names(cls: type[BaseSettings]) -> list[str]:
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
-    return list(_env_names(cls, prefix, delimiter))
+    return env_names(cls)
 
 
 def _adapter_settings_classes() -> list[type[AdapterSettings]]:
     """Every AdapterSettings subclass in the built-in integrations (found by importing
     every registered adapter), not a hand-kept list."""
-    from integrations.registry import list_adapters
+    from integrations.registry import adapter_settings_classes, list_adapters
 
     for info in list_adapters():
         assert info.load_error is None, info
-    found: list[type[AdapterSettings]] = []
-    pending = list(AdapterSettings.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        # bases shared by several adapters (integrations.vendor) have no prefix of their own
-        if cls.__module__.startswith("integrations.") and cls.model_config.get("env_prefix"):
-            found.append(cls)
+    found = [c for c in adapter_settings_classes() if c.__module__.startswith("integrations.")]
     return sorted(found, key=lambda cls: cls.__name__)
 
 
