@@ -7,8 +7,10 @@ by hand here) that pick up files dropped after the worker started. The stores ar
 checked across two polls: every lead of the dropped files is in the CRM once, was
 notified once and logged once, and a lead or a file seen before changed nothing.
 
-The only change to the real deployments file is a shorter poll interval, so the
-test takes a minute or two rather than several. If the scheduler cannot create runs
+The real deployments file is deployed with two changes: a shorter poll interval,
+so the test takes minutes rather than many, and a `job_variables.env` on
+process-file that sends its notifications to a file of their own, which shows that
+per-deployment settings reach the runs. If the scheduler cannot create runs
 (SQLAlchemy 2.1 under prefect 3.8.8 did exactly that), no poll runs and the test
 fails naming what it waited for.
 
