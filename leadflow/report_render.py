@@ -300,7 +300,8 @@ def as_html(report: ShadowReport) -> str:
             for e in p.examples
         )
         patterns.append(
-            f'<h3>{p.count} leads: {escape(p.label)}</h3><ul class="examples">{examples}</ul>'
+            f"<h3>{p.count} lead{'' if p.count == 1 else 's'}: {escape(p.label)}</h3>"
+            f'<ul class="examples">{examples}</ul>'
         )
     timelines = "".join(_svg_timeline(t) for t in report.timelines)
     pilot = (
