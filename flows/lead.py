@@ -33,7 +33,14 @@ from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
 from flows.artifacts import publish_decision
-from flows.naming import decision_tags, label_of, lead_run_name, lead_tags, step_run_name
+from flows.naming import (
+    decision_tags,
+    label_of,
+    lead_run_name,
+    lead_tags,
+    step_run_name,
+    task_tags,
+)
 from flows.retries import retry_options
 from flows.runtime import Runtime, current_runtime
 from integrations.base import LeadEvent
@@ -213,7 +220,7 @@ async def run_pipeline(
     not raised; a failed look-up or decision raises, since nothing can follow it."""
     started = started or time.perf_counter()
     tasks = _configured(runtime.settings.pipeline)
-    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*lead_tags(lead)):
+    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*task_tags(lead_tags(lead))):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
         decision, decide_steps = await decide_lead(lead, match)
         steps.extend(decide_steps)  # score, follow_up, assign: timed inside the task
@@ -224,7 +231,7 @@ async def run_pipeline(
             elapsed = (time.perf_counter() - began) * 1000
             return name, await _branch_result(state, elapsed)
 
-        with tags(*decision_tags(decision)):
+        with tags(*task_tags(decision_tags(decision))):
             results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
         steps.extend(
             StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()
