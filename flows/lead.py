@@ -36,7 +36,14 @@ from structlog.contextvars import bound_contextvars
 from flows.alerts import alert_on_failure
 from flows.artifacts import publish_decision
 from flows.limits import vendor_limit
-from flows.naming import decision_tags, label_of, lead_run_name, lead_tags, step_run_name
+from flows.naming import (
+    decision_tags,
+    label_of,
+    lead_run_name,
+    lead_tags,
+    step_run_name,
+    task_tags,
+)
 from flows.retries import retry_options
 from flows.runtime import Runtime, current_runtime
 from integrations.base import LeadEvent
@@ -179,16 +186,20 @@ async def log_event(lead: Lead, decision: Decision) -> str:
 
 
 @functools.cache
-def _configured(settings: PipelineSettings, vendors: tuple[str, str, str]) -> dict[str, Any]:
-    """The vendor-facing tasks with this configuration's retry policy; the side-effect
-    tasks with a `vendor:<adapter name>` tag each (built once per configuration). The
-    look-up is left untagged: a tagged task run asks the server for tag concurrency
-    slots, and the look-ups of a whole file start at the same moment."""
+def _configured(
+    settings: PipelineSettings, vendors: tuple[str, str, str], tag_vendors: bool
+) -> dict[str, Any]:
+    """The vendor-facing tasks with this configuration's retry policy (built once per
+    configuration). With task-run tags on (`LEADFLOW_UI__TAG_TASKS`), each side-effect
+    task carries a `vendor:<adapter name>` tag; they are off by default because
+    Prefect asks the server for tag concurrency slots once per tagged task run, which
+    a whole file's side effects starting together turn into a burst of API calls."""
     options = retry_options(settings)
     crm, notifier, event_sink = vendors
 
     def configured(task, vendor: str):
-        return task.with_options(**options, tags={*task.tags, f"vendor:{vendor}"})
+        tags = {*task.tags, f"vendor:{vendor}"} if tag_vendors else task.tags
+        return task.with_options(**options, tags=tags)
 
     return {
         "look_up": look_up.with_options(**options),
@@ -253,8 +264,9 @@ async def run_pipeline(
     tasks = _configured(
         runtime.settings.pipeline,
         (adapters.crm.name, adapters.notifier.name, adapters.event_sink.name),
+        runtime.settings.ui.tag_tasks,
     )
-    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*lead_tags(lead)):
+    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*task_tags(lead_tags(lead))):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
         decision, decide_steps = await decide_lead(lead, match)
         steps.extend(decide_steps)  # score, follow_up, assign: timed inside the task
@@ -265,7 +277,7 @@ async def run_pipeline(
             elapsed = (time.perf_counter() - began) * 1000
             return name, await _branch_result(state, elapsed)
 
-        with tags(*decision_tags(decision)):
+        with tags(*task_tags(decision_tags(decision))):
             results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
         steps.extend(
             StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()

@@ -9,8 +9,11 @@ A sales-ops user finds work by the file it came from or the lead it was about, s
 - each task run is named after its step and lead (`notify-team ada@example.org`), so
   the UI's search finds one lead's tasks among the hundreds of a file run;
 - tags `source:`, `mode:` (known before a lead's first task) and `tier:`, `rep:`
-  (known once it is decided) go on the lead's tasks and on its `process-lead` run, so
-  the UI's tag filters work.
+  (known once it is decided) go on its `process-lead` run, so the UI's tag filters
+  work; on the lead's task runs too with `LEADFLOW_UI__TAG_TASKS=true`. That is off by
+  default because Prefect makes one API call per tagged task run (to look up tag
+  concurrency limits): about 20% more calls per lead, and under a busy SQLite-backed
+  server those calls fail with 503 and fail the task.
 
 The names are computed by Prefect from the run's parameters, through the callables
 here, when the run starts.
@@ -78,3 +81,8 @@ def lead_tags(lead: Lead) -> list[str]:
 def decision_tags(decision: Decision) -> list[str]:
     """Tags known once the lead is decided."""
     return [f"tier:{decision.tier}", f"rep:{decision.rep}"]
+
+
+def task_tags(tags: list[str]) -> list[str]:
+    """`tags` for a lead's task runs, if task runs are tagged (`LEADFLOW_UI__TAG_TASKS`)."""
+    return tags if current_runtime().settings.ui.tag_tasks else []

@@ -68,6 +68,14 @@ class UiSettings(BaseModel):
             "record)"
         ),
     )
+    tag_tasks: bool = Field(
+        default=False,
+        description=(
+            "also tag each lead's task runs (source, mode, tier, rep) for the UI's task-run "
+            "filters; costs one Prefect API call per task run (Prefect looks up tag "
+            "concurrency limits for tagged tasks)"
+        ),
+    )
 
 
 class VendorLimit(BaseModel):

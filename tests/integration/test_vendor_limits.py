@@ -123,6 +123,7 @@ async def test_calls_stay_within_the_rate_limit(
 
 
 async def test_side_effect_tasks_carry_their_vendor_tag(webhook_runtime, tmp_path: Path):
+    webhook_runtime.settings.ui.tag_tasks = True  # LEADFLOW_UI__TAG_TASKS=true
     state = await process_file(path=leads_file(tmp_path / "t.csv", "tag", 1), return_state=True)
 
     async with get_client() as client:
@@ -131,7 +132,7 @@ async def test_side_effect_tasks_carry_their_vendor_tag(webhook_runtime, tmp_pat
                 id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
             )
         )
-    tags = {run.name.rsplit("-", 1)[0]: set(run.tags) for run in task_runs}
+    tags = {run.name.split(" ", 1)[0]: set(run.tags) for run in task_runs}
     assert "vendor:local" in tags["update-crm"]
     assert "vendor:webhook" in tags["notify-team"]
     assert "vendor:sqlite" in tags["log-event"]

@@ -65,7 +65,7 @@ def test_poll_leads_every_minute_one_at_a_time(deployments):
     assert poll["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
-@pytest.mark.parametrize("name", ["process-file", "process-lead", "poll-leads"])
+@pytest.mark.parametrize("name", ["process-file", "process-lead", "poll-leads", "shadow-report"])
 def test_entrypoint_is_a_flow_with_the_deployment_name(deployments, name):
     deployment = deployments[name]
     flow = load_flow(deployment["entrypoint"])
