@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from leadflow.logging import get_logger
 from leadflow.report import ShadowReport, build_report
@@ -34,9 +35,18 @@ class ReportResult(BaseModel):
 
 
 @flow(name="shadow-report")
-async def shadow_report(window_days: int | None = None, out_dir: str | None = None) -> ReportResult:
+async def shadow_report(
+    window_days: Annotated[int, Field(ge=1, le=366)] | None = None, out_dir: str | None = None
+) -> ReportResult:
     """Agreement, mismatches, latency and the verdict over the last `window_days`
-    (default LEADFLOW_SHADOW__WINDOW_DAYS, 14)."""
+    (default LEADFLOW_SHADOW__WINDOW_DAYS, 14).
+
+    Args:
+        window_days: Days of shadow comparisons the report covers, counted back from
+            now, 1 to 366. Empty: the LEADFLOW_SHADOW__WINDOW_DAYS setting (14).
+        out_dir: Folder the HTML report and the CSV of mismatches are written to.
+            Empty: the LEADFLOW_SHADOW__REPORT_DIR setting (.leadflow/reports).
+    """
     settings = ShadowSettings()
     until = datetime.now(UTC)
     since = until - timedelta(days=window_days or settings.window_days)
