@@ -31,7 +31,7 @@ from prefect import flow
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
 
-from flows.files import LeadFile, _listener, split_records
+from flows.files import LeadFile, _listener, read_contents, split_records
 from flows.lead import run_pipeline
 from flows.runtime import Runtime, current_runtime, use_runtime
 from flows.shadow import (
@@ -152,8 +152,10 @@ async def cutover_file(
     first = await modes.get()
     if first in ("shadow", "pilot") and not legacy:
         raise ModeError(f"mode {first}: the current process (legacy) must be given")
-    leads, bad, repeats = split_records(Path(path))
-    raw = {lead.id: record for lead, record in _with_records(Path(path), leads)}
+    contents = read_contents(Path(path), live)
+    intake = split_records(contents)
+    leads, bad = intake.leads, intake.bad
+    raw = {lead.id: record for lead, record in _with_records(contents, leads)}
     run_id = _run_id()
     journal = Journal()
     context = (
@@ -212,7 +214,7 @@ async def cutover_file(
         modes=seen or [first],
         routes=dict(routes),
         failed=failed,
-        set_aside=len(bad) + len(repeats),
+        set_aside=len(bad),
     )
 
 

@@ -229,12 +229,17 @@ def read_leads(path: Path, runtime: Runtime) -> Intake:
     """Read and validate a file. Bad records go to `bad` (for the quarantine). Rows
     with the same normalised email are one person: the first row's lead, updated with
     each later row's non-empty values (so the latest export wins), processed once."""
-    contents = read_file(
+    return split_records(read_contents(path, runtime))
+
+
+def read_contents(path: Path, runtime: Runtime) -> FileContents:
+    """The file's records with their columns mapped to lead fields (the settings'
+    mapping, the aliases, and the rules' engagement columns kept)."""
+    return read_file(
         path,
         columns=runtime.settings.columns,
         rule_attributes=[rule.attribute for rule in runtime.rules.scoring.engagement.rules],
     )
-    return split_records(contents)
 
 
 def split_records(contents: FileContents) -> Intake:

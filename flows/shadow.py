@@ -29,15 +29,17 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.files import LeadFile, SetAside, _listener, split_records
+from flows.files import LeadFile, SetAside, _listener, read_contents, split_records
 from flows.lead import run_pipeline
 from flows.runtime import Runtime, current_runtime, use_runtime
 from integrations.base import LegacyProcess
+from integrations.file_source import FileContents
 from integrations.legacy_spec import build_legacy
 from integrations.recorders import Journal, shadowed
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
 from leadflow.db import ensure_tables
+from leadflow.done import DoneLeads
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
 from leadflow.models import Decision, Lead, StepTiming
@@ -151,6 +153,9 @@ def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: Shado
         adapters=shadowed(live.adapters, journal, run_id, look_up=settings.look_up),
         assigner=Assigner(live.rules.assignment, settings.database_url),
         quarantine=live.quarantine,
+        # Nothing is done for real in a shadow run: its record of done leads is the
+        # shadow database's, never the live one that reruns skip by.
+        done=DoneLeads(settings.database_url, f"shadow:{run_id}"),
     )
 
 
@@ -239,11 +244,14 @@ async def shadow_file(
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
-    leads, bad, repeats = split_records(Path(path))
-    raw = {lead.id: record for lead, record in _with_records(Path(path), leads)}
-    rejected = sorted(bad + repeats, key=lambda rejection: rejection.position)
+    contents = read_contents(Path(path), live)
+    intake = split_records(contents)
+    leads, bad, merged = intake.leads, intake.bad, intake.merged
+    raw = {lead.id: record for lead, record in _with_records(contents, leads)}
+    rejected = sorted(bad, key=lambda rejection: rejection.position)
     results = await _shadow_leads(live, settings, legacy, leads, raw, concurrency)
-    summary = summarise_shadow(str(path), legacy, len(leads) + len(rejected), results, rejected)
+    records = len(leads) + len(rejected) + len(merged)
+    summary = summarise_shadow(str(path), legacy, records, results, rejected)
     summary.wall_seconds = round(time.perf_counter() - started, 3)
     await acreate_markdown_artifact(
         key="shadow-run-summary", markdown=summary.as_markdown(), description=str(path)
@@ -307,13 +315,11 @@ async def _shadow_leads(
     return results
 
 
-def _with_records(path: Path, leads: list[Lead]):
-    """Each valid lead with the raw record it came from (the control gets the raw
-    record, as the current process would)."""
-    from integrations.file_source import read_records
-
+def _with_records(contents: FileContents, leads: list[Lead]):
+    """Each valid lead with the record it came from (the control gets the record, as
+    the current process would)."""
     by_id = {}
-    for record in read_records(path):
+    for record in contents.records:
         checked = validate_record(record)
         if isinstance(checked, Lead) and checked.id not in by_id:
             by_id[checked.id] = record.data
