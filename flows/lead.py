@@ -155,15 +155,20 @@ async def log_event(lead: Lead, decision: Decision) -> str:
 
 
 @functools.cache
-def _configured(settings: PipelineSettings, vendors: tuple[str, str, str]) -> dict[str, Any]:
-    """The vendor-facing tasks with this configuration's retry policy; the side-effect
-    tasks with a `vendor:<adapter name>` tag each (built once per configuration). The
-    look-up is left untagged: a tagged task run asks the server for tag concurrency
-    slots, and the look-ups of a whole file start at the same moment."""
+def _configured(
+    settings: PipelineSettings, vendors: tuple[str | None, str | None, str | None]
+) -> dict[str, Any]:
+    """The vendor-facing tasks with this configuration's retry policy; each side-effect
+    task tagged `vendor:<adapter name>` when that adapter has limits in the settings
+    (built once per configuration). Only then: a tagged task run asks the server for
+    tag concurrency slots, and the tasks of a whole file start at the same moment,
+    which a busy SQLite-backed server has answered with 503. The look-up is untagged."""
     options = retry_options(settings)
     crm, notifier, event_sink = vendors
 
-    def configured(task, vendor: str):
+    def configured(task, vendor: str | None):
+        if vendor is None:
+            return task.with_options(**options)
         return task.with_options(**options, tags={*task.tags, f"vendor:{vendor}"})
 
     return {
@@ -223,7 +228,10 @@ async def run_pipeline(
     adapters = runtime.adapters
     tasks = _configured(
         runtime.settings.pipeline,
-        (adapters.crm.name, adapters.notifier.name, adapters.event_sink.name),
+        tuple(
+            a.name if a.name in runtime.settings.limits else None
+            for a in (adapters.crm, adapters.notifier, adapters.event_sink)
+        ),
     )
     with bound_contextvars(lead_id=lead.id):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
