@@ -3,7 +3,7 @@
 The flows carry `alert_on_failure` as their `on_failure` hook, so a run of
 process-lead, process-file or poll-leads that ends Failed sends one alert through
 the configured notifier (the terminal notifier writes it to `alerts.jsonl` beside its
-outbox and prints it; the webhook notifier POSTs it with `"type": "run.failed"`).
+outbox and prints it; a notifier without its own `alert()` logs it at error level).
 The alert's once-only key is the flow run id: a hook that runs again for the same run
 (the run retried and failed again) is not sent twice.
 

@@ -187,19 +187,20 @@ async def log_event(lead: Lead, decision: Decision) -> str:
 
 @functools.cache
 def _configured(
-    settings: PipelineSettings, vendors: tuple[str, str, str], tag_vendors: bool
+    settings: PipelineSettings, vendors: tuple[str | None, str | None, str | None]
 ) -> dict[str, Any]:
-    """The vendor-facing tasks with this configuration's retry policy (built once per
-    configuration). With task-run tags on (`LEADFLOW_UI__TAG_TASKS`), each side-effect
-    task carries a `vendor:<adapter name>` tag; they are off by default because
-    Prefect asks the server for tag concurrency slots once per tagged task run, which
-    a whole file's side effects starting together turn into a burst of API calls."""
+    """The vendor-facing tasks with this configuration's retry policy; each side-effect
+    task tagged `vendor:<adapter name>` when that adapter has limits in the settings
+    (built once per configuration). Only then: a tagged task run asks the server for
+    tag concurrency slots, and the tasks of a whole file start at the same moment,
+    which a busy SQLite-backed server has answered with 503. The look-up is untagged."""
     options = retry_options(settings)
     crm, notifier, event_sink = vendors
 
-    def configured(task, vendor: str):
-        tags = {*task.tags, f"vendor:{vendor}"} if tag_vendors else task.tags
-        return task.with_options(**options, tags=tags)
+    def configured(task, vendor: str | None):
+        if vendor is None:
+            return task.with_options(**options)
+        return task.with_options(**options, tags={*task.tags, f"vendor:{vendor}"})
 
     return {
         "look_up": look_up.with_options(**options),
@@ -263,8 +264,10 @@ async def run_pipeline(
     adapters = runtime.adapters
     tasks = _configured(
         runtime.settings.pipeline,
-        (adapters.crm.name, adapters.notifier.name, adapters.event_sink.name),
-        runtime.settings.ui.tag_tasks,
+        tuple(
+            a.name if a.name in runtime.settings.limits else None
+            for a in (adapters.crm, adapters.notifier, adapters.event_sink)
+        ),
     )
     with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*task_tags(lead_tags(lead))):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))

@@ -18,8 +18,8 @@ looks the limits up first (again a minute later, for a long-running process) and
 logs once per process when an adapter has none: silence would look like a limit in
 force.
 
-The side-effect tasks also carry a `vendor:<name>` tag, so the runs of one vendor can
-be found in the UI (and limited by tag with `prefect concurrency-limit create`).
+The side-effect tasks of an adapter with limits in the settings also carry a
+`vendor:<name>` tag (flows/lead.py), so the runs of one vendor can be found in the UI.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Notifier, RunAlert
+from integrations.base import Notifier
 from integrations.http import make_client, send
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
@@ -120,13 +120,6 @@ class WebhookNotifier(Notifier):
         }
         request = self._client.build_request("POST", self.url, content=raw, headers=headers)
         await send(self._client, request, "webhook notify")
-
-    async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
-        body = {"type": "run.failed", "alert": alert.model_dump()}
-        request = self._client.build_request(
-            "POST", self.url, json=body, headers={"Idempotency-Key": idempotency_key}
-        )
-        await send(self._client, request, "webhook alert")
 
     async def aclose(self) -> None:
         await self._client.aclose()

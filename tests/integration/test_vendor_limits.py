@@ -123,7 +123,9 @@ async def test_calls_stay_within_the_rate_limit(
 
 
 async def test_side_effect_tasks_carry_their_vendor_tag(webhook_runtime, tmp_path: Path):
-    webhook_runtime.settings.ui.tag_tasks = True  # LEADFLOW_UI__TAG_TASKS=true
+    """Tagged when the vendor has limits in the settings (a concurrency of 50 here)."""
+    limit = VendorLimit(concurrency=50)
+    webhook_runtime.settings.limits = dict.fromkeys(("local", "webhook", "sqlite"), limit)
     state = await process_file(path=leads_file(tmp_path / "t.csv", "tag", 1), return_state=True)
 
     async with get_client() as client:
