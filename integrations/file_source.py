@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from integrations.base import LeadSource, RawRecord
@@ -34,42 +34,54 @@ class FileLeadSource(LeadSource):
 def read_records(path: Path) -> list[RawRecord]:
     """All records of a CSV or JSONL file, in order. Raises ValueError for a file
     leadflow cannot read at all (unknown suffix, no header)."""
+    return list(stream_records(path))
+
+
+def stream_records(path: Path) -> Iterator[RawRecord]:
+    """The records one at a time, holding one line: for files too big to load (the
+    micro-batch path). Raises ValueError as `read_records` does."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: expected a .csv or .jsonl file")
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return _read_csv(handle, str(path)) if kind == "csv" else _read_jsonl(handle, str(path))
+        read = _read_csv if kind == "csv" else _read_jsonl
+        yield from read(handle, str(path))
 
 
-def _read_csv(handle, origin: str) -> list[RawRecord]:
+def count_records(path: Path) -> int:
+    """Non-blank lines after the CSV header (or in the JSONL file), read in blocks:
+    the number of records unless CSV cells hold line breaks (then an upper bound)."""
+    blank = lines = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            lines += 1
+            blank += not line.strip()
+    header = 1 if SUFFIXES.get(path.suffix.lower()) == "csv" and lines else 0
+    return max(0, lines - blank - header)
+
+
+def _read_csv(handle, origin: str) -> Iterator[RawRecord]:
     reader = csv.reader(handle)
     header = next(reader, None)
     if not header:
         raise ValueError(f"{origin}: the CSV file has no header row")
     header = [name.strip() for name in header]
-    records = []
     for row in reader:
         position = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines are not records
         if len(row) != len(header):
-            records.append(
-                RawRecord(
-                    position=position,
-                    data={f"column_{i + 1}": cell for i, cell in enumerate(row)},
-                    error=f"malformed row: {len(row)} fields, the header has {len(header)}",
-                    origin=origin,
-                )
+            yield RawRecord(
+                position=position,
+                data={f"column_{i + 1}": cell for i, cell in enumerate(row)},
+                error=f"malformed row: {len(row)} fields, the header has {len(header)}",
+                origin=origin,
             )
             continue
-        records.append(
-            RawRecord(position=position, data=dict(zip(header, row, strict=True)), origin=origin)
-        )
-    return records
+        yield RawRecord(position=position, data=dict(zip(header, row, strict=True)), origin=origin)
 
 
-def _read_jsonl(handle, origin: str) -> list[RawRecord]:
-    records = []
+def _read_jsonl(handle, origin: str) -> Iterator[RawRecord]:
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -82,11 +94,8 @@ def _read_jsonl(handle, origin: str) -> list[RawRecord]:
             error = f"not JSON ({exc.msg})"
         if error:
             kept = {"line": line.rstrip("\n")}
-            records.append(
-                RawRecord(
-                    position=number, data=kept, error=f"malformed line: {error}", origin=origin
-                )
+            yield RawRecord(
+                position=number, data=kept, error=f"malformed line: {error}", origin=origin
             )
         else:
-            records.append(RawRecord(position=number, data=data, origin=origin))
-    return records
+            yield RawRecord(position=number, data=data, origin=origin)
