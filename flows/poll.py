@@ -14,6 +14,9 @@ stop the files after it. The poll itself completes and reports the failure in it
 summary; the poller does not retry a failed file (it would fail the same way every
 minute), the `process-file` deployment does once the cause is fixed.
 
+A file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records runs as a
+`process-file-batched` child run instead (micro-batches, the backlog path).
+
 Files run one after another: `process_file` already runs its leads concurrently, up
 to the configured limit, and a second file in parallel would only compete for it.
 """
@@ -26,9 +29,10 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.batch import process_file_batched
 from flows.files import process_file
 from flows.runtime import current_runtime
-from integrations.file_source import SUFFIXES
+from integrations.file_source import SUFFIXES, count_records
 from leadflow.ledger import FileLedger, content_digest, ready_files
 from leadflow.logging import get_logger
 
@@ -73,7 +77,13 @@ async def poll_leads(folder: str | None = None, settle_seconds: float = 5.0) -> 
             continue
 
         log.info("file taken", file=path.name, sha256=digest[:12])
-        state = await process_file.with_options(flow_run_name=f"file-{path.name}")(
+        big = await asyncio.to_thread(count_records, path)
+        flow = (
+            process_file_batched
+            if big > runtime.settings.pipeline.batch_threshold
+            else process_file
+        )
+        state = await flow.with_options(flow_run_name=f"file-{path.name}")(
             path=str(path), return_state=True
         )
         ok = state.is_completed()

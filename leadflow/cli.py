@@ -111,6 +111,21 @@ def run(
     strict: Annotated[
         bool, typer.Option(help="Exit 1 if any record was set aside (bad or duplicate).")
     ] = False,
+    batch: Annotated[
+        bool | None,
+        typer.Option(
+            "--batch/--per-lead",
+            help="Micro-batches (the backlog path) or one set of tasks per lead "
+            "[default: batches above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Leads per batch [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
 ) -> None:
     """Run the pipeline over every lead in FILE and print a summary.
@@ -120,21 +135,29 @@ def run(
     --strict, a record was set aside); 2 bad input or settings. Running the same file
     again repeats no side effect.
     """
+    # Settings first: they quiet Prefect's console, which must happen before Prefect
+    # is imported (importing a flow sets up Prefect's logging).
+    settings = _settings(verbose)
     from flows.files import check_lead_file
 
     try:
         check_lead_file(file)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    settings = _settings(verbose)
     runtime = _runtime(settings)
-    summary = asyncio.run(_run_file(runtime, file, concurrency))
+    if batch is None:
+        from integrations.file_source import count_records
+
+        batch = count_records(file) > settings.pipeline.batch_threshold
+    options = {"batch_size": batch_size} if batch else {"concurrency": concurrency}
+    summary = asyncio.run(_run_file(runtime, file, batch=batch, **options))
     _print_summary(summary)
     if summary.failed or (strict and summary.set_aside):
         raise typer.Exit(1)
 
 
-async def _run_file(runtime: Runtime, file: Path, concurrency: int | None) -> FileRunSummary:
+async def _run_file(runtime: Runtime, file: Path, *, batch: bool, **options) -> FileRunSummary:
+    from flows.batch import process_file_batched
     from flows.files import LeadsFailedError, listening, process_file
     from flows.runtime import use_runtime
     from flows.settle import settle
@@ -150,7 +173,8 @@ async def _run_file(runtime: Runtime, file: Path, concurrency: int | None) -> Fi
     )
     try:
         with use_runtime(runtime), progress, listening(_Bar(progress)):
-            state = await process_file(path=file, concurrency=concurrency, return_state=True)
+            flow = process_file_batched if batch else process_file
+            state = await flow(path=file, **options, return_state=True)
             result = await state.aresult(raise_on_failure=False)
         if state.state_details.flow_run_id:
             await settle(state.state_details.flow_run_id)
@@ -195,6 +219,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         for f in summary.failed:
             failed.add_row(f.lead_id, f.branch, f.reason)
         out.print(failed)
+        more = getattr(summary, "failed_total", 0) - len(summary.failed)
+        if more > 0:
+            out.print(f"... and {more} more failed (see the log)")
     else:
         out.print("Failed branches: none")
     if summary.set_aside:
@@ -208,6 +235,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         for s in summary.set_aside:
             aside.add_row(str(s.position), s.lead_ref, s.reason)
         out.print(aside)
+        more = getattr(summary, "set_aside_total", 0) - len(summary.set_aside)
+        if more > 0:
+            out.print(f"... and {more} more set aside (all in the quarantine)")
     else:
         out.print("Set aside: none")
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
