@@ -5,15 +5,15 @@ orchestration, not the vendors, is the bound. Here each step is one task over a
 batch of leads (`LEADFLOW_PIPELINE__BATCH_SIZE`, 100 by default) and each adapter is
 called through its bulk method:
 
-    file --stream, validate--> batches --look up, decide--> decided --fan out--> summary
-         (bad records to the        (batch N+1 here ...)      (... while batch N is here:
-          quarantine as read)                                 update CRM | notify | log)
+    file --stream, validate--> look up --> decide --> fan out: CRM | notify | log --> summary
+         (bad records to the   (N+2)       (N+1)      (N)
+          quarantine as read)
 
 - The file is streamed: records are read and validated a batch at a time into a
   bounded queue, never loaded whole, and finished batches are dropped once counted
   (the summary aggregates as it goes), so memory stays flat whatever the file size.
-- Batches are pipelined, one stage each: batch N+1 is looked up and decided while
-  batch N fans out, and batches fan out in file order, so the side effects of any
+- Batches are pipelined, one stage per step: batch N+2 is looked up while N+1 is
+  decided and N fans out; each stage takes batches in file order, so the side effects of any
   one lead keep their order (and a lead repeated later in the file finds them done).
 - A failing lead fails alone: when a bulk call fails for a reason retrying will not
   fix, the batch falls back to one call per lead and only the lead that fails is
@@ -442,12 +442,15 @@ def _ends(out: asyncio.Queue) -> Iterator[None]:
         raise
 
 
-async def _decide_stage(tasks: dict[str, Any], inbox: asyncio.Queue, out: asyncio.Queue) -> None:
+async def _step_stage(
+    tasks: dict[str, Any], step: str, inbox: asyncio.Queue, out: asyncio.Queue
+) -> None:
+    """One step over each batch in turn (look-up, then decide, each a stage of its
+    own): while one batch is decided the next is looked up."""
     with _ends(out):
         while (batch := await inbox.get()) is not _DONE:
-            await _run_step(batch, "look_up", tasks["look_up"])
             if batch.live():
-                await _run_step(batch, "decide", tasks["decide"])
+                await _run_step(batch, step, tasks[step])
             await out.put(batch)
         await out.put(_DONE)
 
@@ -492,10 +495,12 @@ async def run_batches(
         tally.listener.started(await asyncio.to_thread(count_records, path))
     tasks = _configured(settings)
     read: asyncio.Queue = asyncio.Queue(maxsize=2)
+    looked_up: asyncio.Queue = asyncio.Queue(maxsize=1)
     decided: asyncio.Queue = asyncio.Queue(maxsize=1)
     stages = [
         asyncio.create_task(_produce(runtime, path, size, read, tally)),
-        asyncio.create_task(_decide_stage(tasks, read, decided)),
+        asyncio.create_task(_step_stage(tasks, "look_up", read, looked_up)),
+        asyncio.create_task(_step_stage(tasks, "decide", looked_up, decided)),
         asyncio.create_task(_fan_out_stage(tasks, decided, tally)),
     ]
     try:

@@ -323,6 +323,26 @@ def _print_outcome(outcome) -> None:
 
 
 @app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="A smaller run, under two minutes.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write an SVG chart to this file.")] = None,
+) -> None:
+    """Measure the single-lead path, the backlog path and memory against stub vendors
+    on loopback, and print the figures (see benchmarks/bench.py and the README)."""
+    code = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (code / "bench.py").is_file():
+        raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
+    _quiet_prefect_console()
+    sys.path.insert(0, str(code))
+    from bench import run_bench
+
+    run_bench(quick=quick, json_path=json_path, chart_path=chart)
+
+
+@app.command()
 def adapters() -> None:
     """List every registered adapter by kind (built-in and from installed plug-ins)."""
     from integrations.registry import list_adapters
