@@ -363,6 +363,8 @@ def memory_child(where: Path) -> None:
     """In a fresh process: the batch path over where/leads.csv, embedded adapters;
     prints peak RSS and throughput as one JSON line."""
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from prefect.logging.handlers import APILogHandler
+
     from flows.batch import process_file_batched
     from flows.runtime import build_runtime, use_runtime
     from integrations.local_crm import LocalCRM
@@ -390,6 +392,7 @@ def memory_child(where: Path) -> None:
             seconds = time.perf_counter() - began
         await runtime.aclose()
         await dispose_engines()
+        await APILogHandler.aflush()
         return summary, seconds
 
     summary, seconds = asyncio.run(run())
@@ -410,7 +413,10 @@ def memory_child(where: Path) -> None:
 # --- the whole run ---------------------------------------------------------------------
 
 
-async def measure(api_url: str, vendors_url: str, workdir: Path, sizes: dict) -> dict:
+async def measure(
+    api_url: str, vendors_url: str, workdir: Path, sizes: dict, parts: str = "abc"
+) -> dict:
+    from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from stub_adapters import make_runtime
 
@@ -420,6 +426,8 @@ async def measure(api_url: str, vendors_url: str, workdir: Path, sizes: dict) ->
     results: dict[str, Any] = {"one_lead": []}
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         for name, part in (("a", "one_lead"), ("b", "backlog")):
+            if name not in parts:
+                continue
             (workdir / name).mkdir(exist_ok=True)
             runtime = make_runtime(
                 workdir / name,
@@ -449,23 +457,26 @@ async def measure(api_url: str, vendors_url: str, workdir: Path, sizes: dict) ->
                 await runtime.http_client.aclose()
                 await runtime.aclose()
                 await dispose_engines()
+        await APILogHandler.aflush()  # before our server stops
     return results
 
 
 def summarise(results: dict) -> dict:
     """The figures in the schema of `--json`."""
-    at50 = next(r for r in results["one_lead"] if r["latency_ms"] == 50)
-    b = results["backlog"]
-    mem = results["memory"]
+    at50 = next((r for r in results["one_lead"] if r["latency_ms"] == 50), None)
+    b = results.get("backlog")
+    mem = results.get("memory", {})
     return {
-        "per_lead": {
+        "per_lead": at50
+        and {
             "bound_s": at50["bound"]["p50"],
             "process_lead_s": at50["process_lead"]["p50"],
             "process_lead_p95_s": at50["process_lead"]["p95"],
             "sequential_fanout_s": at50["sequential_fanout"]["p50"],
             "legacy_s": at50["legacy"]["p50"],
         },
-        "backlog": {
+        "backlog": b
+        and {
             "n": b["n"],
             "legacy_leads_per_s": b["legacy"]["leads_per_s"],
             "per_lead_flows_leads_per_s": b["per_lead_flows"]["leads_per_s"],
@@ -480,7 +491,11 @@ def summarise(results: dict) -> dict:
 
 
 def run_bench(
-    *, quick: bool = False, json_path: Path | None = None, chart_path: Path | None = None
+    *,
+    quick: bool = False,
+    json_path: Path | None = None,
+    chart_path: Path | None = None,
+    parts: str = "abc",
 ) -> dict:
     """Run the benchmark, print the tables, write the JSON and the chart."""
     from report import print_report, write_chart
@@ -497,14 +512,18 @@ def run_bench(
         workdir = Path(tmp)
         os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect-client"))
         with prefect_server(workdir) as api_url, stub_vendors(workdir) as vendors_url:
-            results = asyncio.run(measure(api_url, vendors_url, workdir, sizes))
-            results["memory"] = memory(workdir, sizes["memory"], api_url)
+            results = asyncio.run(measure(api_url, vendors_url, workdir, sizes, parts))
+            if "c" in parts:
+                results["memory"] = memory(workdir, sizes["memory"], api_url)
     results["machine"] = {
         "cpus": os.cpu_count(),
         "load_before": [round(x, 2) for x in load],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
         "prefect_api": "PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else "own server",
+        "prefect_db": "postgresql"
+        if "postgres" in os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
+        else "sqlite",
         "quick": quick,
         "seconds": round(time.perf_counter() - began, 1),
     }
@@ -525,12 +544,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--chart", type=Path, help="write an SVG chart here")
+    parser.add_argument("--parts", default="abc", help="which parts to run: a, b, c")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    run_bench(quick=args.quick, json_path=args.json, chart_path=args.chart)
+    run_bench(quick=args.quick, json_path=args.json, chart_path=args.chart, parts=args.parts)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from integrations.base import Notifier
 from integrations.http import make_client, send
+from integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
@@ -27,13 +28,27 @@ class WebhookNotifierSettings(AdapterSettings):
     url: HttpUrl | None = Field(default=None, description="where notifications are POSTed")
     token: SecretStr | None = Field(default=None, description="sent as a Bearer token")
     timeout_seconds: float = Field(default=10.0, gt=0, description="per-request timeout")
+    requests_per_second: int | None = Field(
+        default=None, ge=1, description="client-side limit: requests started per second"
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="client-side limit: requests in flight"
+    )
 
 
 class WebhookNotifier(Notifier):
     name = "webhook"
 
-    def __init__(self, url: str, *, token: SecretStr | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: SecretStr | None = None,
+        timeout: float = 10.0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.url = url
+        self.limiter = limiter or RateLimiter.unlimited()
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
         self._client = make_client(url, timeout=timeout, headers=headers)
 
@@ -46,7 +61,8 @@ class WebhookNotifier(Notifier):
         own = load_settings(WebhookNotifierSettings)
         if own.url is None:
             raise SettingsError("LEADFLOW_WEBHOOK_URL: required by the webhook notifier, not set")
-        return cls(str(own.url), token=own.token, timeout=own.timeout_seconds)
+        limiter = RateLimiter(own.requests_per_second, 1.0, own.max_concurrent)
+        return cls(str(own.url), token=own.token, timeout=own.timeout_seconds, limiter=limiter)
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         body = {
@@ -58,7 +74,8 @@ class WebhookNotifier(Notifier):
         request = self._client.build_request(
             "POST", self.url, json=body, headers={"Idempotency-Key": idempotency_key}
         )
-        await send(self._client, request, "webhook notify")
+        async with self.limiter:
+            await send(self._client, request, "webhook notify")
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -329,6 +329,9 @@ def bench(
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="Write an SVG chart to this file.")] = None,
+    parts: Annotated[
+        str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
+    ] = "abc",
 ) -> None:
     """Measure the single-lead path, the backlog path and memory against stub vendors
     on loopback, and print the figures (see benchmarks/bench.py and the README)."""
@@ -339,7 +342,7 @@ def bench(
     sys.path.insert(0, str(code))
     from bench import run_bench
 
-    run_bench(quick=quick, json_path=json_path, chart_path=chart)
+    run_bench(quick=quick, json_path=json_path, chart_path=chart, parts=parts)
 
 
 @app.command()
