@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import logging
 import os
 import resource
 import shutil
@@ -413,6 +414,32 @@ def memory_child(where: Path) -> None:
 # --- the whole run ---------------------------------------------------------------------
 
 
+class ApiRetries(logging.Handler):
+    """Counts the Prefect client's retries of a request the API answered 503 (or
+    another retryable status): each costs the lead about 2 s. Prefect logs them at
+    DEBUG on `prefect.client`; the console handler still shows only warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retryable status code" in record.getMessage():
+            self.count += 1
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[ApiRetries]:
+        logger = logging.getLogger("prefect.client")
+        level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+
 async def measure(
     api_url: str, vendors_url: str, workdir: Path, sizes: dict, parts: str = "abc"
 ) -> dict:
@@ -437,7 +464,7 @@ async def measure(
             )
             try:
                 async with prefect_clients():
-                    with use_runtime(runtime):
+                    with use_runtime(runtime), ApiRetries().counting() as retries:
                         if part == "one_lead":
                             for latency in sizes["latencies"]:
                                 results["one_lead"].append(
@@ -453,6 +480,7 @@ async def measure(
                             results["backlog"] = await backlog(
                                 runtime, vendors_url, workdir / name, sizes
                             )
+                results.setdefault("api_retries", {})[part] = retries.count
             finally:
                 await runtime.http_client.aclose()
                 await runtime.aclose()

@@ -34,6 +34,12 @@ def print_report(results: dict, figures: dict) -> None:
         f"Prefect API: {machine['prefect_api']} ({machine['prefect_db']}), {machine['seconds']} s",
         highlight=False,
     )
+    if retries := results.get("api_retries"):
+        console.print(
+            "Prefect client retries after a retryable API answer (503: about 2 s each): "
+            + ", ".join(f"{part} {count}" for part, count in retries.items()),
+            highlight=False,
+        )
     for run in results["one_lead"]:
         bound = run["bound"]
         table = Table(
