@@ -317,18 +317,31 @@ async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
 
     path = write_leads(workdir / "per-lead.csv", f"bp{tag}.", sizes["per_lead_sample"])
     began = time.perf_counter()
-    summary = await process_file(path=path, concurrency=32)
+    summary = await _summary(process_file(path=path, concurrency=32, return_state=True))
     result["per_lead_flows"] = _rate(summary.processed, time.perf_counter() - began)
     result["per_lead_flows"]["failed"] = len(summary.failed)
 
     path = write_leads(workdir / "backlog.csv", f"bb{tag}.", sizes["backlog"])
     began = time.perf_counter()
-    summary = await process_file_batched(path=path)
+    summary = await _summary(process_file_batched(path=path, return_state=True))
     result["micro_batch"] = _rate(summary.processed, time.perf_counter() - began)
     result["micro_batch"]["failed"] = len(summary.failed)
     stats = await _vendors(base_url)
     result["rate_limited_responses"] = stats.get("rate_limited", 0)
     result["vendor_requests"] = stats.get("requests", 0)
+    return result
+
+
+async def _summary(run):
+    """The run's summary, also when some leads failed (counted, not fatal here)."""
+    from flows.files import LeadsFailedError
+
+    state = await run
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, LeadsFailedError):
+        return result.summary
+    if isinstance(result, BaseException):
+        raise result
     return result
 
 

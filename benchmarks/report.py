@@ -74,7 +74,7 @@ def _backlog_table(console: Console, b: dict) -> None:
         f"({b['rate_limited_responses']} responses 429 of {b['vendor_requests']} requests)",
         title_justify="left",
     )
-    for column in ("way", "leads", "seconds", "leads/s", "micro-batch is"):
+    for column in ("way", "leads", "failed", "seconds", "leads/s", "micro-batch is"):
         table.add_column(column, justify="left" if column == "way" else "right")
     for key, label in (
         ("legacy", "legacy loop"),
@@ -85,6 +85,7 @@ def _backlog_table(console: Console, b: dict) -> None:
         table.add_row(
             label,
             str(r["leads"]),
+            str(r.get("failed", 0)),
             f"{r['seconds']:.1f}",
             f"{r['leads_per_s']:.1f}",
             f"{micro / r['leads_per_s']:.1f}x",
