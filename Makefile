@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/leadflow bench --json bench.json --chart bench.svg
 	$(BIN)/python benchmarks/one_lead.py
 	$(BIN)/python benchmarks/burst.py
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -108,53 +109,94 @@ class LocalCRM(CRM):
                 await connection.execute(insert_ignoring_duplicates(engine, contacts, ["id"]), rows)
 
     async def look_up(self, lead: Lead) -> CrmMatch:
+        return (await self.look_up_many([lead]))[0]
+
+    async def look_up_many(self, leads: Sequence[Lead]) -> list[CrmMatch]:
+        """Two queries for the whole batch (contacts by email, accounts by domain)."""
         engine = await self._engine()
+        emails = sorted({lead.email for lead in leads})
+        domains = sorted({lead.domain for lead in leads})
         async with engine.connect() as connection:
-            contact = (
-                await connection.execute(select(contacts).where(contacts.c.email == lead.email))
-            ).first()
-            account = (
-                await connection.execute(select(accounts).where(accounts.c.domain == lead.domain))
-            ).first()
-        enrichment = {}
-        if account is not None:
-            enrichment = {
-                key: value
-                for key, value in (
-                    ("company", account.name),
-                    ("employee_count", account.employee_count),
-                    ("country", account.country),
-                )
-                if value is not None
-            }
-        return CrmMatch(
-            contact_id=contact.id if contact else None,
-            contact_owner=contact.owner if contact else None,
-            account_id=account.id if account else None,
-            account_owner=account.owner if account else None,
-            enrichment=enrichment,
-        )
+            found = await connection.execute(select(contacts).where(contacts.c.email.in_(emails)))
+            by_email = {row.email: row for row in found}
+            found = await connection.execute(select(accounts).where(accounts.c.domain.in_(domains)))
+            by_domain = {row.domain: row for row in found}
+        return [_match(by_email.get(lead.email), by_domain.get(lead.domain)) for lead in leads]
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        return (await self.upsert_many([(lead, decision, idempotency_key)]))[0]
+
+    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+        """One multi-row INSERT ... ON CONFLICT (email) DO UPDATE for the batch, so two
+        workers upserting the same email cannot both insert. A lead twice in one batch
+        is written once, with its last decision."""
+        if not items:
+            return []
         engine = await self._engine()
-        values = {
-            "first_name": lead.first_name,
-            "last_name": lead.last_name,
-            "company": lead.company,
-            "title": lead.title,
-            "country": lead.country,
-            "owner": decision.rep,
-            "lead_id": lead.id,
-            "score": decision.score,
-            "tier": decision.tier,
-            "updated_at": datetime.now(UTC),
+        now = datetime.now(UTC)
+        rows = {
+            lead.email: {
+                "id": contact_id(lead.email),
+                "email": lead.email,
+                "first_name": lead.first_name,
+                "last_name": lead.last_name,
+                "company": lead.company,
+                "title": lead.title,
+                "country": lead.country,
+                "owner": decision.rep,
+                "lead_id": lead.id,
+                "score": decision.score,
+                "tier": decision.tier,
+                "updated_at": now,
+            }
+            for lead, decision, _key in items
         }
-        # One statement, so two workers upserting the same email cannot both insert.
-        statement = dialect_insert(engine, contacts).values(
-            id=f"c_{uuid.uuid5(uuid.NAMESPACE_URL, lead.email).hex[:12]}",
-            email=lead.email,
-            **values,
-        )
-        statement = statement.on_conflict_do_update(index_elements=["email"], set_=values)
+        statement = dialect_insert(engine, contacts)
+        updated = {name: statement.excluded[name] for name in _UPSERT_COLUMNS}
+        statement = statement.on_conflict_do_update(index_elements=["email"], set_=updated)
         async with engine.begin() as connection:
-            return (await connection.execute(statement.returning(contacts.c.id))).scalar_one()
+            result = await connection.execute(
+                statement.values(list(rows.values())).returning(contacts.c.email, contacts.c.id)
+            )
+            ids = {email: record_id for email, record_id in result}
+        return [ids[lead.email] for lead, _decision, _key in items]
+
+
+_UPSERT_COLUMNS = (
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "country",
+    "owner",
+    "lead_id",
+    "score",
+    "tier",
+    "updated_at",
+)
+
+
+def contact_id(email: str) -> str:
+    """The local CRM's id for a contact: stable per email."""
+    return f"c_{uuid.uuid5(uuid.NAMESPACE_URL, email).hex[:12]}"
+
+
+def _match(contact, account) -> CrmMatch:
+    enrichment = {}
+    if account is not None:
+        enrichment = {
+            key: value
+            for key, value in (
+                ("company", account.name),
+                ("employee_count", account.employee_count),
+                ("country", account.country),
+            )
+            if value is not None
+        }
+    return CrmMatch(
+        contact_id=contact.id if contact else None,
+        contact_owner=contact.owner if contact else None,
+        account_id=account.id if account else None,
+        account_owner=account.owner if account else None,
+        enrichment=enrichment,
+    )

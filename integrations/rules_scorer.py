@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Self
 
 from integrations.base import Scorer
@@ -22,3 +23,8 @@ class RulesScorer(Scorer):
 
     async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
         return score_lead(lead, self.rules)
+
+    async def score_many(
+        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+    ) -> list[Score]:
+        return [score_lead(lead, self.rules) for lead in leads]

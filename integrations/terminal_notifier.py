@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -52,26 +54,34 @@ class TerminalNotifier(Notifier):
         return cls(own.outbox_path, echo=own.echo)
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
-        message = {
-            "key": idempotency_key,
-            "sent_at": datetime.now(UTC).isoformat(),
-            "to": decision.rep,
-            "lead_id": lead.id,
-            "email": lead.email,
-            "company": lead.company,
-            "tier": decision.tier,
-            "score": decision.score,
-            "follow_up": decision.follow_up.value,
-            "due_at": decision.due_at.isoformat() if decision.due_at else None,
-        }
+        await self.notify_many([(lead, decision, idempotency_key)])
+
+    async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
+        """One locked append to the outbox for the batch. On the terminal a single
+        notification is one line; a batch is a digest per rep, hot leads first."""
+        messages = [_message(lead, decision, key) for lead, decision, key in items]
         async with self._lock:
-            (sent,) = await asyncio.to_thread(self._ledger.append_new, [message])
-        if sent and self.echo:
+            sent = await asyncio.to_thread(self._ledger.append_new, messages)
+        if not self.echo or not any(sent):
+            return
+        fresh = [item for item, ok in zip(items, sent, strict=True) if ok]
+        if len(fresh) == 1:
+            lead, decision, _key = fresh[0]
             due = f", {due_text(decision.due_at)}" if decision.due_at else ""
             print(
                 f"  -> {decision.rep}: {decision.tier} lead {lead.email} "
                 f"({lead.company or lead.domain}), score {decision.score}, "
                 f"{decision.follow_up.value}{due}",
+                file=sys.stderr,
+            )
+            return
+        for rep, leads in _digests(fresh).items():
+            tiers = Counter(decision.tier for _lead, decision, _key in leads)
+            first = max(leads, key=lambda item: item[1].score)
+            print(
+                f"  -> {rep}: {len(leads)} leads ("
+                + ", ".join(f"{count} {tier}" for tier, count in tiers.most_common())
+                + f"), top {first[0].email} score {first[1].score}",
                 file=sys.stderr,
             )
 
@@ -88,3 +98,26 @@ class TerminalNotifier(Notifier):
         (sent,) = await asyncio.to_thread(ledger.append_new, [message])
         if sent:
             print(f"  !! {alert.text}", file=sys.stderr)
+
+
+def _message(lead: Lead, decision: Decision, key: str) -> dict:
+    return {
+        "key": key,
+        "sent_at": datetime.now(UTC).isoformat(),
+        "to": decision.rep,
+        "lead_id": lead.id,
+        "email": lead.email,
+        "company": lead.company,
+        "tier": decision.tier,
+        "score": decision.score,
+        "follow_up": decision.follow_up.value,
+        "due_at": decision.due_at.isoformat() if decision.due_at else None,
+    }
+
+
+def _digests(items):
+    """Items grouped by rep; reps with hot leads (highest score) first."""
+    by_rep: dict[str, list] = defaultdict(list)
+    for item in items:
+        by_rep[item[1].rep].append(item)
+    return dict(sorted(by_rep.items(), key=lambda kv: -max(d.score for _l, d, _k in kv[1])))

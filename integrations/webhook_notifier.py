@@ -26,6 +26,7 @@ from pydantic_settings import SettingsConfigDict
 
 from integrations.base import Notifier
 from integrations.http import make_client, send
+from integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
@@ -39,6 +40,12 @@ class WebhookNotifierSettings(AdapterSettings):
     timeout_seconds: float = Field(default=10.0, gt=0, description="per-request timeout")
     signing_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for X-Leadflow-Signature"
+    )
+    requests_per_second: int | None = Field(
+        default=None, ge=1, description="client-side limit: requests started per second"
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="client-side limit: requests in flight"
     )
 
 
@@ -72,6 +79,16 @@ def verify_signature(
     return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+def _limiter(own: WebhookNotifierSettings) -> RateLimiter | None:
+    """The optional client-side limit, so a backlog stays inside the receiver's rate
+    limit; none unless one of the two settings is set."""
+    if own.requests_per_second is None and own.max_concurrent is None:
+        return None
+    # Without a rate, only the concurrency bounds it: an effectively unlimited window.
+    requests = own.requests_per_second or 1_000_000
+    return RateLimiter(requests, 1.0, max_concurrent=own.max_concurrent)
+
+
 class WebhookNotifier(Notifier):
     name = "webhook"
 
@@ -83,9 +100,11 @@ class WebhookNotifier(Notifier):
         timeout: float = 10.0,
         signing_secret: SecretStr | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.url = url
         self.signing_secret = signing_secret
+        self.limiter = limiter
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
         self._client = make_client(url, timeout=timeout, headers=headers, transport=transport)
 
@@ -103,6 +122,7 @@ class WebhookNotifier(Notifier):
             token=own.token,
             timeout=own.timeout_seconds,
             signing_secret=own.signing_secret,
+            limiter=_limiter(own),
         )
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
@@ -119,7 +139,15 @@ class WebhookNotifier(Notifier):
             **signed_headers(self.signing_secret, raw),
         }
         request = self._client.build_request("POST", self.url, content=raw, headers=headers)
-        await send(self._client, request, "webhook notify")
+        await self._send(request, "webhook notify")
+
+    async def _send(self, request: httpx.Request, what: str) -> None:
+        """Send within the client-side limit, when one is set."""
+        if self.limiter is None:
+            await send(self._client, request, what)
+            return
+        async with self.limiter.slot():
+            await send(self._client, request, what)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -21,6 +21,7 @@ task, a rerun of the file) returns the first answer and does not move the rotati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
@@ -77,31 +78,47 @@ class Assigner:
         }
 
     async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment:
+        return (await self.assign_many([lead], [match]))[0]
+
+    async def assign_many(
+        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+    ) -> list[Assignment]:
+        """Assign a batch in one serialised transaction, in order: the same picks as
+        assigning the leads one by one, for one transaction's cost."""
         engine = await ensure_tables(self.database_url, metadata)
+        known: dict[str, Assignment] = {}
+        result: list[Assignment] = []
+        credits = _Credits()
         async with engine.begin() as connection:
             await serialise(connection, "leadflow-assignment")
-            row = (
-                await connection.execute(
-                    select(assignments.c.rep, assignments.c.rule).where(
-                        assignments.c.lead_id == lead.id
+            ids = sorted({lead.id for lead in leads})
+            for start in range(0, len(ids), 500):
+                rows = await connection.execute(
+                    select(assignments.c.lead_id, assignments.c.rep, assignments.c.rule).where(
+                        assignments.c.lead_id.in_(ids[start : start + 500])
                     )
                 )
-            ).first()
-            if row is not None:
-                return Assignment(rep=row.rep, rule=row.rule)
-            assignment = await self._waterfall(connection, lead, match)
-            await connection.execute(
-                assignments.insert().values(
-                    lead_id=lead.id,
-                    rep=assignment.rep,
-                    rule=assignment.rule,
-                    assigned_at=datetime.now(UTC),
-                )
-            )
-        return assignment
+                known.update({row.lead_id: Assignment(rep=row.rep, rule=row.rule) for row in rows})
+            new_rows = []
+            for lead, match in zip(leads, matches, strict=True):
+                if lead.id not in known:
+                    known[lead.id] = await self._waterfall(connection, credits, lead, match)
+                    new_rows.append(
+                        {
+                            "lead_id": lead.id,
+                            "rep": known[lead.id].rep,
+                            "rule": known[lead.id].rule,
+                            "assigned_at": datetime.now(UTC),
+                        }
+                    )
+                result.append(known[lead.id])
+            await credits.save(connection)
+            if new_rows:
+                await connection.execute(assignments.insert(), new_rows)
+        return result
 
     async def _waterfall(
-        self, connection: AsyncConnection, lead: Lead, match: CrmMatch | None
+        self, connection: AsyncConnection, credits: _Credits, lead: Lead, match: CrmMatch | None
     ) -> Assignment:
         if match is not None and self.rules.use_crm_owner:
             for owner, where in match.owners:
@@ -110,30 +127,45 @@ class Assigner:
         for territory in self.rules.territories:
             team = self.rules.teams[territory.team]
             if territory.matches(lead, self.rules.regions) and any(r.available for r in team.reps):
-                rep = await self._next_in_rotation(connection, territory.team, team.reps)
+                rep = await credits.next_in_rotation(connection, territory.team, team.reps)
                 return Assignment(
                     rep=rep, rule=f"territory:{territory.name}/round_robin:{territory.team}"
                 )
         return Assignment(rep=self.rules.fallback_owner, rule="fallback")
 
-    async def _next_in_rotation(
+
+class _Credits:
+    """The round-robin credits of the teams one transaction touches: read once per
+    team, picked in memory, written once at the end (`save`), so a batch of picks
+    costs a few statements instead of a few per lead."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, dict[str, int]] = {}
+        self.current: dict[str, dict[str, int]] = {}
+
+    async def next_in_rotation(
         self, connection: AsyncConnection, team: str, reps: list[Rep]
     ) -> str:
-        query = select(round_robin_credit.c.rep, round_robin_credit.c.credit).where(
-            round_robin_credit.c.team == team
-        )
-        credit = {row.rep: row.credit for row in await connection.execute(query)}
-        chosen, new_credit = pick_weighted(reps, credit)
-        for rep, value in new_credit.items():
-            if rep in credit:
-                if credit[rep] != value:
+        if team not in self.current:
+            query = select(round_robin_credit.c.rep, round_robin_credit.c.credit).where(
+                round_robin_credit.c.team == team
+            )
+            self.stored[team] = {row.rep: row.credit for row in await connection.execute(query)}
+            self.current[team] = dict(self.stored[team])
+        chosen, self.current[team] = pick_weighted(reps, self.current[team])
+        return chosen
+
+    async def save(self, connection: AsyncConnection) -> None:
+        for team, credit in self.current.items():
+            stored = self.stored[team]
+            for rep, value in credit.items():
+                if rep not in stored:
+                    await connection.execute(
+                        round_robin_credit.insert().values(team=team, rep=rep, credit=value)
+                    )
+                elif stored[rep] != value:
                     await connection.execute(
                         update(round_robin_credit)
                         .where(round_robin_credit.c.team == team, round_robin_credit.c.rep == rep)
                         .values(credit=value)
                     )
-            else:
-                await connection.execute(
-                    round_robin_credit.insert().values(team=team, rep=rep, credit=value)
-                )
-        return chosen

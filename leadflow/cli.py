@@ -195,6 +195,21 @@ def run(
             "--verbose", "-v", help="Show every log line, Prefect's per-task lines included."
         ),
     ] = False,
+    batch: Annotated[
+        bool | None,
+        typer.Option(
+            "--batch/--per-lead",
+            help="Micro-batches (the backlog path) or one set of tasks per lead "
+            "[default: batches above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Leads per batch [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline over every lead in FILE and print a summary.
 
@@ -218,7 +233,12 @@ def run(
     settings = _settings(verbose)
     runtime = _runtime(settings)
     _report_file(runtime, file)
-    summary, run_id, trouble = _run(_run_file(runtime, file, concurrency))
+    if batch is None:
+        from integrations.file_source import count_records
+
+        batch = count_records(file) > settings.pipeline.batch_threshold
+    options = {"batch_size": batch_size} if batch else {"concurrency": concurrency}
+    summary, run_id, trouble = _run(_run_file(runtime, file, batch=batch, **options))
     _print_summary(summary)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
@@ -240,8 +260,9 @@ def _report_file(runtime: Runtime, file: Path) -> None:
 
 
 async def _run_file(
-    runtime: Runtime, file: Path, concurrency: int | None
+    runtime: Runtime, file: Path, *, batch: bool, **options: Any
 ) -> tuple[FileRunSummary, UUID | None, ServerTrouble | None]:
+    from flows.batch import process_file_batched
     from flows.files import LeadsFailedError, listening, process_file
     from flows.runtime import use_runtime
     from flows.settle import settle
@@ -260,7 +281,8 @@ async def _run_file(
     try:
         async with prefect_api() as server:
             with use_runtime(runtime), progress, listening(_Bar(progress)):
-                state = await process_file(path=file, concurrency=concurrency, return_state=True)
+                file_flow = process_file_batched if batch else process_file
+                state = await file_flow(path=file, **options, return_state=True)
                 result = await state.aresult(raise_on_failure=False)
             if state.state_details.flow_run_id:
                 await settle(state.state_details.flow_run_id)
@@ -313,6 +335,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         for f in summary.failed:
             failed.add_row(f.email or f.lead_id, str(f.row or ""), f.branch, f.reason)
         out.print(failed)
+        more = getattr(summary, "failed_total", 0) - len(summary.failed)
+        if more > 0:
+            out.print(f"... and {more} more failed (see the log)")
     else:
         out.print("Failed branches: none")
     if summary.set_aside:
@@ -326,6 +351,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         for s in summary.set_aside:
             aside.add_row(str(s.position), s.lead_ref, s.reason)
         out.print(aside)
+        more = getattr(summary, "set_aside_total", 0) - len(summary.set_aside)
+        if more > 0:
+            out.print(f"... and {more} more set aside (all in the quarantine)")
     else:
         out.print("Set aside: none")
     if summary.merged:
@@ -462,6 +490,29 @@ def _print_outcome(outcome) -> None:
             result.error or result.detail or "",
         )
     out.print(branches)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="A smaller run, under two minutes.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write an SVG chart to this file.")] = None,
+    parts: Annotated[
+        str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
+    ] = "abc",
+) -> None:
+    """Measure the single-lead path, the backlog path and memory against stub vendors
+    on loopback, and print the figures (see benchmarks/bench.py and the README)."""
+    code = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (code / "bench.py").is_file():
+        raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
+    _quiet_prefect_console()
+    sys.path.insert(0, str(code))
+    from bench import run_bench
+
+    run_bench(quick=quick, json_path=json_path, chart_path=chart, parts=parts)
 
 
 @app.command()

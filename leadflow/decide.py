@@ -7,12 +7,12 @@ implementation and one set of timings.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from leadflow.models import Assignment, CrmMatch, Decision, Lead, Score, StepTiming
-from leadflow.rules import Rules
+from leadflow.rules import Rules, Tier
 
 T = TypeVar("T")
 
@@ -23,6 +23,18 @@ class ScoresLeads(Protocol):
 
 class AssignsReps(Protocol):
     async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment: ...
+
+
+class ScoresLeadsInBulk(Protocol):
+    async def score_many(
+        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+    ) -> list[Score]: ...
+
+
+class AssignsRepsInBulk(Protocol):
+    async def assign_many(
+        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+    ) -> list[Assignment]: ...
 
 
 def apply_enrichment(lead: Lead, match: CrmMatch | None) -> Lead:
@@ -67,8 +79,38 @@ async def decide(
 
     tier = await timed(steps, "follow_up", follow_up)
     assignment = await timed(steps, "assign", lambda: assigner.assign(enriched, match))
+    return make_decision(lead, score, tier, assignment, rules, received_at), steps
+
+
+async def decide_many(
+    leads: Sequence[Lead],
+    matches: Sequence[CrmMatch | None],
+    *,
+    rules: Rules,
+    scorer: ScoresLeadsInBulk,
+    assigner: AssignsRepsInBulk,
+) -> list[Decision]:
+    """`decide` for a batch: one bulk scoring call and one assignment transaction,
+    in input order, so the picks are the same as deciding the leads one by one."""
+    enriched = [apply_enrichment(lead, match) for lead, match in zip(leads, matches, strict=True)]
+    scores = await scorer.score_many(enriched, matches)
+    assignments = await assigner.assign_many(enriched, matches)
+    return [
+        make_decision(lead, score, rules.tier_for(score.value), assignment, rules)
+        for lead, score, assignment in zip(leads, scores, assignments, strict=True)
+    ]
+
+
+def make_decision(
+    lead: Lead,
+    score: Score,
+    tier: Tier,
+    assignment: Assignment,
+    rules: Rules,
+    received_at: datetime | None = None,
+) -> Decision:
     start = received_at or lead.created_at or datetime.now(UTC)
-    decision = Decision(
+    return Decision(
         lead_id=lead.id,
         score=score.value,
         score_reasons=score.reasons,
@@ -80,4 +122,3 @@ async def decide(
         assignment_rule=assignment.rule,
         rules_version=rules.version,
     )
-    return decision, steps

@@ -48,6 +48,17 @@ class PipelineSettings(BaseModel):
     max_retry_after_seconds: float = Field(
         default=60.0, ge=0, description="longest Retry-After a vendor may impose"
     )
+    batch_size: int = Field(
+        default=100, ge=1, le=1000, description="leads per micro-batch on the backlog path"
+    )
+    batch_threshold: int = Field(
+        default=500,
+        ge=0,
+        description="`leadflow run` and the poller use micro-batches above this many records",
+    )
+    drain_seconds: float = Field(
+        default=30.0, ge=0, description="how long an interrupted batch run finishes what it took"
+    )
 
 
 class LogSettings(BaseModel):

@@ -384,3 +384,16 @@ def test_redact_secrets_nested() -> None:
     }
     assert "hunter2" not in repr(redacted) and "tok-123" not in repr(redacted)
     assert event_dict["token"] == "tok-123"  # the caller's dict is not modified
+
+
+async def test_bulk_look_up_and_upsert_match_the_single_calls(tmp_path) -> None:
+    crm = LocalCRM(f"sqlite+aiosqlite:///{tmp_path / 'bulk.db'}", SEED)
+    leads = [Lead.from_record({"email": f"p{i}@co{i % 3}.test"}) for i in range(7)]
+    leads.append(leads[0])  # a lead twice in one batch is written once
+    assert await crm.look_up_many(leads) == [await crm.look_up(lead) for lead in leads]
+
+    ids = await crm.upsert_many([(lead, decision(lead, "a@x.test"), "k") for lead in leads])
+    assert ids[0] == ids[-1] and len(set(ids)) == 7
+    again = await crm.upsert_many([(lead, decision(lead, "b@x.test"), "k") for lead in leads])
+    assert again == ids
+    assert {m.contact_owner for m in await crm.look_up_many(leads)} == {"b@x.test"}

@@ -1,0 +1,598 @@
+"""`leadflow bench`: the single-lead path, the backlog path and memory, side by side.
+
+    .venv/bin/leadflow bench --quick                      # a smaller run, under two minutes
+    .venv/bin/leadflow bench --json bench.json --chart bench.svg
+
+It starts its own Prefect server (`prefect server start`, SQLite, a temporary home;
+or uses PREFECT_API_URL when set, e.g. a server on PostgreSQL) and stub vendors on
+loopback (benchmarks/stub_vendors.py: real sockets, a latency per call, 429 with
+Retry-After past their rate limits), then measures:
+
+A. one lead, warm process, at 50 and 100 ms per vendor call, leads one after another
+   and the ways interleaved lead by lead (so load on the machine hits all alike):
+   - legacy: the six vendor calls and the follow-up one after another, plain Python;
+   - bound: plain asyncio, the fan-out concurrent (the critical path: 4 calls);
+   - process_lead: the flow, inside `prefect_clients()` (a warm process);
+   - sequential fan-out: the same tasks with the three side effects one after another.
+B. a backlog at 50 ms per call under the vendors' limits: the legacy loop and
+   per-lead tasks (`process_file`, 32 at once) on a sample, the micro-batch path
+   (`process_file_batched`) on all of it; leads/s and the 429s the vendors sent.
+C. memory: peak RSS of the micro-batch path over generated files (embedded
+   adapters, no latency), each in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:  # the modules beside this one, however it is started
+    sys.path.insert(0, str(HERE))
+BIN = Path(sys.executable).parent
+
+VENDOR_LIMIT = 100  # requests per second per vendor (stub); the client keeps 90% of it
+VENDOR_CONCURRENT = 20
+CLIENT_LIMIT = 90
+CLIENT_CONCURRENT = 16
+
+FULL = {
+    "latencies": (50, 100),
+    "one_lead": 30,
+    "warmup": 3,
+    "backlog": 2000,
+    "legacy_sample": 200,
+    "per_lead_sample": 200,
+    "memory": (20_000, 200_000),
+}
+QUICK = {
+    "latencies": (50,),
+    "one_lead": 6,
+    "warmup": 1,
+    "backlog": 500,
+    "legacy_sample": 6,
+    "per_lead_sample": 32,
+    "memory": (1_000, 5_000),
+}
+
+
+# --- processes we start ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float, what: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} not up after {seconds:.0f} s ({url})")
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """A child process for the block, stopped (by its pid) at the end."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            args, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def prefect_server(workdir: Path) -> Iterator[str]:
+    """PREFECT_API_URL if set, else a `prefect server start` of our own (SQLite in a
+    temporary PREFECT_HOME, or PREFECT_SERVER_DATABASE_CONNECTION_URL if set)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(workdir / "prefect-server"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with started(args, env, workdir / "prefect-server.log") as process:
+        url = f"http://127.0.0.1:{port}/api"
+        wait_until_up(f"{url}/health", process, 180, "prefect server")
+        yield url
+
+
+@contextlib.contextmanager
+def stub_vendors(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    args = [
+        sys.executable,
+        str(HERE / "stub_vendors.py"),
+        "--port",
+        str(port),
+        "--requests",
+        str(VENDOR_LIMIT),
+        "--concurrent",
+        str(VENDOR_CONCURRENT),
+    ]
+    with started(args, dict(os.environ), workdir / "stub-vendors.log") as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/_health", process, 60, "stub vendors")
+        yield url
+
+
+# --- leads -------------------------------------------------------------------------------
+
+TITLES = ("VP Sales", "Director of Marketing", "Analyst", "CTO", "Engineer", "Head of Growth")
+COUNTRIES = ("US", "GB", "DE", "FR", "CA", "BR", "IN", "AU")
+SIZES = ("15", "120", "800", "4000", "60")
+SOURCES = ("webinar", "website", "referral", "event")
+COLUMNS = ("email", "first_name", "title", "country", "employee_count", "source")
+
+
+def lead_record(tag: str, number: int) -> dict[str, str]:
+    return {
+        "email": f"{tag}{number}@co{number % 997}.test",
+        "first_name": f"Lead{number}",
+        "title": TITLES[number % len(TITLES)],
+        "country": COUNTRIES[number % len(COUNTRIES)],
+        "employee_count": SIZES[number % len(SIZES)],
+        "source": SOURCES[number % len(SOURCES)],
+    }
+
+
+def write_leads(path: Path, tag: str, count: int) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for number in range(count):
+            writer.writerow(lead_record(tag, number))
+    return path
+
+
+# --- A: one lead -----------------------------------------------------------------------
+
+
+async def _vendors(base_url: str, **config: Any) -> dict[str, int]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        if config:
+            await client.post("/_config", json=config)
+        return (await client.get("/_stats")).json()
+
+
+def _one_lead_ways(runtime):
+    """The four ways to process one lead, each an async function of a raw record."""
+    from datetime import UTC, datetime
+
+    from prefect import flow
+
+    from flows.lead import (
+        decide_lead,
+        log_event,
+        look_up,
+        notify_team,
+        process_lead,
+        update_crm,
+    )
+    from integrations.base import LeadEvent
+    from leadflow.decide import decide
+    from leadflow.intake import RawRecord, validate_record
+
+    adapters = runtime.adapters
+
+    async def decided(record):
+        lead = validate_record(RawRecord(origin="bench", data=record))
+        match = await adapters.crm.look_up(lead)
+        decision, _ = await decide(
+            lead, match, rules=runtime.rules, scorer=adapters.scorer, assigner=runtime.assigner
+        )
+        return lead, decision
+
+    def effects(lead, decision):
+        event = LeadEvent(
+            event_id=f"event:{lead.id}",
+            lead_id=lead.id,
+            occurred_at=datetime.now(UTC),
+            decision=decision,
+        )
+        return (
+            lambda: adapters.crm.upsert(lead, decision, idempotency_key=f"crm:{lead.id}"),
+            lambda: adapters.notifier.notify(lead, decision, idempotency_key=f"notify:{lead.id}"),
+            lambda: adapters.event_sink.record(event),
+        )
+
+    async def legacy(record):
+        lead, decision = await decided(record)
+        for effect in effects(lead, decision):
+            await effect()
+
+    async def bound(record):
+        lead, decision = await decided(record)
+        await asyncio.gather(*(effect() for effect in effects(lead, decision)))
+
+    async def flow_run(record):
+        outcome = await process_lead(record)
+        assert outcome.ok, outcome.failed_branches
+
+    @flow(name="process-lead-sequential-fan-out")
+    async def sequential_fan_out(record: dict) -> None:
+        lead = validate_record(RawRecord(origin="bench", data=record))
+        match = await look_up(lead)
+        decision, _ = await decide_lead(lead, match)
+        for branch in (update_crm, notify_team, log_event):
+            await branch(lead, decision)
+
+    return {
+        "legacy": legacy,
+        "bound": bound,
+        "process_lead": flow_run,
+        "sequential_fanout": sequential_fan_out,
+    }
+
+
+async def one_lead(runtime, base_url: str, latency_ms: int, leads: int, warmup: int) -> dict:
+    await _vendors(base_url, latency_ms=latency_ms)
+    ways = _one_lead_ways(runtime)
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    tag = uuid.uuid4().hex[:6]
+    for number in range(-warmup, leads):
+        for name, way in ways.items():
+            record = lead_record(f"a{latency_ms}{name[:3]}{tag}.", number + warmup)
+            began = time.perf_counter()
+            await way(record)
+            if number >= 0:
+                times[name].append(time.perf_counter() - began)
+    stats = await _vendors(base_url)
+    return {
+        "latency_ms": latency_ms,
+        "leads": leads,
+        "rate_limited": stats.get("rate_limited", 0),
+        **{name: describe(samples) for name, samples in times.items()},
+    }
+
+
+def describe(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "p50": statistics.median(ordered),
+        "p95": p95,
+        "max": ordered[-1],
+        "mean": statistics.mean(ordered),
+    }
+
+
+# --- B: a backlog ----------------------------------------------------------------------
+
+
+async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
+    from flows.batch import process_file_batched
+    from flows.files import process_file
+
+    await _vendors(base_url, latency_ms=50)
+    ways = _one_lead_ways(runtime)
+    tag = uuid.uuid4().hex[:6]
+    result: dict[str, Any] = {"n": sizes["backlog"]}
+
+    began = time.perf_counter()
+    for number in range(sizes["legacy_sample"]):
+        await ways["legacy"](lead_record(f"bl{tag}.", number))
+    result["legacy"] = _rate(sizes["legacy_sample"], time.perf_counter() - began)
+
+    path = write_leads(workdir / "per-lead.csv", f"bp{tag}.", sizes["per_lead_sample"])
+    began = time.perf_counter()
+    summary = await _summary(process_file(path=path, concurrency=32, return_state=True))
+    result["per_lead_flows"] = _rate(summary.processed, time.perf_counter() - began)
+    result["per_lead_flows"]["failed"] = len(summary.failed)
+
+    path = write_leads(workdir / "backlog.csv", f"bb{tag}.", sizes["backlog"])
+    began = time.perf_counter()
+    summary = await _summary(process_file_batched(path=path, return_state=True))
+    result["micro_batch"] = _rate(summary.processed, time.perf_counter() - began)
+    result["micro_batch"]["failed"] = len(summary.failed)
+    stats = await _vendors(base_url)
+    result["rate_limited_responses"] = stats.get("rate_limited", 0)
+    result["vendor_requests"] = stats.get("requests", 0)
+    return result
+
+
+async def _summary(run):
+    """The run's summary, also when some leads failed (counted, not fatal here)."""
+    from flows.files import LeadsFailedError
+
+    state = await run
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, LeadsFailedError):
+        return result.summary
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _rate(leads: int, seconds: float) -> dict[str, float]:
+    return {"leads": leads, "seconds": seconds, "leads_per_s": leads / seconds}
+
+
+# --- C: memory -------------------------------------------------------------------------
+
+
+def memory(workdir: Path, sizes: tuple[int, ...], api_url: str) -> dict[int, dict]:
+    results = {}
+    for count in sizes:
+        where = workdir / f"memory-{count}"
+        where.mkdir()
+        write_leads(where / "leads.csv", "m.", count)
+        env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(where / "home")}
+        done = subprocess.run(
+            [sys.executable, str(HERE / "bench.py"), "--memory-child", str(where)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"memory run of {count} leads failed:\n{done.stderr[-3000:]}")
+        results[count] = json.loads(done.stdout.strip().splitlines()[-1])
+        shutil.rmtree(where, ignore_errors=True)
+    return results
+
+
+def memory_child(where: Path) -> None:
+    """In a fresh process: the batch path over where/leads.csv, embedded adapters;
+    prints peak RSS and throughput as one JSON line."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.batch import process_file_batched
+    from flows.runtime import build_runtime, use_runtime
+    from integrations.local_crm import LocalCRM
+    from integrations.terminal_notifier import TerminalNotifier
+    from leadflow.db import dispose_engines
+    from leadflow.logging import configure_logging
+    from leadflow.settings import LogSettings, Settings
+
+    configure_logging(LogSettings(level="WARNING"))
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite+aiosqlite:///{where / 'leadflow.db'}",
+        rules_path=ROOT / "examples" / "rules.toml",
+    )
+    runtime = build_runtime(
+        settings,
+        crm=LocalCRM(settings.database_url, ROOT / "examples" / "crm_seed.json"),
+        notifier=TerminalNotifier(where / "outbox.jsonl", echo=False),
+    )
+
+    async def run():
+        with use_runtime(runtime):
+            began = time.perf_counter()
+            summary = await process_file_batched(path=where / "leads.csv")
+            seconds = time.perf_counter() - began
+        await runtime.aclose()
+        await dispose_engines()
+        await APILogHandler.aflush()
+        return summary, seconds
+
+    summary, seconds = asyncio.run(run())
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "leads": summary.processed,
+                "failed": summary.failed_total,
+                "seconds": seconds,
+                "leads_per_s": summary.processed / seconds,
+                "rss_mb": peak_kb / 1024,
+            }
+        )
+    )
+
+
+# --- the whole run ---------------------------------------------------------------------
+
+
+class ApiRetries(logging.Handler):
+    """Counts the Prefect client's retries of a request the API answered 503 (or
+    another retryable status): each costs the lead about 2 s. Prefect logs them at
+    DEBUG on `prefect.client`; the console handler still shows only warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retryable status code" in record.getMessage():
+            self.count += 1
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[ApiRetries]:
+        logger = logging.getLogger("prefect.client")
+        level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+
+async def measure(
+    api_url: str, vendors_url: str, workdir: Path, sizes: dict, parts: str = "abc"
+) -> dict:
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from stub_adapters import make_runtime
+
+    from flows.runtime import prefect_clients, use_runtime
+    from leadflow.db import dispose_engines
+
+    results: dict[str, Any] = {"one_lead": []}
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        for name, part in (("a", "one_lead"), ("b", "backlog")):
+            if name not in parts:
+                continue
+            (workdir / name).mkdir(exist_ok=True)
+            runtime = make_runtime(
+                workdir / name,
+                vendors_url,
+                requests_per_second=CLIENT_LIMIT,
+                concurrent=CLIENT_CONCURRENT,
+            )
+            try:
+                async with prefect_clients():
+                    with use_runtime(runtime), ApiRetries().counting() as retries:
+                        if part == "one_lead":
+                            for latency in sizes["latencies"]:
+                                results["one_lead"].append(
+                                    await one_lead(
+                                        runtime,
+                                        vendors_url,
+                                        latency,
+                                        sizes["one_lead"],
+                                        sizes["warmup"],
+                                    )
+                                )
+                        else:
+                            results["backlog"] = await backlog(
+                                runtime, vendors_url, workdir / name, sizes
+                            )
+                results.setdefault("api_retries", {})[part] = retries.count
+            finally:
+                await runtime.http_client.aclose()
+                await runtime.aclose()
+                await dispose_engines()
+        await APILogHandler.aflush()  # before our server stops
+    return results
+
+
+def summarise(results: dict) -> dict:
+    """The figures in the schema of `--json`."""
+    at50 = next((r for r in results["one_lead"] if r["latency_ms"] == 50), None)
+    b = results.get("backlog")
+    mem = results.get("memory", {})
+    return {
+        "per_lead": at50
+        and {
+            "bound_s": at50["bound"]["p50"],
+            "process_lead_s": at50["process_lead"]["p50"],
+            "process_lead_p95_s": at50["process_lead"]["p95"],
+            "sequential_fanout_s": at50["sequential_fanout"]["p50"],
+            "legacy_s": at50["legacy"]["p50"],
+        },
+        "backlog": b
+        and {
+            "n": b["n"],
+            "legacy_leads_per_s": b["legacy"]["leads_per_s"],
+            "per_lead_flows_leads_per_s": b["per_lead_flows"]["leads_per_s"],
+            "micro_batch_leads_per_s": b["micro_batch"]["leads_per_s"],
+            "rate_limited_responses": b["rate_limited_responses"],
+        },
+        "memory": {
+            "rss_mb_20k": mem.get(20_000, {}).get("rss_mb"),
+            "rss_mb_200k": mem.get(200_000, {}).get("rss_mb"),
+        },
+    }
+
+
+def run_bench(
+    *,
+    quick: bool = False,
+    json_path: Path | None = None,
+    chart_path: Path | None = None,
+    parts: str = "abc",
+) -> dict:
+    """Run the benchmark, print the tables, write the JSON and the chart."""
+    from report import print_report, write_chart
+
+    from leadflow.logging import configure_logging
+    from leadflow.settings import LogSettings
+
+    # As `leadflow run` has it: INFO to the Prefect API, warnings on the terminal.
+    configure_logging(LogSettings(), console_level="WARNING")
+    sizes = QUICK if quick else FULL
+    load = os.getloadavg()
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
+        workdir = Path(tmp)
+        os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect-client"))
+        with prefect_server(workdir) as api_url, stub_vendors(workdir) as vendors_url:
+            results = asyncio.run(measure(api_url, vendors_url, workdir, sizes, parts))
+            if "c" in parts:
+                results["memory"] = memory(workdir, sizes["memory"], api_url)
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "prefect_api": "PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else "own server",
+        "prefect_db": "postgresql"
+        if "postgres" in os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
+        else "sqlite",
+        "quick": quick,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    figures = summarise(results)
+    print_report(results, figures)
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+        json_path.with_suffix(".details.json").write_text(
+            json.dumps(results, indent=2, default=str) + "\n"
+        )
+    if chart_path:
+        write_chart(results, chart_path)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--chart", type=Path, help="write an SVG chart here")
+    parser.add_argument("--parts", default="abc", help="which parts to run: a, b, c")
+    parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    run_bench(quick=args.quick, json_path=args.json, chart_path=args.chart, parts=args.parts)
+
+
+if __name__ == "__main__":
+    main()

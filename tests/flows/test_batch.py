@@ -1,0 +1,187 @@
+"""The micro-batch path under a real Prefect API and a real SQLite database: bad
+records set aside, bulk side effects once only across retries and reruns, a failing
+lead failing alone, batches pipelined, every task run finished on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.batch import process_file_batched
+from flows.files import LeadsFailedError
+from flows.runtime import use_runtime
+from flows.settle import settle
+from integrations.errors import PermanentError, TransientError
+from integrations.local_crm import LocalCRM, contacts
+from integrations.sql_events import lead_events
+from integrations.terminal_notifier import TerminalNotifier
+from leadflow.db import get_engine
+from leadflow.intake import quarantine
+from tests.conftest import EXAMPLES
+from tests.flows.test_process_file import write_csv
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def leads(n: int, prefix: str = "b") -> list[list[str]]:
+    return [[f"{prefix}{i}@co{i}.test", "VP Sales", "US", "120", "webinar"] for i in range(n)]
+
+
+def outbox(tmp_path: Path) -> Counter[str]:
+    lines = (tmp_path / "outbox.jsonl").read_text().splitlines()
+    return Counter(json.loads(line)["email"] for line in lines)
+
+
+async def count(database_url: str, table: sa.Table) -> int:
+    async with get_engine(database_url).connect() as connection:
+        return (await connection.execute(sa.select(sa.func.count()).select_from(table))).scalar()
+
+
+async def test_a_file_in_batches_sets_bad_records_aside_and_does_each_side_effect_once(
+    runtime, tmp_path
+):
+    rows = leads(10)
+    rows.insert(2, rows[1])  # row 4: the same person as row 3: merged into it
+    rows.insert(4, ["", "Engineer", "US", "40", "webinar"])  # row 6: no email
+    rows.insert(7, ["bad@co.test", "Analyst", "DE", "many", "website"])  # row 9: bad count
+    path = write_csv(tmp_path / "leads.csv", rows)
+
+    state = await process_file_batched(path=path, batch_size=4, return_state=True)
+    summary = await state.aresult()
+
+    assert summary.records == 13 and summary.processed == 10 and summary.batches == 3
+    assert {s.position: s.reason.split(":")[0] for s in summary.set_aside} == {
+        6: "email",
+        9: "employee_count",
+    }
+    assert [(m.position, m.into_row) for m in summary.merged] == [(4, 3)]
+    assert summary.failed == [] and summary.already_done == 0
+    assert sum(summary.by_tier.values()) == 10 and sum(summary.by_rep.values()) == 10
+    url = runtime.settings.database_url
+    assert await count(url, quarantine) == 2  # a merged row is not bad
+    assert await count(url, lead_events) == 10
+    assert outbox(tmp_path) == {f"b{i}@co{i}.test": 1 for i in range(10)}
+
+    # Every task run of the flow run reaches a final state on the server: five per batch
+    # of 4 leads (the 10 people after the merge).
+    flow_run_id = state.state_details.flow_run_id
+    assert await settle(flow_run_id)
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert len(task_runs) == 15
+    assert all(run.state.is_completed() for run in task_runs)
+
+    # The rerun answers every lead from leadflow's record of finished leads: no batch.
+    again = await process_file_batched(path=path, batch_size=3)
+    assert again.processed == 10 and again.already_done == 10 and again.batches == 0
+    assert outbox(tmp_path) == {f"b{i}@co{i}.test": 1 for i in range(10)}
+    assert await count(url, lead_events) == 10
+
+
+async def test_a_failing_lead_fails_alone_and_a_rerun_does_only_what_failed(make_runtime, tmp_path):
+    class Refusing(TerminalNotifier):
+        refuse = True
+
+        async def notify_many(self, items):
+            if self.refuse and any(lead.email.startswith("refused") for lead, _d, _k in items):
+                raise PermanentError("notify: HTTP 400 from POST /batch")
+            await super().notify_many(items)
+
+        async def notify(self, lead, decision, *, idempotency_key):
+            if self.refuse and lead.email.startswith("refused"):
+                raise PermanentError("notify: HTTP 400 from POST /hooks")
+            await super().notify(lead, decision, idempotency_key=idempotency_key)
+
+    notifier = Refusing(tmp_path / "outbox.jsonl", echo=False)
+    runtime = make_runtime(notifier=notifier)
+    rows = leads(5)
+    rows.insert(2, ["refused@co.test", "VP Sales", "US", "40", "webinar"])
+    path = write_csv(tmp_path / "mixed.csv", rows)
+
+    with use_runtime(runtime):
+        state = await process_file_batched(path=path, batch_size=10, return_state=True)
+        assert state.is_failed()
+        error = await state.aresult(raise_on_failure=False)
+        assert isinstance(error, LeadsFailedError)
+        (failed,) = error.summary.failed
+        assert failed.branch == "notify_team" and "400" in failed.reason
+        assert error.summary.processed == 6
+        assert outbox(tmp_path) == {f"b{i}@co{i}.test": 1 for i in range(5)}
+        assert await count(runtime.settings.database_url, lead_events) == 6
+
+        notifier.refuse = False  # the cause is fixed: rerun the file
+        again = await process_file_batched(path=path, batch_size=10)
+    await runtime.aclose()
+    assert again.failed == [] and again.already_done == 5
+    assert outbox(tmp_path) == {"refused@co.test": 1, **{f"b{i}@co{i}.test": 1 for i in range(5)}}
+
+
+async def test_a_transient_bulk_failure_retries_the_batch_without_repeating(make_runtime, tmp_path):
+    class Flaky(LocalCRM):
+        calls = 0
+
+        async def upsert_many(self, items):
+            Flaky.calls += 1
+            result = await super().upsert_many(items)
+            if Flaky.calls == 1:
+                raise TransientError("crm: HTTP 503 after the write")
+            return result
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+    runtime = make_runtime(crm=Flaky(url, EXAMPLES / "crm_seed.json"))
+    path = write_csv(tmp_path / "flaky.csv", leads(6, "f"))
+    with use_runtime(runtime):
+        summary = await process_file_batched(path=path, batch_size=3)
+    await runtime.aclose()
+    assert summary.failed == [] and summary.processed == 6
+    assert Flaky.calls == 3  # batch 1 twice (retried), batch 2 once
+    async with get_engine(url).connect() as connection:
+        emails = (
+            await connection.execute(sa.select(contacts.c.email).where(contacts.c.lead_id != None))  # noqa: E711
+        ).scalars()
+        assert Counter(emails) == {f"f{i}@co{i}.test": 1 for i in range(6)}
+
+
+async def test_batches_are_pipelined_and_fan_out_in_order(make_runtime, tmp_path):
+    calls: list[tuple[str, int, float]] = []
+
+    class SlowCRM(LocalCRM):
+        async def look_up_many(self, leads):
+            calls.append(("look_up", int(leads[0].email[1:].split("@")[0]), time.monotonic()))
+            return await super().look_up_many(leads)
+
+    class SlowNotifier(TerminalNotifier):
+        async def notify_many(self, items):
+            first = int(items[0][0].email[1:].split("@")[0])
+            calls.append(("notify_start", first, time.monotonic()))
+            await asyncio.sleep(0.5)
+            await super().notify_many(items)
+            calls.append(("notify_end", first, time.monotonic()))
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+    runtime = make_runtime(
+        crm=SlowCRM(url, EXAMPLES / "crm_seed.json"),
+        notifier=SlowNotifier(tmp_path / "outbox.jsonl", echo=False),
+    )
+    path = write_csv(tmp_path / "pipe.csv", leads(9, "p"))
+    with use_runtime(runtime):
+        summary = await process_file_batched(path=path, batch_size=3)
+    await runtime.aclose()
+    assert summary.processed == 9
+    at = {(kind, first): moment for kind, first, moment in calls}
+    # batch 2 (leads 3..5) was looked up while batch 1 (leads 0..2) was notifying
+    assert at[("look_up", 3)] < at[("notify_end", 0)]
+    # and batches fan out in file order
+    starts = [first for kind, first, _ in calls if kind == "notify_start"]
+    assert starts == [0, 3, 6]
+    assert at[("notify_start", 3)] >= at[("notify_end", 0)]
