@@ -152,7 +152,10 @@ def configure_logging(settings: LogSettings, *, console_level: str | None = None
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a module-level logger cached on first use keeps the processors of
+        # that moment, so a later reconfiguration (or `structlog.testing.capture_logs`)
+        # would not reach it. The cost is a few microseconds per line.
+        cache_logger_on_first_use=False,
     )
 
     console = logging.StreamHandler(sys.stderr)
