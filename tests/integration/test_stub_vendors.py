@@ -65,11 +65,13 @@ async def test_past_the_limit_the_vendor_answers_429_with_retry_after(vendors):
     assert all(r is None or isinstance(r, RateLimited) for r in results)
 
 
-async def test_a_client_side_limiter_at_the_vendors_limit_gets_no_429(vendors):
+async def test_a_client_side_limiter_within_the_vendors_limit_gets_no_429(vendors):
+    # The vendor counts arrivals, the limiter starts; arrivals jitter by up to a window
+    # on a busy machine, so one vendor window may see two of the limiter's: 2 + 2 < 5.
     began = time.monotonic()
-    results = await calls(vendors, RateLimiter(requests=4, per_seconds=0.5), 12)
+    results = await calls(vendors, RateLimiter(requests=2, per_seconds=0.5), 12)
     assert results == [None] * 12
-    assert time.monotonic() - began >= 2 * 0.5  # 12 calls at 4 per window: 3 windows
+    assert time.monotonic() - began >= 5 * 0.5  # 12 calls at 2 per window: 6 windows
     async with httpx.AsyncClient(base_url=vendors) as client:
         stats = (await client.get("/_stats")).json()
     assert stats.get("rate_limited", 0) == 0 and stats["crm.upsert"] == 12
