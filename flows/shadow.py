@@ -42,6 +42,7 @@ from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
+from leadflow.markdown import escape, table
 from leadflow.models import Decision, Lead, StepTiming
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
@@ -176,21 +177,21 @@ class ShadowRunSummary(BaseModel):
     wall_seconds: float = 0.0
 
     def as_markdown(self) -> str:
+        """Lead text (file name, errors) goes through `leadflow.markdown`: text, never markup."""
         lines = [
-            f"# Shadow run over `{self.file}` against `{self.legacy}`",
+            f"# Shadow run over {escape(self.file)} against {escape(self.legacy)}",
             "",
             f"{self.compared} leads compared in {self.wall_seconds:.1f} s; "
             f"{len(self.set_aside)} records set aside; nothing was sent or written.",
             "",
-            "| outcome | leads |",
-            "|---|---|",
-            *(f"| {k} | {v} |" for k, v in sorted(self.outcomes.items())),
+            table(("outcome", "leads"), sorted(self.outcomes.items())),
             "",
-            "| field | agreement | mismatches |",
-            "|---|---|---|",
-            *(
-                f"| {f} | {a:.1%} | {self.mismatched_fields.get(f, 0)} |"
-                for f, a in self.agreement.items()
+            table(
+                ("field", "agreement", "mismatches"),
+                [
+                    (f, f"{a:.1%}", self.mismatched_fields.get(f, 0))
+                    for f, a in self.agreement.items()
+                ],
             ),
         ]
         for side, errors in (
@@ -198,7 +199,7 @@ class ShadowRunSummary(BaseModel):
             ("leadflow", self.candidate_errors),
         ):
             if errors:
-                lines += ["", f"Errors on the {side}'s side:", *(f"- {e}" for e in errors)]
+                lines += ["", f"Errors on the {side}'s side:", *(f"- {escape(e)}" for e in errors)]
         return "\n".join(lines)
 
 
