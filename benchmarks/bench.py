@@ -202,7 +202,8 @@ def _one_lead_ways(runtime):
 
     from prefect import flow
 
-    from flows.lead import (
+    from leadflow.decide import decide
+    from leadflow.flows.lead import (
         decide_lead,
         log_event,
         look_up,
@@ -210,9 +211,8 @@ def _one_lead_ways(runtime):
         process_lead,
         update_crm,
     )
-    from integrations.base import LeadEvent
-    from leadflow.decide import decide
     from leadflow.intake import RawRecord, validate_record
+    from leadflow.integrations.base import LeadEvent
 
     adapters = runtime.adapters
 
@@ -302,8 +302,8 @@ def describe(samples: list[float]) -> dict[str, float]:
 
 
 async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
-    from flows.batch import process_file_batched
-    from flows.files import process_file
+    from leadflow.flows.batch import process_file_batched
+    from leadflow.flows.files import process_file
 
     await _vendors(base_url, latency_ms=50)
     ways = _one_lead_ways(runtime)
@@ -334,7 +334,7 @@ async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
 
 async def _summary(run):
     """The run's summary, also when some leads failed (counted, not fatal here)."""
-    from flows.files import LeadsFailedError
+    from leadflow.flows.files import LeadsFailedError
 
     state = await run
     result = await state.aresult(raise_on_failure=False)
@@ -379,11 +379,11 @@ def memory_child(where: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from prefect.logging.handlers import APILogHandler
 
-    from flows.batch import process_file_batched
-    from flows.runtime import build_runtime, use_runtime
-    from integrations.local_crm import LocalCRM
-    from integrations.terminal_notifier import TerminalNotifier
+    from leadflow.app.runtime import build_runtime, use_runtime
     from leadflow.db import dispose_engines
+    from leadflow.flows.batch import process_file_batched
+    from leadflow.integrations.local_crm import LocalCRM
+    from leadflow.integrations.terminal_notifier import TerminalNotifier
     from leadflow.logging import configure_logging
     from leadflow.settings import LogSettings, Settings
 
@@ -460,7 +460,7 @@ async def measure(
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from stub_adapters import make_runtime
 
-    from flows.runtime import prefect_clients, use_runtime
+    from leadflow.app.runtime import prefect_clients, use_runtime
     from leadflow.db import dispose_engines
 
     results: dict[str, Any] = {"one_lead": []}

@@ -29,9 +29,9 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 from one_lead import plain_asyncio
 from slow_adapters import make_runtime
 
-from flows.files import process_file
-from flows.runtime import use_runtime
-from flows.settle import settle
+from leadflow.app.runtime import use_runtime
+from leadflow.flows.files import process_file
+from leadflow.flows.settle import settle
 from leadflow.logging import configure_logging
 from leadflow.settings import LogSettings
 

@@ -34,11 +34,11 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from slow_adapters import make_runtime
 
-from flows.lead import process_lead
-from flows.runtime import Runtime, prefect_clients, use_runtime
-from integrations.base import LeadEvent
+from leadflow.app.runtime import Runtime, prefect_clients, use_runtime
 from leadflow.decide import decide
+from leadflow.flows.lead import process_lead
 from leadflow.intake import RawRecord, validate_record
+from leadflow.integrations.base import LeadEvent
 from leadflow.logging import configure_logging
 from leadflow.settings import LogSettings
 

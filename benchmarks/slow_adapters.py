@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flows.runtime import Runtime, build_runtime
-from integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer
-from integrations.local_crm import LocalCRM
-from integrations.rules_scorer import RulesScorer
-from integrations.sql_events import SqlEventSink
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.app.runtime import Runtime, build_runtime
+from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer
+from leadflow.integrations.local_crm import LocalCRM
+from leadflow.integrations.rules_scorer import RulesScorer
+from leadflow.integrations.sql_events import SqlEventSink
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.rules import load_rules
 from leadflow.settings import Settings
 

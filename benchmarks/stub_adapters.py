@@ -1,7 +1,7 @@
 """Adapters that call the stub vendors (benchmarks/stub_vendors.py) over HTTP, then
 do the work on the embedded adapters, for `leadflow bench`.
 
-Each call is one real HTTP request on loopback through `integrations.http.send`
+Each call is one real HTTP request on loopback through `leadflow.integrations.http.send`
 (so a 429 becomes `RateLimited` with its Retry-After, as for a real vendor), made
 inside the adapter's client-side `RateLimiter`: single methods send one request per
 lead, bulk methods one per `BULK` leads (HubSpot batch upsert of 100, a Segment
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from flows.runtime import Runtime, build_runtime
-from integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer
-from integrations.http import send
-from integrations.local_crm import LocalCRM
-from integrations.ratelimit import RateLimiter
-from integrations.rules_scorer import RulesScorer
-from integrations.sql_events import SqlEventSink
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.app.runtime import Runtime, build_runtime
+from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier, Scorer
+from leadflow.integrations.http import send
+from leadflow.integrations.local_crm import LocalCRM
+from leadflow.integrations.ratelimit import RateLimiter
+from leadflow.integrations.rules_scorer import RulesScorer
+from leadflow.integrations.sql_events import SqlEventSink
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.rules import load_rules
 from leadflow.settings import PipelineSettings, Settings
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from prefect.settings import get_current_settings
 
-from flows.runtime import current_runtime
-from integrations.base import RunAlert
+from leadflow.app.runtime import current_runtime
+from leadflow.integrations.base import RunAlert
 from leadflow.logging import get_logger
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from prefect.artifacts import acreate_markdown_artifact
 
-from flows.naming import label_of, show_emails
+from leadflow.flows.naming import label_of, show_emails
 from leadflow.markdown import escape, table
 from leadflow.models import BranchResult, BranchStatus, Decision, Lead, LeadOutcome
 

@@ -9,7 +9,7 @@ called through its bulk method:
          (bad records to the   (N+2)       (N+1)      (N)
           quarantine as read)
 
-- The file is read as the per-lead path reads it (`flows.files.read_leads`: encoding
+- The file is read as the per-lead path reads it (`leadflow.flows.files.read_leads`: encoding
   and delimiter detection, column mapping, rows with the same email merged into one
   lead), then fed to the pipeline a batch at a time through a bounded queue. The
   merge needs the whole file, so the validated leads are held in memory (one `Lead`
@@ -20,7 +20,7 @@ called through its bulk method:
 - A failing lead fails alone: when a bulk call fails for a reason retrying will not
   fix, the batch falls back to one call per lead and only the lead that fails is
   reported; transient errors retry the batch task (Prefect retries, as per lead).
-- Once only: each side effect is claimed by its once-only key (`flows.lead.once_key`:
+- Once only: each side effect is claimed by its once-only key (`leadflow.flows.lead.once_key`:
   notify and event per person, CRM per lead and data version) in leadflow's database
   before the vendor is called and marked done after (leadflow/once.py), so a retried
   task or a rerun of the file repeats nothing that finished; the adapters get the same
@@ -51,7 +51,10 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.files import (
+from leadflow.app.runtime import Runtime, current_runtime
+from leadflow.decide import decide, decide_many
+from leadflow.done import DoneLead
+from leadflow.flows.files import (
     FailedBranch,
     FileRunSummary,
     LeadFile,
@@ -61,14 +64,11 @@ from flows.files import (
     _listener,
     read_leads,
 )
-from flows.lead import once_key
-from flows.retries import retry_options
-from flows.runtime import Runtime, current_runtime
-from integrations.base import Adapter, LeadEvent
-from integrations.errors import TransientError
-from leadflow.decide import decide, decide_many
-from leadflow.done import DoneLead
+from leadflow.flows.lead import once_key
+from leadflow.flows.retries import retry_options
 from leadflow.intake import Rejection
+from leadflow.integrations.base import Adapter, LeadEvent
+from leadflow.integrations.errors import TransientError
 from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.once import OnceStore

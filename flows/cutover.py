@@ -31,10 +31,10 @@ from prefect import flow
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
 
-from flows.files import LeadFile, _listener, read_contents, split_records
-from flows.lead import run_pipeline
-from flows.runtime import Runtime, current_runtime, use_runtime
-from flows.shadow import (
+from leadflow.app.runtime import Runtime, current_runtime, use_runtime
+from leadflow.flows.files import LeadFile, _listener, read_contents, split_records
+from leadflow.flows.lead import run_pipeline
+from leadflow.flows.shadow import (
     ShadowContext,
     _guarded,
     _run_id,
@@ -42,8 +42,8 @@ from flows.shadow import (
     shadow_one,
     shadow_runtime,
 )
-from integrations.legacy_spec import build_legacy
-from integrations.recorders import Journal
+from leadflow.integrations.legacy_spec import build_legacy
+from leadflow.integrations.recorders import Journal
 from leadflow.logging import get_logger
 from leadflow.models import Lead
 from leadflow.shadow_settings import MODES, ShadowSettings

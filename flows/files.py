@@ -28,14 +28,14 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
-from flows.alerts import alert_on_failure
-from flows.artifacts import publish_leads
-from flows.lead import run_pipeline
-from flows.naming import file_run_name
-from flows.runtime import Runtime, current_runtime
-from integrations.file_source import SUFFIXES, FileContents, read_file
+from leadflow.app.runtime import Runtime, current_runtime
 from leadflow.done import DoneLead
+from leadflow.flows.alerts import alert_on_failure
+from leadflow.flows.artifacts import publish_leads
+from leadflow.flows.lead import run_pipeline
+from leadflow.flows.naming import file_run_name
 from leadflow.intake import Rejection, validate_record
+from leadflow.integrations.file_source import SUFFIXES, FileContents, read_file
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import BranchStatus, Lead, LeadOutcome

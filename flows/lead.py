@@ -33,10 +33,12 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
-from flows.alerts import alert_on_failure
-from flows.artifacts import publish_decision
-from flows.limits import vendor_limit
-from flows.naming import (
+from leadflow.app.runtime import Runtime, current_runtime
+from leadflow.decide import decide, timed
+from leadflow.flows.alerts import alert_on_failure
+from leadflow.flows.artifacts import publish_decision
+from leadflow.flows.limits import vendor_limit
+from leadflow.flows.naming import (
     decision_tags,
     label_of,
     lead_run_name,
@@ -44,11 +46,9 @@ from flows.naming import (
     step_run_name,
     task_tags,
 )
-from flows.retries import retry_options
-from flows.runtime import Runtime, current_runtime
-from integrations.base import LeadEvent
-from leadflow.decide import decide, timed
+from leadflow.flows.retries import retry_options
 from leadflow.intake import RawRecord, Rejection, validate_record
+from leadflow.integrations.base import LeadEvent
 from leadflow.logging import get_logger
 from leadflow.models import (
     BranchResult,

@@ -36,7 +36,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import concurrency, rate_limit
 from prefect.exceptions import ObjectNotFound
 
-from integrations.base import Adapter
+from leadflow.integrations.base import Adapter
 from leadflow.logging import get_logger
 from leadflow.settings import Settings, VendorLimit
 

@@ -40,11 +40,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.alerts import alert_on_failure
-from flows.batch import process_file_batched
-from flows.files import process_file
-from flows.runtime import current_runtime
-from integrations.file_source import SUFFIXES, count_records
+from leadflow.app.runtime import current_runtime
+from leadflow.flows.alerts import alert_on_failure
+from leadflow.flows.batch import process_file_batched
+from leadflow.flows.files import process_file
+from leadflow.integrations.file_source import SUFFIXES, count_records
 from leadflow.ledger import FileLedger, FileStatus, LedgerEntry, content_digest, ready_files
 from leadflow.logging import get_logger
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.files import FailedBranch, SetAside, run_leads
-from flows.runtime import current_runtime
+from leadflow.app.runtime import current_runtime
+from leadflow.flows.files import FailedBranch, SetAside, run_leads
 from leadflow.intake import RawRecord, Rejection, rejection_key, validate_record
 from leadflow.logging import get_logger
 from leadflow.models import Lead

@@ -21,8 +21,8 @@ from typing import Any
 from prefect.tasks import Task, exponential_backoff
 from prefect.utilities.math import lower_clamp_multiple
 
-from flows.runtime import current_runtime
-from integrations.errors import RateLimited, TransientError
+from leadflow.app.runtime import current_runtime
+from leadflow.integrations.errors import RateLimited, TransientError
 from leadflow.logging import get_logger
 from leadflow.settings import PipelineSettings
 

@@ -29,18 +29,18 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.files import LeadFile, SetAside, _listener, read_contents, split_records
-from flows.lead import run_pipeline
-from flows.runtime import Runtime, current_runtime, use_runtime
-from integrations.base import LegacyProcess
-from integrations.file_source import FileContents
-from integrations.legacy_spec import build_legacy
-from integrations.recorders import Journal, shadowed
+from leadflow.app.runtime import Runtime, current_runtime, use_runtime
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
 from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
+from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
+from leadflow.flows.lead import run_pipeline
 from leadflow.intake import RawRecord, Rejection, validate_record
+from leadflow.integrations.base import LegacyProcess
+from leadflow.integrations.file_source import FileContents
+from leadflow.integrations.legacy_spec import build_legacy
+from leadflow.integrations.recorders import Journal, shadowed
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import Decision, Lead, StepTiming

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.files import LeadsFailedError, run_leads, summarise
-from flows.runtime import current_runtime
-from integrations.base import LeadSource
-from integrations.registry import get_adapter_class
+from leadflow.app.runtime import current_runtime
+from leadflow.flows.files import LeadsFailedError, run_leads, summarise
 from leadflow.intake import Rejection, validate_record
+from leadflow.integrations.base import LeadSource
+from leadflow.integrations.registry import get_adapter_class
 from leadflow.logging import get_logger
 from leadflow.settings import SettingsError
 

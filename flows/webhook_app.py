@@ -30,9 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.runtime import Runtime, current_runtime, use_runtime
-from integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from leadflow.app.runtime import Runtime, current_runtime, use_runtime
 from leadflow.intake import RawRecord, Rejection, validate_record
+from leadflow.integrations.webhook_notifier import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
 from leadflow.logging import get_logger
 from leadflow.settings import AdapterSettings
 
@@ -59,7 +63,7 @@ def create_app(
     counter = {"received": 0}
 
     async def run(record: dict[str, Any], position: int) -> None:
-        from flows.lead import process_lead
+        from leadflow.flows.lead import process_lead
 
         async def go() -> None:
             state = await process_lead(

@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Self
 import httpx
 from pydantic import Field, HttpUrl, SecretStr
 
-from integrations.base import Notifier
-from integrations.credentials import Credential
-from integrations.messages import LeadSummary, group_by_rep
-from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.base import Notifier
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.messages import LeadSummary, group_by_rep
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError, load_settings

@@ -14,9 +14,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from integrations.base import Adapter
-from integrations.errors import AdapterError
-from integrations.registry import UnknownAdapterError, get_adapter_class
+from leadflow.integrations.base import Adapter
+from leadflow.integrations.errors import AdapterError
+from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
 from leadflow.rules import Rules, RulesError, load_rules
 from leadflow.settings import Settings, SettingsError, load_settings
 

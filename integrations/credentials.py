@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from integrations.errors import AuthenticationError
+from leadflow.integrations.errors import AuthenticationError
 from leadflow.settings import SettingsError
 
 

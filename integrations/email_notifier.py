@@ -21,11 +21,11 @@ import aiosmtplib
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Notifier
-from integrations.credentials import Credential
-from integrations.errors import AuthenticationError, PermanentError, TransientError
-from integrations.messages import LeadSummary, group_by_rep
-from integrations.ratelimit import RateLimiter
+from leadflow.integrations.base import Notifier
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import AuthenticationError, PermanentError, TransientError
+from leadflow.integrations.messages import LeadSummary, group_by_rep
+from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings

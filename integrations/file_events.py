@@ -21,11 +21,11 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import EventSink, LeadEvent
-from integrations.credentials import Credential
-from integrations.jsonl_ledger import JsonlLedger
-from integrations.vendor import VendorHttp, VendorSettings
-from integrations.webhook_notifier import signed_headers
+from leadflow.integrations.base import EventSink, LeadEvent
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.jsonl_ledger import JsonlLedger
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.webhook_notifier import signed_headers
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
 

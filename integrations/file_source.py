@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrations.base import LeadSource, RawRecord
 from leadflow.columns import ColumnMap, map_columns
+from leadflow.integrations.base import LeadSource, RawRecord
 from leadflow.textfiles import decode_file, delimiter_note, sniff_delimiter
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

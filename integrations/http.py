@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from integrations.errors import (
+from leadflow.integrations.errors import (
     AdapterError,
     AuthenticationError,
     PermanentError,

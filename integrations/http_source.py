@@ -25,11 +25,11 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import LeadSource, RawRecord
-from integrations.credentials import Credential
-from integrations.errors import PermanentError
-from integrations.vendor import VendorHttp, VendorSettings
-from integrations.watermark import Watermark
+from leadflow.integrations.base import LeadSource, RawRecord
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.watermark import Watermark
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError, load_settings
 

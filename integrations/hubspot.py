@@ -33,12 +33,12 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import CRM, LeadSource, RawRecord
-from integrations.credentials import Credential
-from integrations.errors import PermanentError
-from integrations.ratelimit import RateLimiter
-from integrations.vendor import VendorHttp, VendorSettings, unique_batches
-from integrations.watermark import Watermark
+from leadflow.integrations.base import CRM, LeadSource, RawRecord
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.ratelimit import RateLimiter
+from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from leadflow.integrations.watermark import Watermark
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings

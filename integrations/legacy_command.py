@@ -14,7 +14,7 @@ import json
 import shlex
 from typing import Any, Self
 
-from integrations.legacy_common import AnsweringLegacy
+from leadflow.integrations.legacy_common import AnsweringLegacy
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings

@@ -6,8 +6,8 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
-from integrations.base import LegacyProcess
 from leadflow.compare import decision_from_answer, steps_from_answer
+from leadflow.integrations.base import LegacyProcess
 from leadflow.models import Decision, StepTiming, lead_id_of
 
 

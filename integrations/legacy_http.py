@@ -1,7 +1,7 @@
 """`http:URL`: the current process is an HTTP endpoint that answers a POSTed lead
 (`{"lead": {...raw record...}}`) with its decision as a JSON object.
 
-Errors follow integrations.http (timeouts, 5xx and 429 are transient, 4xx permanent);
+Errors follow leadflow.integrations.http (timeouts, 5xx and 429 are transient, 4xx permanent);
 shadow mode records them for the lead and does not retry: a decision the current
 process could not give is itself a finding. The transport can be injected (tests).
 """
@@ -12,8 +12,8 @@ from typing import Any, Self
 
 import httpx
 
-from integrations.http import USER_AGENT, make_client, send
-from integrations.legacy_common import AnsweringLegacy
+from leadflow.integrations.http import USER_AGENT, make_client, send
+from leadflow.integrations.legacy_common import AnsweringLegacy
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings

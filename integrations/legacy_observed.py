@@ -23,8 +23,8 @@ from typing import Any, Literal, Self
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import CRM
-from integrations.legacy_common import AnsweringLegacy
+from leadflow.integrations.base import CRM
+from leadflow.integrations.legacy_common import AnsweringLegacy
 from leadflow.models import Decision, Lead, lead_id_of
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
@@ -76,7 +76,7 @@ class ObservedLegacy(AnsweringLegacy):
                 f"(fields: {', '.join(Decision.COMPARED_FIELDS)})"
             )
         if target == "crm":
-            from integrations.wiring import build_adapter
+            from leadflow.integrations.wiring import build_adapter
 
             crm = build_adapter("crm", settings.adapters.crm, settings, rules)
             return cls(crm=crm, fields=own.fields, match_by=own.match_by)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Self
 
-from integrations.legacy_common import AnsweringLegacy
+from leadflow.integrations.legacy_common import AnsweringLegacy
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Self
 
-from integrations.base import CRM, LegacyProcess
-from integrations.rules_scorer import RulesScorer
 from leadflow.assignment import Assigner
 from leadflow.decide import decide
+from leadflow.integrations.base import CRM, LegacyProcess
+from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.models import Decision, Lead, StepTiming
 from leadflow.rules import Rules, RulesError, load_rules
 from leadflow.settings import Settings, SettingsError
@@ -32,7 +32,7 @@ class RulesLegacy(LegacyProcess):
 
     @classmethod
     def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
-        from integrations.wiring import build_adapter
+        from leadflow.integrations.wiring import build_adapter
 
         try:
             own = load_rules(target)

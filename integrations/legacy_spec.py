@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from integrations.base import LegacyProcess
-from integrations.registry import UnknownAdapterError, get_adapter_class
+from leadflow.integrations.base import LegacyProcess
+from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 

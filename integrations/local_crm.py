@@ -22,8 +22,8 @@ from pydantic_settings import SettingsConfigDict
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integrations.base import CRM
 from leadflow.db import dialect_insert, ensure_tables, insert_ignoring_duplicates
+from leadflow.integrations.base import CRM
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings

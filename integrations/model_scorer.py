@@ -25,10 +25,10 @@ import httpx
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Scorer
-from integrations.credentials import Credential
-from integrations.errors import AdapterError
-from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.base import Scorer
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import AdapterError
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Lead, Score, ScoreReason
 from leadflow.rules import Rules, ScoringRules, score_lead

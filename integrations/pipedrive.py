@@ -37,10 +37,10 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import CRM
-from integrations.credentials import Credential
-from integrations.errors import PermanentError
-from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.base import CRM
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings

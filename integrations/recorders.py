@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from integrations.base import CRM, EventSink, LeadEvent, Notifier
-from integrations.wiring import Adapters
+from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier
+from leadflow.integrations.wiring import Adapters
 from leadflow.models import CrmMatch, Decision, Lead
 
 

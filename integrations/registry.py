@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from integrations.base import KINDS, Adapter
+from leadflow.integrations.base import KINDS, Adapter
 
 ENTRY_POINT_GROUP = "leadflow.adapters"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Self
 
-from integrations.base import Scorer
+from leadflow.integrations.base import Scorer
 from leadflow.models import CrmMatch, Lead, Score
 from leadflow.rules import Rules, ScoringRules, score_lead
 from leadflow.settings import Settings

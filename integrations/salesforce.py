@@ -35,14 +35,14 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import CRM
-from integrations.errors import (
+from leadflow.integrations.base import CRM
+from leadflow.integrations.errors import (
     AuthenticationError,
     PermanentError,
     RateLimited,
     TransientError,
 )
-from integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError, load_settings

@@ -25,10 +25,10 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import EventSink, LeadEvent
-from integrations.credentials import Credential
-from integrations.errors import PermanentError
-from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.base import EventSink, LeadEvent
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings
 

@@ -30,12 +30,17 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.chat import ChatNotifier, HookChatNotifier, HookSettings
-from integrations.credentials import Credential
-from integrations.errors import AuthenticationError, PermanentError, RateLimited, TransientError
-from integrations.http import error_for_response, parse_retry_after
-from integrations.messages import LeadSummary
-from integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.chat import ChatNotifier, HookChatNotifier, HookSettings
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import (
+    AuthenticationError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from leadflow.integrations.http import error_for_response, parse_retry_after
+from leadflow.integrations.messages import LeadSummary
+from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError, load_settings
 
@@ -147,7 +152,7 @@ AUTH = {
 def check_slack_reply(response: httpx.Response, operation: str = "slack") -> None:
     """Slack answers most failures with HTTP 200 and `ok: false`."""
     if response.status_code != 200:
-        return  # integrations.http judges the status
+        return  # leadflow.integrations.http judges the status
     try:
         data = response.json()
     except ValueError:

@@ -12,8 +12,8 @@ from typing import Self
 
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 
-from integrations.base import EventSink, LeadEvent
 from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.integrations.base import EventSink, LeadEvent
 from leadflow.rules import Rules
 from leadflow.settings import Settings
 

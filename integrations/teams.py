@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from integrations.chat import HookChatNotifier, HookSettings
-from integrations.messages import LeadSummary
+from leadflow.integrations.chat import HookChatNotifier, HookSettings
+from leadflow.integrations.messages import LeadSummary
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~])")
 

@@ -18,8 +18,8 @@ from typing import Self
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Notifier, RunAlert
-from integrations.jsonl_ledger import JsonlLedger
+from leadflow.integrations.base import Notifier, RunAlert
+from leadflow.integrations.jsonl_ledger import JsonlLedger
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, load_settings

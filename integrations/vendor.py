@@ -6,7 +6,7 @@ the default) and the name of an optional Prefect Secret block for its credential
 
 `VendorHttp` is one adapter's connection: one shared `httpx.AsyncClient`, its
 `RateLimiter`, and its credential. Every request goes through `request()`, which
-waits for the limiter, adds the credential, and lets integrations.http decide what a
+waits for the limiter, adds the credential, and lets leadflow.integrations.http decide what a
 failure means; a Retry-After also pauses the limiter, so the adapter's other
 requests wait it out instead of earning 429s of their own. Tests pass a `transport`
 (an `httpx.MockTransport`, respx's, or none for a real loopback server): nothing is
@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from integrations.credentials import Credential
-from integrations.errors import PermanentError, RateLimited
-from integrations.http import error_for_exception, make_client, raise_for_response
-from integrations.ratelimit import RateLimiter
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import PermanentError, RateLimited
+from leadflow.integrations.http import error_for_exception, make_client, raise_for_response
+from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.settings import AdapterSettings
 
 AuthHeaders = Callable[[str], Mapping[str, str]]

@@ -3,7 +3,7 @@ internal service, an automation platform).
 
 The request carries `Idempotency-Key`, the once-only key per lead, so a receiver that
 honours it drops repeats; the token, if set, goes in `Authorization: Bearer` and is
-never logged. Errors follow integrations.errors: 429 and 5xx are retried by the
+never logged. Errors follow leadflow.integrations.errors: 429 and 5xx are retried by the
 pipeline (honouring Retry-After), 4xx are not.
 
 With `LEADFLOW_WEBHOOK_SIGNING_SECRET` set, each request is signed so the receiver
@@ -24,9 +24,9 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from integrations.base import Notifier
-from integrations.http import make_client, send
-from integrations.ratelimit import RateLimiter
+from leadflow.integrations.base import Notifier
+from leadflow.integrations.http import make_client, send
+from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
 from leadflow.rules import Rules
 from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings

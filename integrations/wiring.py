@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from integrations.base import CRM, EventSink, Notifier, Scorer
-from integrations.registry import UnknownAdapterError, get_adapter_class
+from leadflow.integrations.base import CRM, EventSink, Notifier, Scorer
+from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
 from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 

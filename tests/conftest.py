@@ -22,11 +22,11 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 import pytest  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows.runtime import Runtime, build_runtime, use_runtime  # noqa: E402
-from integrations.local_crm import LocalCRM  # noqa: E402
-from integrations.rules_scorer import RulesScorer  # noqa: E402
-from integrations.sql_events import SqlEventSink  # noqa: E402
-from integrations.terminal_notifier import TerminalNotifier  # noqa: E402
+from leadflow.app.runtime import Runtime, build_runtime, use_runtime  # noqa: E402
+from leadflow.integrations.local_crm import LocalCRM  # noqa: E402
+from leadflow.integrations.rules_scorer import RulesScorer  # noqa: E402
+from leadflow.integrations.sql_events import SqlEventSink  # noqa: E402
+from leadflow.integrations.terminal_notifier import TerminalNotifier  # noqa: E402
 from leadflow.rules import load_rules  # noqa: E402
 from leadflow.settings import PipelineSettings, Settings  # noqa: E402
 

@@ -23,28 +23,28 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from integrations.base import Adapter
-from integrations.email_notifier import EmailNotifier, EmailSettings
-from integrations.file_events import (
+from leadflow.integrations.base import Adapter
+from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings
+from leadflow.integrations.file_events import (
     JsonlEventSink,
     WebhookEventSink,
     WebhookEventsSettings,
 )
-from integrations.hubspot import HubSpotCRM, HubSpotSettings
-from integrations.local_crm import LocalCRM
-from integrations.pipedrive import PipedriveCRM, PipedriveSettings
-from integrations.salesforce import SalesforceCRM, SalesforceSettings
-from integrations.segment import SegmentEventSink, SegmentSettings
-from integrations.slack import (
+from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings
+from leadflow.integrations.local_crm import LocalCRM
+from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.integrations.salesforce import SalesforceCRM, SalesforceSettings
+from leadflow.integrations.segment import SegmentEventSink, SegmentSettings
+from leadflow.integrations.slack import (
     SlackNotifier,
     SlackSettings,
     SlackWebhookNotifier,
     SlackWebhookSettings,
 )
-from integrations.sql_events import SqlEventSink
-from integrations.teams import TeamsNotifier, TeamsSettings
-from integrations.terminal_notifier import TerminalNotifier
-from integrations.webhook_notifier import WebhookNotifier
+from leadflow.integrations.sql_events import SqlEventSink
+from leadflow.integrations.teams import TeamsNotifier, TeamsSettings
+from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.integrations.webhook_notifier import WebhookNotifier
 from tests.conftest import EXAMPLES
 
 HOOK = "https://hooks.example.test/hook"

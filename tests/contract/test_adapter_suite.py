@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from integrations.base import CRM, EventSink, LeadEvent, Notifier
-from integrations.errors import PermanentError, RateLimited, TransientError
-from integrations.registry import list_adapters
+from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier
+from leadflow.integrations.errors import PermanentError, RateLimited, TransientError
+from leadflow.integrations.registry import list_adapters
 from tests.contract.conftest import SmtpServer, make_decision, make_lead, start_smtp
 from tests.contract.harnesses import HARNESSES, FakeVendor, Harness
 

@@ -15,15 +15,20 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from integrations.errors import AuthenticationError, PermanentError, RateLimited, TransientError
-from integrations.slack import (
+from leadflow.integrations.errors import (
+    AuthenticationError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from leadflow.integrations.slack import (
     SlackNotifier,
     SlackSettings,
     SlackWebhookNotifier,
     SlackWebhookSettings,
     escape,
 )
-from integrations.teams import TeamsNotifier, TeamsSettings, escape_markdown
+from leadflow.integrations.teams import TeamsNotifier, TeamsSettings, escape_markdown
 from tests.contract.conftest import body, make_decision, make_lead
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"

@@ -18,12 +18,12 @@ import respx
 from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
-from integrations.base import LeadEvent
-from integrations.email_notifier import EmailNotifier, EmailSettings, message_id
-from integrations.errors import AuthenticationError, PermanentError, TransientError
-from integrations.file_events import JsonlEventSink
-from integrations.segment import MAX_BATCH_BYTES, SegmentEventSink, SegmentSettings
-from integrations.webhook_notifier import (
+from leadflow.integrations.base import LeadEvent
+from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings, message_id
+from leadflow.integrations.errors import AuthenticationError, PermanentError, TransientError
+from leadflow.integrations.file_events import JsonlEventSink
+from leadflow.integrations.segment import MAX_BATCH_BYTES, SegmentEventSink, SegmentSettings
+from leadflow.integrations.webhook_notifier import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookNotifier,

@@ -18,9 +18,9 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from integrations.errors import AuthenticationError, PermanentError, RateLimited
-from integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply
-from integrations.vendor import unique_batches
+from leadflow.integrations.errors import AuthenticationError, PermanentError, RateLimited
+from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply
+from leadflow.integrations.vendor import unique_batches
 from leadflow.settings import SettingsError
 from tests.contract.conftest import body, make_decision, make_lead
 
@@ -353,7 +353,7 @@ async def _poll(source) -> list[str]:
 
 
 async def test_source_reads_contacts_created_since_the_watermark(tmp_path, monkeypatch) -> None:
-    import integrations.hubspot as hubspot
+    import leadflow.integrations.hubspot as hubspot
 
     monkeypatch.setattr(hubspot, "SEARCH_PAGE", 2)
     search = ContactsSearch()
@@ -382,7 +382,7 @@ async def test_source_reads_contacts_created_since_the_watermark(tmp_path, monke
 
 
 async def test_source_restarts_the_query_at_the_search_window(tmp_path, monkeypatch) -> None:
-    import integrations.hubspot as hubspot
+    import leadflow.integrations.hubspot as hubspot
 
     monkeypatch.setattr(hubspot, "SEARCH_PAGE", 2)
     monkeypatch.setattr(hubspot, "SEARCH_WINDOW", 4)

@@ -14,7 +14,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from integrations.model_scorer import ModelScorer, ModelScorerSettings
+from leadflow.integrations.model_scorer import ModelScorer, ModelScorerSettings
 from leadflow.models import CrmMatch
 from leadflow.rules import load_rules, score_lead
 from leadflow.settings import SettingsError

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from integrations.errors import PermanentError, TransientError
-from integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.integrations.errors import PermanentError, TransientError
+from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
 from tests.contract.conftest import make_decision, make_lead
 from tests.contract.harnesses import FakeVendor, PipedriveFake
 

@@ -16,8 +16,13 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from integrations.errors import AuthenticationError, PermanentError, RateLimited, TransientError
-from integrations.salesforce import SalesforceCRM, SalesforceSettings, soql_quote
+from leadflow.integrations.errors import (
+    AuthenticationError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from leadflow.integrations.salesforce import SalesforceCRM, SalesforceSettings, soql_quote
 from leadflow.settings import SettingsError
 from tests.contract.conftest import body, make_decision, make_lead
 

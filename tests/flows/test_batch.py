@@ -15,16 +15,16 @@ import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.batch import process_file_batched
-from flows.files import LeadsFailedError
-from flows.runtime import use_runtime
-from flows.settle import settle
-from integrations.errors import PermanentError, TransientError
-from integrations.local_crm import LocalCRM, contacts
-from integrations.sql_events import lead_events
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
+from leadflow.flows.batch import process_file_batched
+from leadflow.flows.files import LeadsFailedError
+from leadflow.flows.settle import settle
 from leadflow.intake import quarantine
+from leadflow.integrations.errors import PermanentError, TransientError
+from leadflow.integrations.local_crm import LocalCRM, contacts
+from leadflow.integrations.sql_events import lead_events
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from tests.conftest import EXAMPLES
 from tests.flows.test_process_file import write_csv
 

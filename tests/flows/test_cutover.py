@@ -10,12 +10,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.variables import Variable
 
-import flows.cutover
-from flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
-from flows.report import shadow_report
-from flows.runtime import use_runtime
-from integrations.base import Notifier
-from integrations.terminal_notifier import TerminalNotifier
+import leadflow.flows.cutover
+from leadflow.app.runtime import use_runtime
+from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
+from leadflow.flows.report import shadow_report
+from leadflow.integrations.base import Notifier
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
@@ -27,7 +27,7 @@ LEGACY = "python:examples.legacy.process:decide"
 async def mode_variable(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
-    monkeypatch.setattr(flows.cutover, "MODE_TTL_SECONDS", 0)
+    monkeypatch.setattr(leadflow.flows.cutover, "MODE_TTL_SECONDS", 0)
     await Variable.aunset(MODE_VARIABLE)
     yield
     await Variable.aunset(MODE_VARIABLE)

@@ -12,10 +12,17 @@ import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.files import AlreadyDone, FailedBranch, FileRunSummary, Merged, SetAside, process_file
-from integrations.local_crm import contacts
-from integrations.sql_events import lead_events
 from leadflow.db import get_engine
+from leadflow.flows.files import (
+    AlreadyDone,
+    FailedBranch,
+    FileRunSummary,
+    Merged,
+    SetAside,
+    process_file,
+)
+from leadflow.integrations.local_crm import contacts
+from leadflow.integrations.sql_events import lead_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -111,7 +118,7 @@ def test_lead_text_is_escaped_in_the_summary_artifact():
 
 
 def test_already_done_results_count_in_the_summary():
-    from flows.files import summarise
+    from leadflow.flows.files import summarise
 
     summary = summarise("f.csv", 1, [AlreadyDone(lead_id="x", tier="hot", rep="r")], [])
     assert (summary.processed, summary.already_done, summary.by_tier) == (1, 1, {"hot": 1})

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from flows.poll import PollSummary, poll_leads
-from flows.runtime import current_runtime, use_runtime
-from integrations.errors import PermanentError
-from integrations.local_crm import LocalCRM, contacts
+from leadflow.app.runtime import current_runtime, use_runtime
 from leadflow.db import get_engine
+from leadflow.flows.poll import PollSummary, poll_leads
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.ledger import FileLedger, FileStatus
 from leadflow.models import CrmMatch, Decision, Lead
 
@@ -223,7 +223,7 @@ async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
-    from flows.files import process_file
+    from leadflow.flows.files import process_file
     from leadflow.ledger import content_digest
 
     big = drop(inbox, "big.csv", "ann", "abe", "amy")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from flows.runtime import use_runtime
-from flows.source import poll_source
+from leadflow.app.runtime import use_runtime
+from leadflow.flows.source import poll_source
 from leadflow.settings import AdapterChoice
 from tests.integration.test_http_source import T0, api  # noqa: F401 - the fixture
 

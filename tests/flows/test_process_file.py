@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flows.files import LeadsFailedError, process_file
-from flows.runtime import use_runtime
-from integrations.errors import PermanentError
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
+from leadflow.flows.files import LeadsFailedError, process_file
 from leadflow.intake import quarantine
+from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from flows.lead import BranchesFailedError, InvalidLeadError, process_lead
-from flows.runtime import use_runtime
-from integrations.base import CRM, EventSink, Notifier
-from integrations.errors import PermanentError, TransientError
-from integrations.local_crm import LocalCRM, contacts
-from integrations.sql_events import SqlEventSink, lead_events
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
+from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
 from leadflow.intake import quarantine
+from leadflow.integrations.base import CRM, EventSink, Notifier
+from leadflow.integrations.errors import PermanentError, TransientError
+from leadflow.integrations.local_crm import LocalCRM, contacts
+from leadflow.integrations.sql_events import SqlEventSink, lead_events
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.logging import add_run_ids
 from leadflow.models import BranchStatus
 from tests.conftest import EXAMPLES

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.files import process_file
-from flows.replay import KEY_FIELD, REASON_FIELD, replay_quarantine
+from leadflow.flows.files import process_file
+from leadflow.flows.replay import KEY_FIELD, REASON_FIELD, replay_quarantine
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -68,7 +68,7 @@ async def test_corrected_records_are_processed_and_leave_the_quarantine(runtime,
 
 
 async def test_replay_as_stored_processes_what_now_passes(make_runtime, tmp_path):
-    from flows.runtime import use_runtime
+    from leadflow.app.runtime import use_runtime
 
     runtime = make_runtime()
     with use_runtime(runtime):

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flows.shadow import shadow_file, shadow_lead
-from integrations.rules_scorer import RulesScorer
+from leadflow.flows.shadow import shadow_file, shadow_lead
+from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.models import CrmMatch, Lead, Score
 from leadflow.rules import load_rules
 from leadflow.shadow_store import ComparisonStore
@@ -67,7 +67,7 @@ class BrokenScorer(RulesScorer):
 async def test_a_failing_candidate_leaves_the_control_untouched(
     prefect_api, make_runtime, shadow_db, legacy_module, how
 ):
-    from flows.runtime import use_runtime
+    from leadflow.app.runtime import use_runtime
 
     runtime = make_runtime(scorer=BrokenScorer(how))
     with use_runtime(runtime):

@@ -11,9 +11,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.artifacts import LEADS_KEY, decision_key
-from flows.files import process_file
-from flows.lead import process_lead
+from leadflow.flows.artifacts import LEADS_KEY, decision_key
+from leadflow.flows.files import process_file
+from leadflow.flows.lead import process_lead
 from leadflow.markdown import escape, table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

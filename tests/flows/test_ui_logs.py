@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 
-from flows.lead import process_lead
+from leadflow.flows.lead import process_lead
 from leadflow.logging import configure_logging, render_for_ui
 from leadflow.settings import LogSettings
 

@@ -9,10 +9,10 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.files import process_file
-from flows.lead import process_lead
-from flows.runtime import use_runtime
-from flows.settle import settle
+from leadflow.app.runtime import use_runtime
+from leadflow.flows.files import process_file
+from leadflow.flows.lead import process_lead
+from leadflow.flows.settle import settle
 from leadflow.settings import UiSettings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.webhook_app import create_app
-from integrations.terminal_notifier import TerminalNotifier
-from integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from leadflow.flows.webhook_app import create_app
+from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
 class GatedNotifier(TerminalNotifier):

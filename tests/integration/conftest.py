@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flows.runtime import Runtime, use_runtime
-from integrations.webhook_notifier import WebhookNotifier
+from leadflow.app.runtime import Runtime, use_runtime
+from leadflow.integrations.webhook_notifier import WebhookNotifier
 
 SECRET_TOKEN = "s3cr3t-token-value"
 FAST_RETRIES = {"retries": 2, "retry_backoff_seconds": 0.05, "retry_jitter_factor": 0}

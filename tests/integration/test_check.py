@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from integrations.checks import check_configuration
-from integrations.registry import get_adapter_class
-from leadflow.cli import app
+from leadflow.app.cli import app
+from leadflow.integrations.checks import check_configuration
+from leadflow.integrations.registry import get_adapter_class
 from tests.conftest import EXAMPLES
 from tests.integration.conftest import serve_app
 
@@ -102,7 +102,7 @@ MINIMAL = {
 
 
 def _registered() -> list[tuple[str, str]]:
-    from integrations.registry import list_adapters
+    from leadflow.integrations.registry import list_adapters
 
     # The file source is chosen by `leadflow run FILE`, the current process (kind
     # `legacy`) by `--legacy KIND:TARGET`: neither through LEADFLOW_ADAPTERS__*.

@@ -8,9 +8,9 @@ import pytest
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
-from integrations.credentials import Credential
-from integrations.errors import AuthenticationError
-from integrations.hubspot import HubSpotCRM, HubSpotSettings
+from leadflow.integrations.credentials import Credential
+from leadflow.integrations.errors import AuthenticationError
+from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings
 
 
 async def test_a_value_from_the_environment_needs_no_prefect() -> None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from integrations.http_source import HttpLeadSource, HttpSourceSettings
+from leadflow.integrations.http_source import HttpLeadSource, HttpSourceSettings
 from tests.integration.conftest import serve_app
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

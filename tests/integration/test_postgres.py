@@ -20,12 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from integrations.base import LeadEvent
-from integrations.local_crm import LocalCRM, contacts
-from integrations.sql_events import SqlEventSink, lead_events
 from leadflow.assignment import Assigner
 from leadflow.db import get_engine
 from leadflow.intake import Quarantine, RawRecord, validate_record
+from leadflow.integrations.base import LeadEvent
+from leadflow.integrations.local_crm import LocalCRM, contacts
+from leadflow.integrations.sql_events import SqlEventSink, lead_events
 from leadflow.models import Decision, FollowUpType, Lead
 from leadflow.rules import load_rules
 from tests.conftest import EXAMPLES

@@ -10,10 +10,10 @@ import pytest
 from prefect.client.orchestration import get_client
 from structlog.testing import capture_logs
 
-from flows.alerts import alert_on_failure
-from flows.files import process_file
-from flows.lead import process_lead
-from flows.runtime import current_runtime
+from leadflow.app.runtime import current_runtime
+from leadflow.flows.alerts import alert_on_failure
+from leadflow.flows.files import process_file
+from leadflow.flows.lead import process_lead
 from tests.integration.conftest import WebhookServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -69,8 +69,8 @@ async def test_a_notifier_without_alerts_logs_the_failed_run(
 
 
 async def test_an_alert_that_cannot_be_sent_does_not_change_the_run(make_runtime, prefect_api):
-    from flows.runtime import use_runtime
-    from integrations.terminal_notifier import TerminalNotifier
+    from leadflow.app.runtime import use_runtime
+    from leadflow.integrations.terminal_notifier import TerminalNotifier
 
     class Down(TerminalNotifier):
         async def alert(self, alert, *, idempotency_key):

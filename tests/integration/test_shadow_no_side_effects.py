@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from flows.files import process_file
-from flows.shadow import shadow_file
-from integrations.local_crm import contacts
-from integrations.sql_events import lead_events
 from leadflow.db import ensure_tables
+from leadflow.flows.files import process_file
+from leadflow.flows.shadow import shadow_file
+from leadflow.integrations.local_crm import contacts
+from leadflow.integrations.sql_events import lead_events
 from tests.conftest import EXAMPLES
 
 SEEDED_CONTACTS = 3

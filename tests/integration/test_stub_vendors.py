@@ -15,8 +15,8 @@ import httpx
 import pytest
 import uvicorn
 
-from integrations.errors import RateLimited
-from integrations.ratelimit import RateLimiter
+from leadflow.integrations.errors import RateLimited
+from leadflow.integrations.ratelimit import RateLimiter
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

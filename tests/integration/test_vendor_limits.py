@@ -13,10 +13,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from structlog.testing import capture_logs
 
-from flows import limits
-from flows.files import process_file
-from flows.limits import apply_limits, concurrency_name, rate_name, vendor_limit
-from integrations.terminal_notifier import TerminalNotifier
+from leadflow.flows import limits
+from leadflow.flows.files import process_file
+from leadflow.flows.limits import apply_limits, concurrency_name, rate_name, vendor_limit
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.settings import VendorLimit
 from tests.conftest import make_settings
 from tests.integration.conftest import Reply, WebhookServer

@@ -15,15 +15,20 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from integrations.errors import (
+from leadflow.integrations.errors import (
     AdapterError,
     AuthenticationError,
     PermanentError,
     RateLimited,
     TransientError,
 )
-from integrations.http import USER_AGENT, error_for_exception, error_for_response, parse_retry_after
-from integrations.webhook_notifier import WebhookNotifier
+from leadflow.integrations.http import (
+    USER_AGENT,
+    error_for_exception,
+    error_for_response,
+    parse_retry_after,
+)
+from leadflow.integrations.webhook_notifier import WebhookNotifier
 from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
 from leadflow.rules import load_rules
 from leadflow.settings import Settings, SettingsError
@@ -166,7 +171,7 @@ async def test_notify_raises_the_adapter_error(
         assert caught.value.retry_after == retry_after
 
 
-# --- statuses and failures onto integrations.errors --------------------------------
+# --- statuses and failures onto leadflow.integrations.errors --------------------------------
 
 
 def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from integrations.ratelimit import RateLimiter
-from integrations.webhook_notifier import WebhookNotifier
+from leadflow.integrations.ratelimit import RateLimiter
+from leadflow.integrations.webhook_notifier import WebhookNotifier
 from tests.integration.conftest import Reply
 from tests.integration.test_webhook_contract import make_decision, make_lead
 

@@ -22,9 +22,9 @@ from prefect.utilities.math import lower_clamp_multiple
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from flows.lead import BRANCHES, BranchesFailedError, process_lead
-from flows.runtime import Runtime, use_runtime
-from integrations.webhook_notifier import WebhookNotifier, WebhookNotifierSettings
+from leadflow.app.runtime import Runtime, use_runtime
+from leadflow.flows.lead import BRANCHES, BranchesFailedError, process_lead
+from leadflow.integrations.webhook_notifier import WebhookNotifier, WebhookNotifierSettings
 from leadflow.models import BranchStatus, LeadOutcome, person_id
 from leadflow.settings import load_settings
 from tests.integration.conftest import SECRET_TOKEN, Reply, WebhookServer

@@ -12,18 +12,18 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from integrations.base import CRM, LeadEvent
-from integrations.local_crm import LocalCRM, contacts
-from integrations.registry import (
+from leadflow.db import get_engine
+from leadflow.integrations.base import CRM, LeadEvent
+from leadflow.integrations.local_crm import LocalCRM, contacts
+from leadflow.integrations.registry import (
     UnknownAdapterError,
     get_adapter_class,
     list_adapters,
     register,
     unregister,
 )
-from integrations.sql_events import SqlEventSink, lead_events
-from integrations.terminal_notifier import TerminalNotifier
-from leadflow.db import get_engine
+from leadflow.integrations.sql_events import SqlEventSink, lead_events
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.logging import REDACTED, redact_secrets
 from leadflow.models import CrmMatch, Decision, FollowUpType, Lead
 
@@ -282,7 +282,7 @@ def test_list_adapters_includes_built_ins() -> None:
     assert set(listed) >= BUILT_INS
     for key in BUILT_INS:
         assert listed[key].load_error is None
-    assert listed[("crm", "local")].target == "integrations.local_crm:LocalCRM"
+    assert listed[("crm", "local")].target == "leadflow.integrations.local_crm:LocalCRM"
     assert listed[("crm", "local")].side_effects is True
     assert listed[("scorer", "rules")].side_effects is False
 

@@ -11,7 +11,7 @@ import yaml
 from prefect import Flow
 from prefect.exceptions import ParameterTypeError
 
-from flows.serve import load_flow, served_deployments
+from leadflow.flows.serve import load_flow, served_deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
@@ -97,7 +97,7 @@ def test_process_lead_needs_its_record(deployments):
 async def test_process_file_refuses_a_bad_parameter_before_running(
     prefect_api, parameters, named, reason
 ):
-    from flows.files import process_file
+    from leadflow.flows.files import process_file
 
     parameters = {**parameters, "path": str(ROOT / parameters["path"])}
     state = await process_file(**parameters, return_state=True)
@@ -110,7 +110,7 @@ async def test_process_file_refuses_a_bad_parameter_before_running(
 
 
 async def test_poll_leads_refuses_a_negative_settle_time(prefect_api):
-    from flows.poll import poll_leads
+    from leadflow.flows.poll import poll_leads
 
     state = await poll_leads(settle_seconds=-1, return_state=True)
 

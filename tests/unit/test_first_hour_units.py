@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from integrations.registry import adapter_settings_classes
+from leadflow.integrations.registry import adapter_settings_classes
 from leadflow.markdown import escape
 from leadflow.settings import Settings, SettingsError, check_database_url, unknown_variables
 from leadflow.when import due_text
@@ -92,7 +92,7 @@ def test_escape_makes_lead_text_literal() -> None:
 def test_prefect_console_lines_lose_their_traceback_but_other_handlers_keep_it() -> None:
     import logging
 
-    from leadflow.cli import _WithoutTraceback
+    from leadflow.app.cli import _WithoutTraceback
 
     try:
         raise TimeoutError("vendor timed out")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from integrations.file_source import FileLeadSource, read_records
 from leadflow.intake import Quarantine, RawRecord, Rejection, validate_record
+from leadflow.integrations.file_source import FileLeadSource, read_records
 from leadflow.models import Lead, derive_lead_id, lead_id_of
 
 # --- Lead.from_record ---------------------------------------------------------------

@@ -10,15 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from integrations.errors import TransientError
-from integrations.legacy_command import CommandLegacy, LegacyCommandError
-from integrations.legacy_http import HttpLegacy
-from integrations.legacy_observed import NotObservedError, ObservedLegacy
-from integrations.legacy_python import PythonLegacy
-from integrations.legacy_rules import RulesLegacy
-from integrations.legacy_spec import build_legacy
-from integrations.local_crm import LocalCRM
 from leadflow.compare import LegacyDecisionError
+from leadflow.integrations.errors import TransientError
+from leadflow.integrations.legacy_command import CommandLegacy, LegacyCommandError
+from leadflow.integrations.legacy_http import HttpLegacy
+from leadflow.integrations.legacy_observed import NotObservedError, ObservedLegacy
+from leadflow.integrations.legacy_python import PythonLegacy
+from leadflow.integrations.legacy_rules import RulesLegacy
+from leadflow.integrations.legacy_spec import build_legacy
+from leadflow.integrations.local_crm import LocalCRM
 from leadflow.models import FollowUpType
 from leadflow.rules import load_rules
 from leadflow.settings import SettingsError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cutover import in_pilot
+from leadflow.flows.cutover import in_pilot
 
 
 @pytest.mark.parametrize("share", [0.05, 0.1, 0.5])

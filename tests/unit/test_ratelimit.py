@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from integrations.ratelimit import RateLimiter
+from leadflow.integrations.ratelimit import RateLimiter
 
 
 class VirtualClock:

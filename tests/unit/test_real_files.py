@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from integrations.file_source import read_file
 from leadflow.columns import ColumnError, map_columns, normalise
 from leadflow.intake import validate_record
+from leadflow.integrations.file_source import read_file
 from leadflow.models import Lead
 from leadflow.textfiles import UndecodableFileError
 

@@ -203,11 +203,11 @@ def _settings_env_names(cls: type[BaseSettings]) -> list[str]:
 def _adapter_settings_classes() -> list[type[AdapterSettings]]:
     """Every AdapterSettings subclass in the built-in integrations (found by importing
     every registered adapter), not a hand-kept list."""
-    from integrations.registry import adapter_settings_classes, list_adapters
+    from leadflow.integrations.registry import adapter_settings_classes, list_adapters
 
     for info in list_adapters():
         assert info.load_error is None, info
-    found = [c for c in adapter_settings_classes() if c.__module__.startswith("integrations.")]
+    found = [c for c in adapter_settings_classes() if c.__module__.startswith("leadflow.integrations.")]
     return sorted(found, key=lambda cls: cls.__name__)
 
 

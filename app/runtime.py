@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from integrations.wiring import Adapters, build_adapters
 from leadflow.assignment import Assigner
 from leadflow.done import DoneLeads
 from leadflow.intake import Quarantine
+from leadflow.integrations.wiring import Adapters, build_adapters
 from leadflow.logging import ensure_logging
 from leadflow.rules import Rules, load_rules
 from leadflow.settings import Settings, load_settings

@@ -1,7 +1,7 @@
 """`leadflow shadow`, `leadflow report` and `leadflow mode`: the cut-over commands.
 
-Registered on the main `leadflow` app (leadflow.cli imports this module); flows are
-imported inside the commands, as in leadflow.cli.
+Registered on the main `leadflow` app (leadflow.app.cli imports this module); flows are
+imported inside the commands, as in leadflow.app.cli.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from leadflow.cli import _Bar, _fail, _runtime, _settings, app, err, out
+from leadflow.app.cli import _Bar, _fail, _runtime, _settings, app, err, out
 from leadflow.settings import SettingsError
 
 if TYPE_CHECKING:
-    from flows.runtime import Runtime
-    from flows.shadow import ShadowRunSummary
+    from leadflow.app.runtime import Runtime
+    from leadflow.flows.shadow import ShadowRunSummary
 
 LEGACY_HELP = (
     "The current process: python:module:function, command:PROGRAM, http:URL, "
@@ -41,8 +41,8 @@ def shadow(
     are recorded, not performed. Exit 0 when every lead was compared, 1 when either
     side failed for some lead, 2 for bad input or settings.
     """
-    from flows.files import check_lead_file
-    from integrations.legacy_spec import build_legacy
+    from leadflow.flows.files import check_lead_file
+    from leadflow.integrations.legacy_spec import build_legacy
 
     try:
         check_lead_file(file)
@@ -74,10 +74,10 @@ def _progress() -> Progress:
 async def _with_progress(runtime: Runtime, flow_fn, **parameters):
     """Run a file flow with the progress bar, wait for Prefect to record it, close
     the runtime; the flow's result, or exit 2 naming its error."""
-    from flows.files import listening
-    from flows.runtime import use_runtime
-    from flows.settle import settle
+    from leadflow.app.runtime import use_runtime
     from leadflow.db import dispose_engines
+    from leadflow.flows.files import listening
+    from leadflow.flows.settle import settle
 
     progress = _progress()
     try:
@@ -97,7 +97,7 @@ async def _with_progress(runtime: Runtime, flow_fn, **parameters):
 async def _shadow_file(
     runtime: Runtime, file: Path, legacy: str, concurrency: int | None
 ) -> ShadowRunSummary:
-    from flows.shadow import shadow_file
+    from leadflow.flows.shadow import shadow_file
 
     return await _with_progress(
         runtime, shadow_file, path=file, legacy=legacy, concurrency=concurrency
@@ -159,9 +159,9 @@ def report(
 
 
 async def _report(days: int | None, out_dir: Path | None):
-    from flows.report import shadow_report
-    from flows.settle import settle
     from leadflow.db import dispose_engines
+    from leadflow.flows.report import shadow_report
+    from leadflow.flows.settle import settle
 
     try:
         state = await shadow_report(
@@ -189,7 +189,7 @@ def mode(
     nothing), shadow (both run, leadflow records instead of acting), pilot (a sticky
     share through leadflow for real, falling back to the current process on failure),
     live (leadflow acts on every lead). Setting `legacy` is the kill switch."""
-    from flows.cutover import ModeError, current_mode, set_mode
+    from leadflow.flows.cutover import ModeError, current_mode, set_mode
 
     _settings(False)
 
@@ -216,7 +216,7 @@ def cutover(
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
     each lead went: the current process, shadow, leadflow, or a pilot fallback."""
-    from flows.files import check_lead_file
+    from leadflow.flows.files import check_lead_file
 
     try:
         check_lead_file(file)
@@ -238,7 +238,7 @@ def cutover(
 
 
 async def _cutover(runtime: Runtime, file: Path, legacy: str | None, concurrency: int | None):
-    from flows.cutover import cutover_file
+    from leadflow.flows.cutover import cutover_file
 
     return await _with_progress(
         runtime, cutover_file, path=file, legacy=legacy, concurrency=concurrency

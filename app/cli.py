@@ -32,9 +32,9 @@ from leadflow.settings import (
 )
 
 if TYPE_CHECKING:
-    from flows.files import FileRunSummary
-    from flows.runtime import Runtime
-    from flows.temporary_server import ServerTrouble
+    from leadflow.app.runtime import Runtime
+    from leadflow.flows.files import FileRunSummary
+    from leadflow.flows.temporary_server import ServerTrouble
 
 app = typer.Typer(
     help=(
@@ -127,7 +127,7 @@ class _WithoutTraceback(logging.Formatter):
 def _warn_about_unknown_variables() -> None:
     from dotenv import dotenv_values
 
-    from integrations.registry import adapter_settings_classes
+    from leadflow.integrations.registry import adapter_settings_classes
 
     variables = {**dotenv_values(".env"), **os.environ}
     for warning in unknown_variables(variables, [Settings, *adapter_settings_classes()]):
@@ -135,7 +135,7 @@ def _warn_about_unknown_variables() -> None:
 
 
 def _runtime(settings: Settings) -> Runtime:
-    from flows.runtime import build_runtime
+    from leadflow.app.runtime import build_runtime
 
     try:
         return build_runtime(settings)
@@ -146,7 +146,7 @@ def _runtime(settings: Settings) -> Runtime:
 def _run(work: Coroutine[Any, Any, T]) -> T:
     """Run a command's flows; a temporary server that did not start is an error to
     act on (the message says how), not a traceback."""
-    from flows.temporary_server import ServerStartError
+    from leadflow.flows.temporary_server import ServerStartError
 
     try:
         return asyncio.run(work)
@@ -155,7 +155,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 class _Bar:
-    """Adapts a rich Progress to flows.files.ProgressListener."""
+    """Adapts a rich Progress to leadflow.flows.files.ProgressListener."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -222,7 +222,7 @@ def run(
     """
     if not verbose:
         _quiet_prefect_console()  # before the import below brings Prefect in
-    from flows.files import check_lead_file
+    from leadflow.flows.files import check_lead_file
 
     try:
         check_lead_file(file)
@@ -234,7 +234,7 @@ def run(
     runtime = _runtime(settings)
     _report_file(runtime, file)
     if batch is None:
-        from integrations.file_source import count_records
+        from leadflow.integrations.file_source import count_records
 
         batch = count_records(file) > settings.pipeline.batch_threshold
     options = {"batch_size": batch_size} if batch else {"concurrency": concurrency}
@@ -250,7 +250,7 @@ def run(
 def _report_file(runtime: Runtime, file: Path) -> None:
     """Read the file before any server starts: a file leadflow cannot read (not text,
     no email column) stops here; otherwise say once how it was read."""
-    from flows.files import read_leads
+    from leadflow.flows.files import read_leads
 
     try:
         intake = read_leads(file, runtime)
@@ -262,12 +262,12 @@ def _report_file(runtime: Runtime, file: Path) -> None:
 async def _run_file(
     runtime: Runtime, file: Path, *, batch: bool, **options: Any
 ) -> tuple[FileRunSummary, UUID | None, ServerTrouble | None]:
-    from flows.batch import process_file_batched
-    from flows.files import LeadsFailedError, listening, process_file
-    from flows.runtime import use_runtime
-    from flows.settle import settle
-    from flows.temporary_server import prefect_api
+    from leadflow.app.runtime import use_runtime
     from leadflow.db import dispose_engines
+    from leadflow.flows.batch import process_file_batched
+    from leadflow.flows.files import LeadsFailedError, listening, process_file
+    from leadflow.flows.settle import settle
+    from leadflow.flows.temporary_server import prefect_api
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -437,11 +437,11 @@ async def _quarantine(settings: Settings, rejection) -> None:
 
 
 async def _run_lead(runtime: Runtime, data: dict):
-    from flows.lead import BranchesFailedError, InvalidLeadError, process_lead
-    from flows.runtime import use_runtime
-    from flows.settle import settle
-    from flows.temporary_server import prefect_api
+    from leadflow.app.runtime import use_runtime
     from leadflow.db import dispose_engines
+    from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
+    from leadflow.flows.settle import settle
+    from leadflow.flows.temporary_server import prefect_api
 
     try:
         async with prefect_api():
@@ -518,7 +518,7 @@ def bench(
 @app.command()
 def adapters() -> None:
     """List every registered adapter by kind (built-in and from installed plug-ins)."""
-    from integrations.registry import list_adapters
+    from leadflow.integrations.registry import list_adapters
 
     settings = load_settings()
     chosen = settings.adapters.model_dump()
@@ -568,7 +568,7 @@ def serve(
 
     from prefect import serve as prefect_serve
 
-    from flows.serve import served_deployments
+    from leadflow.flows.serve import served_deployments
 
     prefect_serve(*served_deployments(poll_interval=poll_interval))
 
@@ -593,7 +593,7 @@ def limits_apply() -> None:
             "no limits in the settings: set e.g. LEADFLOW_LIMITS__WEBHOOK__CONCURRENCY=4 "
             "or LEADFLOW_LIMITS__WEBHOOK__PER_SECOND=10"
         )
-    from flows.limits import apply_limits
+    from leadflow.flows.limits import apply_limits
 
     for limit in asyncio.run(apply_limits(settings)):
         rate = f", {limit.slot_decay_per_second:g} a second" if limit.slot_decay_per_second else ""
@@ -633,7 +633,7 @@ def quarantine_export(
     target: Annotated[Path, typer.Argument(help="JSONL file to write.")],
 ) -> None:
     """Write waiting records to a JSONL file to fix by hand, then `quarantine replay FILE`."""
-    from flows.replay import KEY_FIELD, REASON_FIELD
+    from leadflow.flows.replay import KEY_FIELD, REASON_FIELD
 
     settings = _settings(False)
     rejected = asyncio.run(_pending(settings))
@@ -681,10 +681,10 @@ async def _pending(settings: Settings):
 
 
 async def _replay(runtime: Runtime, fixed: Path | None):
-    from flows.replay import replay_quarantine
-    from flows.runtime import use_runtime
-    from flows.temporary_server import prefect_api
+    from leadflow.app.runtime import use_runtime
     from leadflow.db import dispose_engines
+    from leadflow.flows.replay import replay_quarantine
+    from leadflow.flows.temporary_server import prefect_api
 
     try:
         async with prefect_api():
@@ -705,7 +705,7 @@ def check(
     """Check the configuration without I/O: settings, rules, and every chosen adapter
     built from its settings; each problem names the variable to fix. Exit 2 if any.
     With --live, one read per adapter, results in a table; exit 1 if one fails."""
-    from integrations.checks import check_configuration, probe_adapters
+    from leadflow.integrations.checks import check_configuration, probe_adapters
 
     found = check_configuration()
     for problem in found.problems:
@@ -752,7 +752,7 @@ def serve_webhook(
     once and processed as a process-lead flow run (422 names a bad field)."""
     import uvicorn
 
-    from flows.webhook_app import ReceiverSettings, create_app
+    from leadflow.flows.webhook_app import ReceiverSettings, create_app
 
     _settings(False)
     try:
@@ -785,10 +785,10 @@ def poll_source_command(
     runtime = _runtime(settings)
 
     async def go():
-        from flows.files import LeadsFailedError
-        from flows.runtime import use_runtime
-        from flows.source import poll_source
+        from leadflow.app.runtime import use_runtime
         from leadflow.db import dispose_engines
+        from leadflow.flows.files import LeadsFailedError
+        from leadflow.flows.source import poll_source
 
         try:
             with use_runtime(runtime):
@@ -811,7 +811,7 @@ def poll_source_command(
 
 
 # The cut-over commands (shadow, report, mode) register themselves on `app`.
-import leadflow.cli_shadow  # noqa: E402, F401
+import leadflow.app.cli_shadow  # noqa: E402, F401
 
 
 def main() -> None:  # pragma: no cover - console script shim
