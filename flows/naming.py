@@ -26,7 +26,7 @@ from typing import Any
 
 from prefect.runtime import flow_run
 
-from leadflow.app.runtime import current_runtime
+from leadflow.flows.context import current_runtime
 from leadflow.models import Decision, Lead, lead_id_of
 
 # The cut-over mode every run is in today. Shadow and pilot runs will tag themselves

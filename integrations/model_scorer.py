@@ -31,8 +31,8 @@ from leadflow.integrations.errors import AdapterError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Lead, Score, ScoreReason
-from leadflow.rules import Rules, ScoringRules, score_lead
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.rules import ScoringRules, score_lead
+from leadflow.settings import Settings, SettingsError
 
 log = get_logger(__name__)
 
@@ -68,6 +68,7 @@ class ModelAnswer(BaseModel):
 
 class ModelScorer(Scorer):
     name = "model"
+    settings_class = ModelScorerSettings
 
     def __init__(
         self,
@@ -90,8 +91,10 @@ class ModelScorer(Scorer):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(ModelScorerSettings), rules.scoring)
+    def from_settings(
+        cls, settings: Settings, own: ModelScorerSettings, *, scoring: ScoringRules
+    ) -> Self:
+        return cls(own, scoring)
 
     def request_body(self, lead: Lead, match: CrmMatch | None) -> dict:
         facts = {
