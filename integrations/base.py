@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, ClassVar, Self
 from pydantic import BaseModel
 
 from leadflow.intake import RawRecord
-from leadflow.models import CrmMatch, Decision, Lead, Score, StepTiming
+from leadflow.models import CrmMatch, Decision, Lead, StepTiming
+from leadflow.ports import LeadScorer
 
 if TYPE_CHECKING:
     from leadflow.rules import ScoringRules
@@ -157,8 +158,9 @@ class EventSink(Adapter):
         await asyncio.gather(*(self.record(event) for event in events))
 
 
-class Scorer(Adapter):
-    """The one kind that reads the rules: it receives their scoring part."""
+class Scorer(Adapter, LeadScorer):
+    """The scoring port (leadflow.ports.LeadScorer: `score`, `score_many`) as an
+    adapter. The one kind that reads the rules: it receives their scoring part."""
 
     kind = "scorer"
 
@@ -167,19 +169,6 @@ class Scorer(Adapter):
         cls, settings: Settings, own: AdapterSettings | None, *, scoring: ScoringRules
     ) -> Self:
         return cls()
-
-    @abstractmethod
-    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
-        """Score the lead, with the reasons behind the points."""
-
-    async def score_many(
-        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
-    ) -> list[Score]:
-        return list(
-            await asyncio.gather(
-                *(self.score(lead, m) for lead, m in zip(leads, matches, strict=True))
-            )
-        )
 
 
 class LegacyProcess(Adapter):
@@ -227,6 +216,7 @@ __all__ = [
     "Adapter",
     "EventSink",
     "LeadEvent",
+    "LeadScorer",
     "LeadSource",
     "LegacyProcess",
     "Notifier",

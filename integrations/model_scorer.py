@@ -33,6 +33,7 @@ from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Lead, Score, ScoreReason
 from leadflow.rules import ScoringRules, score_lead
 from leadflow.settings import Settings, SettingsError
+from leadflow.validation import describe_errors, dotted
 
 log = get_logger(__name__)
 
@@ -123,9 +124,8 @@ class ModelScorer(Scorer):
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError("the answer has no choices[0].message.content") from exc
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "answer"
-            raise ValueError(f"the answer does not validate: {where}: {first['msg']}") from None
+            first = describe_errors(exc.errors()[:1], name=lambda loc: dotted(loc) or "answer")
+            raise ValueError(f"the answer does not validate: {first[0]}") from None
         if not 0 <= answer.score <= self.rules.max_total:
             raise ValueError(f"score {answer.score} is outside 0..{self.rules.max_total}")
         return Score(
