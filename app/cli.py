@@ -760,10 +760,10 @@ def poll_source_command(
     what arrived since its watermark goes through the pipeline. Exit 1 if a side
     effect failed, 2 for bad settings."""
     settings = _settings(verbose)
-    if settings.adapters.source == "file":
+    if settings.adapters.source is None:
         raise _fail(
-            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
-            "poll-source needs a polled source (http, hubspot)"
+            "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
+            "hubspot); a file is read by `leadflow run <file>`"
         )
     from leadflow.flows.files import LeadsFailedError
     from leadflow.flows.source import poll_source

@@ -5,8 +5,7 @@ row and reason. The rest go through the same tasks as `process_lead`, inside thi
 flow run, at most `concurrency` leads at a time. They are not child flow runs: a flow
 run costs API round trips that a task run does not, and on the default SQLite-backed
 Prefect server creating flow runs while task events are being recorded hits "database
-is locked" (HTTP 503), which the client retries after 2 s. One lead per flow run
-made a 55-lead file take 73 s here; tasks in one run take a few seconds.
+is locked" (HTTP 503), which the client retries after a pause.
 
 The run ends with a summary (also a Prefect artifact) and ends Failed if any lead had
 a side effect fail after its retries.

@@ -3,7 +3,7 @@
     validate -> look up -> score, follow-up, assign          (in order: each needs the last)
              -> update CRM | notify the team | log the event  (at once: none needs another)
 
-Orchestration costs about 30 ms per task run here while a pure step costs
+A task run costs orchestration (API calls and events) while a pure step costs
 microseconds, so tasks sit only where they buy something: the look-up and the
 decision (which writes the round-robin state) are tasks; validation, scoring and the
 follow-up are timed and logged inside the flow and the decide task. Each side-effect

@@ -29,10 +29,10 @@ log = get_logger(__name__)
 
 def configured_source(runtime: Runtime) -> LeadSource:
     name = runtime.settings.adapters.source
-    if name == "file":
+    if name is None:
         raise SettingsError(
-            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
-            "poll-source needs a polled source (http, hubspot)"
+            "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
+            "hubspot); a file is read by `leadflow run <file>`"
         )
     return build_adapter("source", name, runtime.settings)
 

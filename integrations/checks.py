@@ -61,6 +61,8 @@ def check_configuration() -> Configuration:
     chosen = settings.adapters.model_dump()
     for kind in KINDS:
         name = chosen[kind]
+        if name is None:  # no polled source chosen: nothing to build
+            continue
         if kind == "scorer" and rules is None:
             found.results.append(CheckResult(kind, name, False, "not built: rules invalid"))
             continue

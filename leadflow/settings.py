@@ -26,7 +26,11 @@ class SettingsError(ValueError):
 class AdapterChoice(BaseModel):
     """Which registered adapter serves each kind (`leadflow adapters` lists them)."""
 
-    source: str = Field(default="file", description="where leads come from")
+    source: str | None = Field(
+        default=None,
+        description="a polled lead source for `leadflow poll-source` (http, hubspot); "
+        "files are read by `leadflow run`",
+    )
     crm: str = Field(default="local", description="CRM for the look-up and the upsert")
     notifier: str = Field(default="terminal", description="how the sales team is told")
     event_sink: str = Field(default="sqlite", description="where reporting events go")

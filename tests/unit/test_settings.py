@@ -38,7 +38,7 @@ def test_defaults() -> None:
     assert settings.database_url == "sqlite+aiosqlite:///.leadflow/leadflow.db"
     assert settings.drop_folder == Path(".leadflow/inbox")
     assert settings.adapters.model_dump() == {
-        "source": "file",
+        "source": None,
         "crm": "local",
         "notifier": "terminal",
         "event_sink": "sqlite",
