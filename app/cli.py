@@ -1,7 +1,8 @@
 """The `leadflow` command line.
 
-The command line is an entry point, so it is the one place in the core allowed to
-start flows; it imports them inside the commands, keeping `leadflow --help` fast.
+Each command checks its input and settings before anything starts, builds the runtime
+(leadflow.app.runtime) and runs its flow through `run_flow`, the one place that opens
+and closes it. Flows are imported inside the commands, keeping `leadflow --help` fast.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
@@ -237,8 +239,15 @@ def run(
         from leadflow.integrations.file_source import count_records
 
         batch = count_records(file) > settings.pipeline.batch_threshold
+    from leadflow.flows.batch import process_file_batched
+    from leadflow.flows.files import LeadsFailedError, process_file
+
     options = {"batch_size": batch_size} if batch else {"concurrency": concurrency}
-    summary, run_id, trouble = _run(_run_file(runtime, file, batch=batch, **options))
+    file_flow = process_file_batched if batch else process_file
+    result, run_id, trouble = _run(
+        run_flow(runtime, file_flow, progress=True, path=file, **options)
+    )
+    summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
     _print_summary(summary)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
@@ -259,15 +268,10 @@ def _report_file(runtime: Runtime, file: Path) -> None:
     err.print(intake.contents_report, style="dim", highlight=False)
 
 
-async def _run_file(
-    runtime: Runtime, file: Path, *, batch: bool, **options: Any
-) -> tuple[FileRunSummary, UUID | None, ServerTrouble | None]:
-    from leadflow.app.runtime import use_runtime
-    from leadflow.db import dispose_engines
-    from leadflow.flows.batch import process_file_batched
-    from leadflow.flows.files import LeadsFailedError, listening, process_file
-    from leadflow.flows.settle import settle
-    from leadflow.flows.temporary_server import prefect_api
+@contextmanager
+def _progress_bar() -> Iterator[None]:
+    """A progress bar on stderr, fed by the file flows' progress events."""
+    from leadflow.flows.files import listening
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -277,25 +281,34 @@ async def _run_file(
         console=err,
         transient=False,
     )
-    trouble = None
-    try:
-        async with prefect_api() as server:
-            with use_runtime(runtime), progress, listening(_Bar(progress)):
-                file_flow = process_file_batched if batch else process_file
-                state = await file_flow(path=file, **options, return_state=True)
+    with progress, listening(_Bar(progress)):
+        yield
+
+
+async def run_flow(
+    runtime: Runtime, flow_fn: Any, *, progress: bool = False, **parameters: Any
+) -> tuple[Any, UUID | None, ServerTrouble | None]:
+    """Every command runs its flow through here: against PREFECT_API_URL or a
+    temporary server, inside the opened runtime (its stores ready, then its run
+    settled, adapters closed and engines disposed), and the server's trouble read
+    before it stops. Returns the flow's result (a failed run's exception, not raised),
+    its run id and the trouble."""
+    from leadflow.flows.temporary_server import prefect_api
+
+    async with prefect_api() as server:
+        async with runtime.opened():
+            with _progress_bar() if progress else nullcontext():
+                state = await runtime.run_flow(flow_fn, **parameters)
                 result = await state.aresult(raise_on_failure=False)
-            if state.state_details.flow_run_id:
-                await settle(state.state_details.flow_run_id)
-            trouble = server.trouble() if server else None
-    finally:
-        await runtime.aclose()
-        await dispose_engines()
-    run_id = state.state_details.flow_run_id
-    if isinstance(result, LeadsFailedError):
-        return result.summary, run_id, trouble
+        trouble = server.trouble() if server else None
+    return result, state.state_details.flow_run_id, trouble
+
+
+def _unless_failed(result: T) -> T:
+    """The flow's result; an error the command does not expect stops it (exit 2)."""
     if isinstance(result, BaseException):
         raise _fail(f"{type(result).__name__}: {result}")
-    return result, run_id, trouble
+    return result
 
 
 def _print_summary(summary: FileRunSummary) -> None:
@@ -407,9 +420,18 @@ def lead(
     settings = _settings(verbose)
     _set_aside_if_bad(settings, data)
     runtime = _runtime(settings)
-    outcome, code, run_id = _run(_run_lead(runtime, data))
-    if outcome is not None:
-        _print_outcome(outcome)
+    from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
+
+    result, run_id, _trouble = _run(run_flow(runtime, process_lead, record=data, origin="cli"))
+    if isinstance(result, InvalidLeadError):
+        err.print(f"[bold red]set aside:[/] {result}", highlight=False)
+        code = 2
+    elif isinstance(result, BranchesFailedError):
+        _print_outcome(result.outcome)
+        code = 1
+    else:
+        _print_outcome(_unless_failed(result))
+        code = 0
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -434,33 +456,6 @@ async def _quarantine(settings: Settings, rejection) -> None:
         await Quarantine(settings.database_url).put([rejection])
     finally:
         await dispose_engines()
-
-
-async def _run_lead(runtime: Runtime, data: dict):
-    from leadflow.app.runtime import use_runtime
-    from leadflow.db import dispose_engines
-    from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
-    from leadflow.flows.settle import settle
-    from leadflow.flows.temporary_server import prefect_api
-
-    try:
-        async with prefect_api():
-            with use_runtime(runtime):
-                state = await process_lead(record=data, origin="cli", return_state=True)
-                result = await state.aresult(raise_on_failure=False)
-            await settle(state.state_details.flow_run_id)
-    finally:
-        await runtime.aclose()
-        await dispose_engines()
-    run_id = state.state_details.flow_run_id
-    if isinstance(result, InvalidLeadError):
-        err.print(f"[bold red]set aside:[/] {result}", highlight=False)
-        return None, 2, run_id
-    if isinstance(result, BranchesFailedError):
-        return result.outcome, 1, run_id
-    if isinstance(result, BaseException):
-        raise _fail(f"{type(result).__name__}: {result}")
-    return result, 0, run_id
 
 
 def _print_outcome(outcome) -> None:
@@ -653,9 +648,12 @@ def quarantine_replay(
 ) -> None:
     """Send set-aside records through the pipeline again. Those that now pass are
     processed and leave the quarantine; those that still fail stay, with the new reason."""
-    settings = _settings(verbose)
-    runtime = _runtime(settings)
-    summary = _run(_replay(runtime, fixed))
+    from leadflow.flows.replay import replay_quarantine
+
+    runtime = _runtime(_settings(verbose))
+    corrected = str(fixed) if fixed else None
+    result, _run_id, _trouble = _run(run_flow(runtime, replay_quarantine, corrected=corrected))
+    summary = _unless_failed(result)
     for item in summary.still_set_aside:
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
@@ -677,21 +675,6 @@ async def _pending(settings: Settings):
     try:
         return await Quarantine(settings.database_url).pending()
     finally:
-        await dispose_engines()
-
-
-async def _replay(runtime: Runtime, fixed: Path | None):
-    from leadflow.app.runtime import use_runtime
-    from leadflow.db import dispose_engines
-    from leadflow.flows.replay import replay_quarantine
-    from leadflow.flows.temporary_server import prefect_api
-
-    try:
-        async with prefect_api():
-            with use_runtime(runtime):
-                return await replay_quarantine(corrected=str(fixed) if fixed else None)
-    finally:
-        await runtime.aclose()
         await dispose_engines()
 
 
@@ -777,35 +760,22 @@ def poll_source_command(
     what arrived since its watermark goes through the pipeline. Exit 1 if a side
     effect failed, 2 for bad settings."""
     settings = _settings(verbose)
-    if settings.adapters.source == "file":
+    if settings.adapters.source is None:
         raise _fail(
-            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
-            "poll-source needs a polled source (http, hubspot)"
+            "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
+            "hubspot); a file is read by `leadflow run <file>`"
         )
+    from leadflow.flows.files import LeadsFailedError
+    from leadflow.flows.source import poll_source
+
     runtime = _runtime(settings)
-
-    async def go():
-        from leadflow.app.runtime import use_runtime
-        from leadflow.db import dispose_engines
-        from leadflow.flows.files import LeadsFailedError
-        from leadflow.flows.source import poll_source
-
-        try:
-            with use_runtime(runtime):
-                state = await poll_source(return_state=True)
-                result = await state.aresult(raise_on_failure=False)
-        finally:
-            await runtime.aclose()
-            await dispose_engines()
-        if isinstance(result, LeadsFailedError):
-            return result.summary, 1
-        if isinstance(result, SettingsError):
-            raise _fail(str(result))
-        if isinstance(result, BaseException):
-            raise _fail(f"{type(result).__name__}: {result}")
-        return result, 0
-
-    summary, code = asyncio.run(go())
+    result, _run_id, _trouble = _run(run_flow(runtime, poll_source))
+    if isinstance(result, LeadsFailedError):
+        summary, code = result.summary, 1
+    elif isinstance(result, SettingsError):
+        raise _fail(str(result))
+    else:
+        summary, code = _unless_failed(result), 0
     _print_summary(summary)
     raise typer.Exit(code)
 

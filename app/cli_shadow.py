@@ -11,14 +11,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from leadflow.app.cli import _Bar, _fail, _runtime, _settings, app, err, out
-from leadflow.settings import SettingsError
+from leadflow.app.cli import (
+    _fail,
+    _run,
+    _runtime,
+    _settings,
+    _unless_failed,
+    app,
+    err,
+    out,
+    run_flow,
+)
+from leadflow.settings import SettingsError, load_settings
+from leadflow.shadow_settings import ShadowSettings
 
 if TYPE_CHECKING:
-    from leadflow.app.runtime import Runtime
     from leadflow.flows.shadow import ShadowRunSummary
 
 LEGACY_HELP = (
@@ -51,57 +60,21 @@ def shadow(
     settings = _settings(verbose)
     runtime = _runtime(settings)
     try:
-        build_legacy(legacy, settings, runtime.rules)  # fail before starting a run
+        # fail before starting a run
+        build_legacy(legacy, settings, load_settings(ShadowSettings))
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    summary = asyncio.run(_shadow_file(runtime, file, legacy, concurrency))
+    from leadflow.flows.shadow import shadow_file
+
+    result, _run_id, _trouble = _run(
+        run_flow(
+            runtime, shadow_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
+        )
+    )
+    summary = _unless_failed(result)
     print_shadow_summary(summary)
     if summary.control_errors or summary.candidate_errors:
         raise typer.Exit(1)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
-
-
-async def _with_progress(runtime: Runtime, flow_fn, **parameters):
-    """Run a file flow with the progress bar, wait for Prefect to record it, close
-    the runtime; the flow's result, or exit 2 naming its error."""
-    from leadflow.app.runtime import use_runtime
-    from leadflow.db import dispose_engines
-    from leadflow.flows.files import listening
-    from leadflow.flows.settle import settle
-
-    progress = _progress()
-    try:
-        with use_runtime(runtime), progress, listening(_Bar(progress)):
-            state = await flow_fn(**parameters, return_state=True)
-            result = await state.aresult(raise_on_failure=False)
-        if state.state_details.flow_run_id:
-            await settle(state.state_details.flow_run_id)
-    finally:
-        await runtime.aclose()
-        await dispose_engines()
-    if isinstance(result, BaseException):
-        raise _fail(f"{type(result).__name__}: {result}")
-    return result
-
-
-async def _shadow_file(
-    runtime: Runtime, file: Path, legacy: str, concurrency: int | None
-) -> ShadowRunSummary:
-    from leadflow.flows.shadow import shadow_file
-
-    return await _with_progress(
-        runtime, shadow_file, path=file, legacy=legacy, concurrency=concurrency
-    )
 
 
 def print_shadow_summary(summary: ShadowRunSummary) -> None:
@@ -151,30 +124,15 @@ def report(
     report and a CSV of mismatches, and publishes Prefect artifacts."""
     from rich.markdown import Markdown
 
-    _settings(verbose)
-    result = asyncio.run(_report(days, out_dir))
+    from leadflow.flows.report import shadow_report
+
+    runtime = _runtime(_settings(verbose))
+    parameters = {"window_days": days, "out_dir": str(out_dir) if out_dir else None}
+    found, _run_id, _trouble = _run(run_flow(runtime, shadow_report, **parameters))
+    result = _unless_failed(found)
     out.print(Markdown(result.markdown))
     out.print(f"HTML report: {result.html_path}", highlight=False)
     out.print(f"Mismatches (CSV): {result.csv_path}", highlight=False)
-
-
-async def _report(days: int | None, out_dir: Path | None):
-    from leadflow.db import dispose_engines
-    from leadflow.flows.report import shadow_report
-    from leadflow.flows.settle import settle
-
-    try:
-        state = await shadow_report(
-            window_days=days, out_dir=str(out_dir) if out_dir else None, return_state=True
-        )
-        result = await state.aresult(raise_on_failure=False)
-        if state.state_details.flow_run_id:
-            await settle(state.state_details.flow_run_id)
-    finally:
-        await dispose_engines()
-    if isinstance(result, BaseException):
-        raise _fail(f"{type(result).__name__}: {result}")
-    return result
 
 
 @app.command()
@@ -223,7 +181,14 @@ def cutover(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     runtime = _runtime(_settings(verbose))
-    summary = asyncio.run(_cutover(runtime, file, legacy, concurrency))
+    from leadflow.flows.cutover import cutover_file
+
+    result, _run_id, _trouble = _run(
+        run_flow(
+            runtime, cutover_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
+        )
+    )
+    summary = _unless_failed(result)
     out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
     table = Table(title=f"Leads from {summary.file}", title_justify="left")
     table.add_column("went to")
@@ -235,11 +200,3 @@ def cutover(
         err.print(f"[red]failed:[/] {failure}", highlight=False)
     if summary.failed:
         raise typer.Exit(1)
-
-
-async def _cutover(runtime: Runtime, file: Path, legacy: str | None, concurrency: int | None):
-    from leadflow.flows.cutover import cutover_file
-
-    return await _with_progress(
-        runtime, cutover_file, path=file, legacy=legacy, concurrency=concurrency
-    )

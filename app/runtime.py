@@ -1,29 +1,35 @@
-"""What a flow run works with: settings, rules, adapters and stores, built once.
+"""The composition root: settings, rules, adapters and stores, built and closed here.
 
-Flow parameters must be plain data (Prefect records them), so the adapters are not
-passed in: a flow asks `current_runtime()`, which builds the runtime from settings on
-first use in this process and event loop, and reuses it for every later run (the
-warm path). `use_runtime()` puts a runtime in place for a block: the command line
-does this to close adapters cleanly at the end; tests and benchmarks do it to
-substitute adapters.
+    async with Runtime.open(settings) as runtime:
+        state = await runtime.run_flow(process_lead, record={...})
+
+`Runtime.open` builds everything at the call (no I/O beyond reading the rules file,
+so a wrong setting or rules key is raised before anything starts); entering creates
+the stores' tables and puts the runtime in place for the flows run in the block
+(`leadflow.flows.context`); leaving waits until the Prefect server has recorded the
+flow runs started through `run_flow`, closes the adapters and disposes the database
+engines. The command line opens one runtime per command; tests and benchmarks may
+still `build_runtime` and put it in place with `use_runtime` to substitute adapters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
 
 from leadflow.assignment import Assigner
 from leadflow.done import DoneLeads
+from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.intake import Quarantine
 from leadflow.integrations.wiring import Adapters, build_adapters
-from leadflow.logging import ensure_logging
 from leadflow.rules import Rules, load_rules
 from leadflow.settings import Settings, load_settings
+
+__all__ = ["Runtime", "build_runtime", "current_runtime", "prefect_clients", "use_runtime"]
 
 
 @dataclass
@@ -34,6 +40,61 @@ class Runtime:
     assigner: Assigner
     quarantine: Quarantine
     done: DoneLeads
+    _flow_runs: list[UUID] = field(default_factory=list, init=False, repr=False)
+
+    @classmethod
+    def open(
+        cls, settings: Settings | None = None, *, rules: Rules | None = None, **adapters: Any
+    ) -> AbstractAsyncContextManager[Runtime]:
+        """Build the runtime now (SettingsError / RulesError name the key); use it with
+        `async with` for the lifecycle described in the module docstring."""
+        return build_runtime(settings, rules=rules, **adapters).opened()
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[Runtime]:
+        """This runtime's lifecycle, for one already built (the command line builds
+        first, to report a wrong setting before it starts a Prefect server)."""
+        await self.prepare_stores()
+        finished = False
+        try:
+            with use_runtime(self):
+                yield self
+            finished = True
+        finally:
+            try:
+                if finished:
+                    await self.settle()
+            finally:
+                await self.aclose()
+                from leadflow.db import dispose_engines
+
+                await dispose_engines()
+
+    async def prepare_stores(self) -> None:
+        """Create the tables of leadflow's own stores (round robin, quarantine, done
+        leads, once-only claims) before the first lead, instead of on its first use."""
+        from leadflow import assignment, done, intake, once
+        from leadflow.db import ensure_tables
+
+        for module in (assignment, intake, done, once):
+            await ensure_tables(self.settings.database_url, module.metadata)
+
+    async def run_flow(self, flow_fn: Callable[..., Any], /, **parameters: Any) -> Any:
+        """Run a flow with this runtime in place and return its final State (a failed
+        run's error is in the State, not raised). The run is settled on closing."""
+        with use_runtime(self):
+            state = await flow_fn(**parameters, return_state=True)
+        if state.state_details.flow_run_id:
+            self._flow_runs.append(state.state_details.flow_run_id)
+        return state
+
+    async def settle(self) -> None:
+        """Wait until the Prefect server has recorded the task runs of every flow run
+        started through `run_flow` (see leadflow.flows.settle)."""
+        from leadflow.flows.settle import settle
+
+        runs, self._flow_runs = self._flow_runs, []
+        await asyncio.gather(*(settle(run_id) for run_id in runs))
 
     async def aclose(self) -> None:
         await self.adapters.aclose()
@@ -43,7 +104,7 @@ def build_runtime(
     settings: Settings | None = None,
     *,
     rules: Rules | None = None,
-    **adapter_overrides,
+    **adapter_overrides: Any,
 ) -> Runtime:
     """Load settings and rules (raising SettingsError / RulesError naming the key),
     build the adapters and stores. No I/O beyond reading the rules file."""
@@ -62,41 +123,14 @@ def build_runtime(
     )
 
 
-_override: ContextVar[Runtime | None] = ContextVar("leadflow_runtime", default=None)
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def current_runtime() -> Runtime:
-    runtime = _override.get()
-    if runtime is not None:
-        return runtime
-    loop = asyncio.get_running_loop()
-    if loop not in _per_loop:
-        runtime = build_runtime()
-        ensure_logging(runtime.settings.log)
-        _per_loop[loop] = runtime
-    return _per_loop[loop]
-
-
-@contextmanager
-def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
-    token = _override.set(runtime)
-    try:
-        yield runtime
-    finally:
-        _override.reset(token)
-
-
 @asynccontextmanager
 async def prefect_clients() -> AsyncIterator[None]:
     """Reuse one Prefect API client for every run started in the block.
 
-    Without it each flow run opens fresh HTTP clients (building a TLS context costs
-    about 35 ms even for a plain-HTTP API) and asks the server for its default result
-    storage: about 100 ms of every lead's time when a warm process runs many
-    `process_lead` flows (a replay, a webhook receiver, the benchmark).
+    Without it each flow run opens fresh HTTP clients (building a TLS context even for
+    a plain-HTTP API) and asks the server for its default result storage, which a warm
+    process running many `process_lead` flows (a replay, a webhook receiver, the
+    benchmark) pays per lead.
     """
     from prefect.context import AsyncClientContext, SyncClientContext
 

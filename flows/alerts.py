@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prefect.settings import get_current_settings
 
-from leadflow.app.runtime import current_runtime
+from leadflow.flows.context import current_runtime
 from leadflow.integrations.base import RunAlert
 from leadflow.logging import get_logger
 

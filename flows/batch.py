@@ -44,16 +44,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from leadflow.app.runtime import Runtime, current_runtime
 from leadflow.decide import decide, decide_many
 from leadflow.done import DoneLead
+from leadflow.flows.context import current_runtime
 from leadflow.flows.files import (
     FailedBranch,
     FileRunSummary,
@@ -73,6 +73,9 @@ from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.once import OnceStore
 from leadflow.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -473,7 +476,9 @@ async def _run_step(batch: Batch, branch: str, step) -> None:
             batch.fail(lead.id, branch, reason or "failed")
 
 
-async def _fan_out_stage(tasks: dict[str, Any], inbox: asyncio.Queue, tally: _Tally) -> None:
+async def _fan_out_stage(
+    runtime: Runtime, tasks: dict[str, Any], inbox: asyncio.Queue, tally: _Tally
+) -> None:
     while (batch := await inbox.get()) is not _DONE:
         if batch.decisions:
             names = list(BRANCH_TASKS)
@@ -488,7 +493,7 @@ async def _fan_out_stage(tasks: dict[str, Any], inbox: asyncio.Queue, tally: _Ta
                     reason = f"{type(exc).__name__}: {exc}"
                     batch.outcomes[name] = dict.fromkeys(batch.decisions, reason)
         finished = tally.batch_done(batch)
-        await current_runtime().done.add(finished)
+        await runtime.done.add(finished)
 
 
 async def run_batches(
@@ -507,7 +512,7 @@ async def run_batches(
         asyncio.create_task(_produce(runtime, path, size, read, tally)),
         asyncio.create_task(_step_stage(tasks, "look_up", read, looked_up)),
         asyncio.create_task(_step_stage(tasks, "decide", looked_up, decided)),
-        asyncio.create_task(_fan_out_stage(tasks, decided, tally)),
+        asyncio.create_task(_fan_out_stage(runtime, tasks, decided, tally)),
     ]
     try:
         await asyncio.gather(*stages)

@@ -25,13 +25,13 @@ import hashlib
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
 
-from leadflow.app.runtime import Runtime, current_runtime, use_runtime
+from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.files import LeadFile, _listener, read_contents, split_records
 from leadflow.flows.lead import run_pipeline
 from leadflow.flows.shadow import (
@@ -48,6 +48,9 @@ from leadflow.logging import get_logger
 from leadflow.models import Lead
 from leadflow.shadow_settings import MODES, ShadowSettings
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -162,7 +165,7 @@ async def cutover_file(
         ShadowContext(
             run_id=run_id,
             spec=legacy,
-            legacy=build_legacy(legacy, live.settings, live.rules),
+            legacy=build_legacy(legacy, live.settings, settings),
             runtime=shadow_runtime(live, journal, run_id, settings),
             journal=journal,
             settings=settings,

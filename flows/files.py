@@ -5,8 +5,7 @@ row and reason. The rest go through the same tasks as `process_lead`, inside thi
 flow run, at most `concurrency` leads at a time. They are not child flow runs: a flow
 run costs API round trips that a task run does not, and on the default SQLite-backed
 Prefect server creating flow runs while task events are being recorded hits "database
-is locked" (HTTP 503), which the client retries after 2 s. One lead per flow run
-made a 55-lead file take 73 s here; tasks in one run take a few seconds.
+is locked" (HTTP 503), which the client retries after a pause.
 
 The run ends with a summary (also a Prefect artifact) and ends Failed if any lead had
 a side effect fail after its retries.
@@ -22,16 +21,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import AfterValidator, BaseModel, Field, FilePath, TypeAdapter, ValidationError
 
-from leadflow.app.runtime import Runtime, current_runtime
 from leadflow.done import DoneLead
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_leads
+from leadflow.flows.context import current_runtime
 from leadflow.flows.lead import run_pipeline
 from leadflow.flows.naming import file_run_name
 from leadflow.intake import Rejection, validate_record
@@ -39,6 +38,9 @@ from leadflow.integrations.file_source import SUFFIXES, FileContents, read_file
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import BranchStatus, Lead, LeadOutcome
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 

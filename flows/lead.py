@@ -3,7 +3,7 @@
     validate -> look up -> score, follow-up, assign          (in order: each needs the last)
              -> update CRM | notify the team | log the event  (at once: none needs another)
 
-Orchestration costs about 30 ms per task run here while a pure step costs
+A task run costs orchestration (API calls and events) while a pure step costs
 microseconds, so tasks sit only where they buy something: the look-up and the
 decision (which writes the round-robin state) are tasks; validation, scoring and the
 follow-up are timed and logged inside the flow and the decide task. Each side-effect
@@ -24,7 +24,7 @@ import functools
 import hashlib
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
@@ -33,10 +33,10 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
-from leadflow.app.runtime import Runtime, current_runtime
 from leadflow.decide import decide, timed
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_decision
+from leadflow.flows.context import current_runtime
 from leadflow.flows.limits import vendor_limit
 from leadflow.flows.naming import (
     decision_tags,
@@ -62,6 +62,9 @@ from leadflow.models import (
     person_id,
 )
 from leadflow.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 

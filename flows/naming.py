@@ -11,9 +11,9 @@ A sales-ops user finds work by the file it came from or the lead it was about, s
 - tags `source:`, `mode:` (known before a lead's first task) and `tier:`, `rep:`
   (known once it is decided) go on its `process-lead` run, so the UI's tag filters
   work; on the lead's task runs too with `LEADFLOW_UI__TAG_TASKS=true`. That is off by
-  default because Prefect makes one API call per tagged task run (to look up tag
-  concurrency limits): about 20% more calls per lead, and under a busy SQLite-backed
-  server those calls fail with 503 and fail the task.
+  default because Prefect makes one more API call per tagged task run (to look up
+  tag concurrency limits), and under a busy SQLite-backed server those calls fail
+  with 503 and fail the task.
 
 The names are computed by Prefect from the run's parameters, through the callables
 here, when the run starts.
@@ -26,7 +26,7 @@ from typing import Any
 
 from prefect.runtime import flow_run
 
-from leadflow.app.runtime import current_runtime
+from leadflow.flows.context import current_runtime
 from leadflow.models import Decision, Lead, lead_id_of
 
 # The cut-over mode every run is in today. Shadow and pilot runs will tag themselves

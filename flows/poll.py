@@ -40,9 +40,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from leadflow.app.runtime import current_runtime
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.batch import process_file_batched
+from leadflow.flows.context import current_runtime
 from leadflow.flows.files import process_file
 from leadflow.integrations.file_source import SUFFIXES, count_records
 from leadflow.ledger import FileLedger, FileStatus, LedgerEntry, content_digest, ready_files

@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from leadflow.app.runtime import current_runtime
+from leadflow.flows.context import current_runtime
 from leadflow.flows.files import FailedBranch, SetAside, run_leads
 from leadflow.intake import RawRecord, Rejection, rejection_key, validate_record
 from leadflow.logging import get_logger

@@ -10,18 +10,19 @@
   for hours.
 
 The condition is `async def` on purpose: Prefect never retries an async task whose
-retry condition is a plain function.
+retry condition is a plain function. The cap is bound into it when the options are
+built (a `functools.partial` of a coroutine function is still one to Prefect).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from prefect.tasks import Task, exponential_backoff
 from prefect.utilities.math import lower_clamp_multiple
 
-from leadflow.app.runtime import current_runtime
 from leadflow.integrations.errors import RateLimited, TransientError
 from leadflow.logging import get_logger
 from leadflow.settings import PipelineSettings
@@ -40,19 +41,23 @@ def retry_options(settings: PipelineSettings) -> dict[str, Any]:
         "retries": settings.retries,
         "retry_delay_seconds": delays,
         "retry_jitter_factor": settings.retry_jitter_factor or None,
-        "retry_condition_fn": retry_transient_errors,
+        "retry_condition_fn": functools.partial(
+            retry_transient_errors, max_retry_after=settings.max_retry_after_seconds
+        ),
     }
 
 
-async def retry_transient_errors(task: Task, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry TransientError only, after any Retry-After."""
+async def retry_transient_errors(
+    task: Task, task_run: Any, state: Any, *, max_retry_after: float
+) -> bool:
+    """Prefect retry condition: retry TransientError only, after any Retry-After
+    (waited for up to `max_retry_after` seconds)."""
     exc = await state.aresult(raise_on_failure=False)
     if not isinstance(exc, TransientError):
         return False
     if isinstance(exc, RateLimited) and exc.retry_after:
         planned = _planned_delay(task, task_run.run_count)
-        cap = current_runtime().settings.pipeline.max_retry_after_seconds
-        extra = min(exc.retry_after, cap) - planned
+        extra = min(exc.retry_after, max_retry_after) - planned
         if extra > 0:
             log.info(
                 "honouring Retry-After",

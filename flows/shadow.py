@@ -18,22 +18,23 @@ one record, for leads that arrive one at a time (polls, webhooks).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from leadflow.app.runtime import Runtime, current_runtime, use_runtime
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
 from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
+from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
 from leadflow.flows.lead import run_pipeline
 from leadflow.intake import RawRecord, Rejection, validate_record
@@ -46,6 +47,9 @@ from leadflow.markdown import escape, table
 from leadflow.models import Decision, Lead, StepTiming
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -148,12 +152,10 @@ async def shadow_one(
 
 def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings):
     """leadflow as configured, with recorders for side effects and its own rotation."""
-    return Runtime(
-        settings=live.settings,
-        rules=live.rules,
+    return dataclasses.replace(
+        live,
         adapters=shadowed(live.adapters, journal, run_id, look_up=settings.look_up),
         assigner=Assigner(live.rules.assignment, settings.database_url),
-        quarantine=live.quarantine,
         # Nothing is done for real in a shadow run: its record of done leads is the
         # shadow database's, never the live one that reruns skip by.
         done=DoneLeads(settings.database_url, f"shadow:{run_id}"),
@@ -286,7 +288,7 @@ async def _shadow_leads(
     context = ShadowContext(
         run_id=run_id,
         spec=spec,
-        legacy=build_legacy(spec, live.settings, live.rules),
+        legacy=build_legacy(spec, live.settings, settings),
         runtime=shadow_runtime(live, journal, run_id, settings),
         journal=journal,
         settings=settings,

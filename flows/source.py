@@ -9,36 +9,39 @@ served by `process_file`, which takes a path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow
 
-from leadflow.app.runtime import current_runtime
+from leadflow.flows.context import current_runtime
 from leadflow.flows.files import LeadsFailedError, run_leads, summarise
 from leadflow.intake import Rejection, validate_record
 from leadflow.integrations.base import LeadSource
-from leadflow.integrations.registry import get_adapter_class
+from leadflow.integrations.wiring import build_adapter
 from leadflow.logging import get_logger
 from leadflow.settings import SettingsError
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 
 
-def configured_source() -> LeadSource:
-    runtime = current_runtime()
+def configured_source(runtime: Runtime) -> LeadSource:
     name = runtime.settings.adapters.source
-    if name == "file":
+    if name is None:
         raise SettingsError(
-            "LEADFLOW_ADAPTERS__SOURCE: 'file' is read by `leadflow run <file>`; "
-            "poll-source needs a polled source (http, hubspot)"
+            "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
+            "hubspot); a file is read by `leadflow run <file>`"
         )
-    cls = get_adapter_class("source", name)
-    return cls.from_settings(runtime.settings, runtime.rules)
+    return build_adapter("source", name, runtime.settings)
 
 
 @flow(name="poll-source")
 async def poll_source():
     """Take what the configured source has since its watermark and process it."""
     runtime = current_runtime()
-    source = configured_source()
+    source = configured_source(runtime)
     leads, bad, seen = [], [], set()
     try:
         async for record in source.records():

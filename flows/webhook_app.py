@@ -21,7 +21,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from leadflow.app.runtime import Runtime, current_runtime, use_runtime
+from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.webhook_notifier import (
     SIGNATURE_HEADER,
@@ -39,6 +39,9 @@ from leadflow.integrations.webhook_notifier import (
 )
 from leadflow.logging import get_logger
 from leadflow.settings import AdapterSettings
+
+if TYPE_CHECKING:
+    from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 MAX_BODY = 1024 * 1024

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, ClassVar, Self
 from pydantic import BaseModel
 
 from leadflow.intake import RawRecord
-from leadflow.models import CrmMatch, Decision, Lead, Score, StepTiming
+from leadflow.models import CrmMatch, Decision, Lead, StepTiming
+from leadflow.ports import LeadScorer
 
 if TYPE_CHECKING:
-    from leadflow.rules import Rules
-    from leadflow.settings import Settings
+    from leadflow.rules import ScoringRules
+    from leadflow.settings import AdapterSettings, Settings
+    from leadflow.shadow_settings import ShadowSettings
 
 
 class RunAlert(BaseModel):
@@ -55,16 +57,25 @@ class LeadEvent(BaseModel):
 
 class Adapter(ABC):
     """Shared lifecycle of every adapter. Subclasses set `kind` through their interface
-    and `name` themselves; the registry keys them by the pair."""
+    and `name` themselves; the registry keys them by the pair.
+
+    An adapter with settings of its own declares their class in `settings_class` (an
+    `AdapterSettings` subclass with its `LEADFLOW_<NAME>_` prefix); the wiring
+    (leadflow.integrations.wiring) loads and validates it once and passes the instance
+    to `from_settings`, so a wrong value is reported naming its variable and no adapter
+    reads the environment itself."""
 
     kind: ClassVar[str]
     name: ClassVar[str]
     side_effects: ClassVar[bool] = False
+    settings_class: ClassVar[type[AdapterSettings] | None] = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        """Build from leadflow's settings (and the adapter's own). No I/O here:
-        connections open on first use."""
+    def from_settings(cls, settings: Settings, own: AdapterSettings | None) -> Self:
+        """Build from leadflow's settings and the adapter's own (an instance of
+        `settings_class`, None without one). No I/O here: connections open on first
+        use. An adapter that calls HTTP also takes `transport=` in its constructor,
+        for tests to inject an `httpx` transport."""
         return cls()
 
     @property
@@ -147,21 +158,17 @@ class EventSink(Adapter):
         await asyncio.gather(*(self.record(event) for event in events))
 
 
-class Scorer(Adapter):
+class Scorer(Adapter, LeadScorer):
+    """The scoring port (leadflow.ports.LeadScorer: `score`, `score_many`) as an
+    adapter. The one kind that reads the rules: it receives their scoring part."""
+
     kind = "scorer"
 
-    @abstractmethod
-    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
-        """Score the lead, with the reasons behind the points."""
-
-    async def score_many(
-        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
-    ) -> list[Score]:
-        return list(
-            await asyncio.gather(
-                *(self.score(lead, m) for lead, m in zip(leads, matches, strict=True))
-            )
-        )
+    @classmethod
+    def from_settings(  # type: ignore[override]
+        cls, settings: Settings, own: AdapterSettings | None, *, scoring: ScoringRules
+    ) -> Self:
+        return cls()
 
 
 class LegacyProcess(Adapter):
@@ -177,8 +184,16 @@ class LegacyProcess(Adapter):
     kind = "legacy"
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
-        """Build from the part of the spec after `KIND:`. No I/O here."""
+    def from_target(
+        cls,
+        target: str,
+        settings: Settings,
+        own: AdapterSettings | None,
+        *,
+        shadow: ShadowSettings,
+    ) -> Self:
+        """Build from the part of the spec after `KIND:`, with the adapter's own
+        settings and shadow mode's (its timeout, its database). No I/O here."""
         raise NotImplementedError(f"the {cls.name} legacy adapter needs a target")
 
     @property
@@ -201,6 +216,7 @@ __all__ = [
     "Adapter",
     "EventSink",
     "LeadEvent",
+    "LeadScorer",
     "LeadSource",
     "LegacyProcess",
     "Notifier",

@@ -24,8 +24,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.messages import LeadSummary, group_by_rep
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.models import Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.settings import Settings, SettingsError
 
 
 class ChatNotifier(Notifier):
@@ -86,8 +85,8 @@ class HookChatNotifier(ChatNotifier):
         self.http = VendorHttp.from_settings(self.name, own, transport=transport)
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(cls.settings_class))
+    def from_settings(cls, settings: Settings, own: HookSettings) -> Self:
+        return cls(own)
 
     def check_reply(self, response: httpx.Response) -> None:
         """Override to read vendor error details from a response."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from leadflow.integrations.base import Adapter
 from leadflow.integrations.errors import AdapterError
-from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
+from leadflow.integrations.wiring import build_adapter
 from leadflow.rules import Rules, RulesError, load_rules
 from leadflow.settings import Settings, SettingsError, load_settings
 
@@ -61,16 +61,14 @@ def check_configuration() -> Configuration:
     chosen = settings.adapters.model_dump()
     for kind in KINDS:
         name = chosen[kind]
+        if name is None:  # no polled source chosen: nothing to build
+            continue
+        if kind == "scorer" and rules is None:
+            found.results.append(CheckResult(kind, name, False, "not built: rules invalid"))
+            continue
         try:
-            cls = get_adapter_class(kind, name)
-            if rules is None:
-                found.results.append(CheckResult(kind, name, False, "not built: rules invalid"))
-                continue
-            found.adapters.append(cls.from_settings(settings, rules))
+            found.adapters.append(build_adapter(kind, name, settings, rules))
             found.results.append(CheckResult(kind, name, True, "configured"))
-        except UnknownAdapterError as exc:
-            detail = f"LEADFLOW_ADAPTERS__{kind.upper()}: {exc}"
-            found.results.append(CheckResult(kind, name, False, detail))
         except SettingsError as exc:
             found.results.append(CheckResult(kind, name, False, str(exc)))
     return found

@@ -27,8 +27,7 @@ from leadflow.integrations.errors import AuthenticationError, PermanentError, Tr
 from leadflow.integrations.messages import LeadSummary, group_by_rep
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
+from leadflow.settings import AdapterSettings, Settings, SettingsError
 
 
 class EmailSettings(AdapterSettings):
@@ -80,6 +79,7 @@ def lead_html(summary: LeadSummary) -> str:
 
 class EmailNotifier(Notifier):
     name = "email"
+    settings_class = EmailSettings
 
     def __init__(self, own: EmailSettings) -> None:
         missing = [n for n in ("host", "sender") if not getattr(own, n)]
@@ -104,8 +104,8 @@ class EmailNotifier(Notifier):
         return f"{self.kind}.{self.name}:{self.settings.host}:{self.settings.port}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(EmailSettings))
+    def from_settings(cls, settings: Settings, own: EmailSettings) -> Self:
+        return cls(own)
 
     async def send(self, message: EmailMessage) -> None:
         own = self.settings

@@ -26,8 +26,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.jsonl_ledger import JsonlLedger
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.integrations.webhook_notifier import signed_headers
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
+from leadflow.settings import AdapterSettings, Settings, SettingsError
 
 
 def event_row(event: LeadEvent) -> dict[str, Any]:
@@ -42,6 +41,7 @@ class JsonlEventsSettings(AdapterSettings):
 
 class JsonlEventSink(EventSink):
     name = "jsonl"
+    settings_class = JsonlEventsSettings
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -53,8 +53,8 @@ class JsonlEventSink(EventSink):
         return f"{self.kind}.{self.name}:{self.path.resolve()}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(JsonlEventsSettings).path)
+    def from_settings(cls, settings: Settings, own: JsonlEventsSettings) -> Self:
+        return cls(own.path)
 
     async def record(self, event: LeadEvent) -> None:
         await self.record_many([event])
@@ -75,6 +75,7 @@ class WebhookEventsSettings(VendorSettings):
 
 class WebhookEventSink(EventSink):
     name = "webhook"
+    settings_class = WebhookEventsSettings
 
     def __init__(
         self, own: WebhookEventsSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -98,8 +99,8 @@ class WebhookEventSink(EventSink):
         return f"{self.kind}.{self.name}:{self.url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(WebhookEventsSettings))
+    def from_settings(cls, settings: Settings, own: WebhookEventsSettings) -> Self:
+        return cls(own)
 
     async def _post(self, body: Any, key: str) -> None:
         raw = json.dumps(body, separators=(",", ":")).encode()

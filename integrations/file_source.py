@@ -1,4 +1,4 @@
-"""Leads from a CSV or JSONL file.
+"""Leads from a CSV or JSONL file, as `leadflow run`, `process_file` and the poller read them.
 
 Every record keeps its position (CSV row counting the header as row 1, JSONL line),
 so a set-aside record can be found in the file. A row that cannot be parsed into
@@ -15,28 +15,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from leadflow.columns import ColumnMap, map_columns
-from leadflow.integrations.base import LeadSource, RawRecord
+from leadflow.integrations.base import RawRecord
 from leadflow.textfiles import decode_file, delimiter_note, sniff_delimiter
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-class FileLeadSource(LeadSource):
-    name = "file"
-
-    def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-
-    async def records(self) -> AsyncIterator[RawRecord]:
-        if self.path is None:
-            raise ValueError("the file source needs a path")
-        for record in read_records(self.path):
-            yield record
 
 
 @dataclass

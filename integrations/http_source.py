@@ -30,8 +30,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.integrations.watermark import Watermark
-from leadflow.rules import Rules
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.settings import Settings, SettingsError
 
 
 class HttpSourceSettings(VendorSettings):
@@ -69,6 +68,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 class HttpLeadSource(LeadSource):
     name = "http"
+    settings_class = HttpSourceSettings
 
     def __init__(
         self, own: HttpSourceSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -86,8 +86,8 @@ class HttpLeadSource(LeadSource):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(HttpSourceSettings))
+    def from_settings(cls, settings: Settings, own: HttpSourceSettings) -> Self:
+        return cls(own)
 
     async def _page(self, params: dict[str, Any]) -> tuple[list[Any], str | None]:
         own = self.settings

@@ -40,8 +40,7 @@ from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.integrations.watermark import Watermark
 from leadflow.models import CrmMatch, Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import Settings, load_settings
+from leadflow.settings import Settings
 
 BATCH_LIMIT = 100
 SEARCH_PAGE = 100
@@ -82,6 +81,7 @@ def hubspot_http(own: HubSpotSettings, transport: httpx.AsyncBaseTransport | Non
 
 class HubSpotCRM(CRM):
     name = "hubspot"
+    settings_class = HubSpotSettings
 
     def __init__(
         self,
@@ -100,8 +100,8 @@ class HubSpotCRM(CRM):
         return f"{self.kind}.{self.name}:{self.http.base_url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(HubSpotSettings))
+    def from_settings(cls, settings: Settings, own: HubSpotSettings) -> Self:
+        return cls(own)
 
     # --- look-up ----------------------------------------------------------------------
 
@@ -254,6 +254,7 @@ class HubSpotLeadSource(LeadSource):
     """
 
     name = "hubspot"
+    settings_class = HubSpotSettings
 
     def __init__(
         self, own: HubSpotSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -263,8 +264,8 @@ class HubSpotLeadSource(LeadSource):
         self.http.limiter = RateLimiter(own.search_rate_limit, 1.0, max_concurrent=1)
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(HubSpotSettings))
+    def from_settings(cls, settings: Settings, own: HubSpotSettings) -> Self:
+        return cls(own)
 
     def search_body(self, since: datetime | None, after: str) -> dict[str, Any]:
         filters = []

@@ -15,7 +15,6 @@ import shlex
 from typing import Any, Self
 
 from leadflow.integrations.legacy_common import AnsweringLegacy
-from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
@@ -32,11 +31,13 @@ class CommandLegacy(AnsweringLegacy):
         self.timeout = timeout
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
+    def from_target(
+        cls, target: str, settings: Settings, own: None, *, shadow: ShadowSettings
+    ) -> Self:
         argv = shlex.split(target)
         if not argv:
             raise SettingsError("--legacy command:...: no program given")
-        return cls(argv, timeout=ShadowSettings().timeout_seconds)
+        return cls(argv, timeout=shadow.timeout_seconds)
 
     async def answer(self, record: dict) -> Any:
         process = await asyncio.create_subprocess_exec(

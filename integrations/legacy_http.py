@@ -12,9 +12,8 @@ from typing import Any, Self
 
 import httpx
 
-from leadflow.integrations.http import USER_AGENT, make_client, send
+from leadflow.integrations.http import make_client, send
 from leadflow.integrations.legacy_common import AnsweringLegacy
-from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
@@ -26,22 +25,15 @@ class HttpLegacy(AnsweringLegacy):
         self, url: str, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.url = url
-        self._client = (
-            make_client(url, timeout=timeout)
-            if transport is None
-            else httpx.AsyncClient(
-                base_url=url,
-                timeout=timeout,
-                transport=transport,
-                headers={"User-Agent": USER_AGENT},
-            )
-        )
+        self._client = make_client(url, timeout=timeout, transport=transport)
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
+    def from_target(
+        cls, target: str, settings: Settings, own: None, *, shadow: ShadowSettings
+    ) -> Self:
         if not target.startswith(("http://", "https://")):
             raise SettingsError(f"--legacy http:{target}: expected http:http(s)://host/path")
-        return cls(target, timeout=ShadowSettings().timeout_seconds)
+        return cls(target, timeout=shadow.timeout_seconds)
 
     async def answer(self, record: dict) -> Any:
         request = self._client.build_request("POST", self.url, json={"lead": record})

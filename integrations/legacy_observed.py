@@ -26,8 +26,8 @@ from pydantic_settings import SettingsConfigDict
 from leadflow.integrations.base import CRM
 from leadflow.integrations.legacy_common import AnsweringLegacy
 from leadflow.models import Decision, Lead, lead_id_of
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
+from leadflow.settings import AdapterSettings, Settings, SettingsError
+from leadflow.shadow_settings import ShadowSettings
 
 DEFAULT_FIELDS = {"owner": "rep"}
 
@@ -50,6 +50,7 @@ class NotObservedError(LookupError):
 
 class ObservedLegacy(AnsweringLegacy):
     name = "observed"
+    settings_class = ObservedSettings
 
     def __init__(
         self,
@@ -67,8 +68,9 @@ class ObservedLegacy(AnsweringLegacy):
         self._columns: set[str] = set()
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
-        own = load_settings(ObservedSettings)
+    def from_target(
+        cls, target: str, settings: Settings, own: ObservedSettings, *, shadow: ShadowSettings
+    ) -> Self:
         bad = {f for f in own.fields.values() if f not in Decision.model_fields}
         if bad:
             raise SettingsError(
@@ -78,7 +80,7 @@ class ObservedLegacy(AnsweringLegacy):
         if target == "crm":
             from leadflow.integrations.wiring import build_adapter
 
-            crm = build_adapter("crm", settings.adapters.crm, settings, rules)
+            crm = build_adapter("crm", settings.adapters.crm, settings)
             return cls(crm=crm, fields=own.fields, match_by=own.match_by)
         path = Path(target)
         if path.suffix.lower() not in (".csv", ".jsonl") or not path.is_file():

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from leadflow.integrations.legacy_common import AnsweringLegacy
-from leadflow.rules import Rules
 from leadflow.settings import Settings, SettingsError
+from leadflow.shadow_settings import ShadowSettings
 
 
 class PythonLegacy(AnsweringLegacy):
@@ -29,7 +29,9 @@ class PythonLegacy(AnsweringLegacy):
         self.label = label or getattr(function, "__qualname__", repr(function))
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
+    def from_target(
+        cls, target: str, settings: Settings, own: None, *, shadow: ShadowSettings
+    ) -> Self:
         return cls(load_callable(target), label=target)
 
     async def answer(self, record: dict) -> Any:

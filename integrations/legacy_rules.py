@@ -31,17 +31,19 @@ class RulesLegacy(LegacyProcess):
         self.assigner = Assigner(rules.assignment, database_url)
 
     @classmethod
-    def from_target(cls, target: str, settings: Settings, rules: Rules) -> Self:
+    def from_target(
+        cls, target: str, settings: Settings, own: None, *, shadow: ShadowSettings
+    ) -> Self:
         from leadflow.integrations.wiring import build_adapter
 
         try:
-            own = load_rules(target)
+            theirs = load_rules(target)
         except RulesError as exc:
             raise SettingsError(f"--legacy rules:{target}: {exc}") from None
-        base = ShadowSettings().database_url
-        url = base.rsplit(".db", 1)[0] + f"-backtest-{own.version}.db" if ".db" in base else base
-        crm = build_adapter("crm", settings.adapters.crm, settings, rules)
-        return cls(own, crm, url)
+        base = shadow.database_url
+        url = base.rsplit(".db", 1)[0] + f"-backtest-{theirs.version}.db" if ".db" in base else base
+        crm = build_adapter("crm", settings.adapters.crm, settings)
+        return cls(theirs, crm, url)
 
     async def decide(self, record: dict) -> Decision:
         return (await self.decide_with_steps(record))[0]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from leadflow.integrations.base import LegacyProcess
 from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
-from leadflow.rules import Rules
+from leadflow.integrations.wiring import own_settings
 from leadflow.settings import Settings, SettingsError
+from leadflow.shadow_settings import ShadowSettings
 
 
-def build_legacy(spec: str, settings: Settings, rules: Rules) -> LegacyProcess:
-    """The legacy adapter a spec names; SettingsError says what is wrong with it."""
+def build_legacy(spec: str, settings: Settings, shadow: ShadowSettings) -> LegacyProcess:
+    """The legacy adapter a spec names, with its own settings loaded and validated
+    (as `build_adapter` does); SettingsError says what is wrong with it."""
     kind, sep, target = spec.partition(":")
     if not sep or not target:
         raise SettingsError(
@@ -22,4 +24,4 @@ def build_legacy(spec: str, settings: Settings, rules: Rules) -> LegacyProcess:
         cls = get_adapter_class("legacy", kind)
     except UnknownAdapterError as exc:
         raise SettingsError(f"--legacy {spec!r}: {exc}") from None
-    return cls.from_target(target, settings, rules)
+    return cls.from_target(target, settings, own_settings(cls), shadow=shadow)

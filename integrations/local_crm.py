@@ -25,8 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadflow.db import dialect_insert, ensure_tables, insert_ignoring_duplicates
 from leadflow.integrations.base import CRM
 from leadflow.models import CrmMatch, Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, load_settings
+from leadflow.settings import AdapterSettings, Settings
 
 metadata = MetaData()
 
@@ -70,6 +69,7 @@ class LocalCrmSettings(AdapterSettings):
 
 class LocalCRM(CRM):
     name = "local"
+    settings_class = LocalCrmSettings
 
     def __init__(self, database_url: str, seed_path: Path | None = None) -> None:
         self.database_url = database_url
@@ -82,8 +82,7 @@ class LocalCRM(CRM):
         return f"{self.kind}.{self.name}:{self.database_url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        own = load_settings(LocalCrmSettings)
+    def from_settings(cls, settings: Settings, own: LocalCrmSettings) -> Self:
         return cls(settings.database_url, own.seed_path)
 
     async def _engine(self) -> AsyncEngine:

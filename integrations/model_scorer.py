@@ -31,8 +31,9 @@ from leadflow.integrations.errors import AdapterError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Lead, Score, ScoreReason
-from leadflow.rules import Rules, ScoringRules, score_lead
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.rules import ScoringRules, score_lead
+from leadflow.settings import Settings, SettingsError
+from leadflow.validation import describe_errors, dotted
 
 log = get_logger(__name__)
 
@@ -68,6 +69,7 @@ class ModelAnswer(BaseModel):
 
 class ModelScorer(Scorer):
     name = "model"
+    settings_class = ModelScorerSettings
 
     def __init__(
         self,
@@ -90,8 +92,10 @@ class ModelScorer(Scorer):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(ModelScorerSettings), rules.scoring)
+    def from_settings(
+        cls, settings: Settings, own: ModelScorerSettings, *, scoring: ScoringRules
+    ) -> Self:
+        return cls(own, scoring)
 
     def request_body(self, lead: Lead, match: CrmMatch | None) -> dict:
         facts = {
@@ -120,9 +124,8 @@ class ModelScorer(Scorer):
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError("the answer has no choices[0].message.content") from exc
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "answer"
-            raise ValueError(f"the answer does not validate: {where}: {first['msg']}") from None
+            first = describe_errors(exc.errors()[:1], name=lambda loc: dotted(loc) or "answer")
+            raise ValueError(f"the answer does not validate: {first[0]}") from None
         if not 0 <= answer.score <= self.rules.max_total:
             raise ValueError(f"score {answer.score} is outside 0..{self.rules.max_total}")
         return Score(

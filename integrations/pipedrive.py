@@ -42,8 +42,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.models import CrmMatch, Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import Settings, load_settings
+from leadflow.settings import Settings
 
 
 class PipedriveSettings(VendorSettings):
@@ -64,6 +63,7 @@ def lead_marker(lead_id: str) -> str:
 
 class PipedriveCRM(CRM):
     name = "pipedrive"
+    settings_class = PipedriveSettings
 
     def __init__(
         self, own: PipedriveSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -86,8 +86,8 @@ class PipedriveCRM(CRM):
         return f"{self.kind}.{self.name}:{self.http.base_url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(PipedriveSettings))
+    def from_settings(cls, settings: Settings, own: PipedriveSettings) -> Self:
+        return cls(own)
 
     async def _data(self, method: str, path: str, operation: str, **kwargs: Any) -> Any:
         reply = await self.http.json(method, path, operation, **kwargs)

@@ -7,7 +7,7 @@ from typing import Self
 
 from leadflow.integrations.base import Scorer
 from leadflow.models import CrmMatch, Lead, Score
-from leadflow.rules import Rules, ScoringRules, score_lead
+from leadflow.rules import ScoringRules, score_lead
 from leadflow.settings import Settings
 
 
@@ -18,8 +18,8 @@ class RulesScorer(Scorer):
         self.rules = rules
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(rules.scoring)
+    def from_settings(cls, settings: Settings, own: None, *, scoring: ScoringRules) -> Self:
+        return cls(scoring)
 
     async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
         return score_lead(lead, self.rules)

@@ -44,8 +44,7 @@ from leadflow.integrations.errors import (
 )
 from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.models import CrmMatch, Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.settings import Settings, SettingsError
 
 BATCH_LIMIT = 200
 TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
@@ -115,6 +114,7 @@ def soql_quote(value: str) -> str:
 
 class SalesforceCRM(CRM):
     name = "salesforce"
+    settings_class = SalesforceSettings
 
     def __init__(
         self, own: SalesforceSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -143,8 +143,8 @@ class SalesforceCRM(CRM):
         return f"{self.kind}.{self.name}:{self.http.base_url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(SalesforceSettings))
+    def from_settings(cls, settings: Settings, own: SalesforceSettings) -> Self:
+        return cls(own)
 
     @property
     def api(self) -> str:

@@ -29,8 +29,7 @@ from leadflow.integrations.base import EventSink, LeadEvent
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
-from leadflow.rules import Rules
-from leadflow.settings import Settings, load_settings
+from leadflow.settings import Settings
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -74,6 +73,7 @@ def pack(items: list[tuple[dict[str, Any], int]], limit: int) -> list[list[dict[
 
 class SegmentEventSink(EventSink):
     name = "segment"
+    settings_class = SegmentSettings
 
     def __init__(
         self, own: SegmentSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -89,8 +89,8 @@ class SegmentEventSink(EventSink):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(SegmentSettings))
+    def from_settings(cls, settings: Settings, own: SegmentSettings) -> Self:
+        return cls(own)
 
     def track(self, event: LeadEvent) -> dict[str, Any]:
         d = event.decision

@@ -41,8 +41,7 @@ from leadflow.integrations.errors import (
 from leadflow.integrations.http import error_for_response, parse_retry_after
 from leadflow.integrations.messages import LeadSummary
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
-from leadflow.rules import Rules
-from leadflow.settings import Settings, SettingsError, load_settings
+from leadflow.settings import Settings, SettingsError
 
 MAX_DIGEST_LEADS = 40  # Slack allows 50 blocks a message; a header + context + 40 + "more"
 
@@ -183,6 +182,7 @@ class SlackSettings(VendorSettings):
 
 class SlackNotifier(ChatNotifier):
     name = "slack"
+    settings_class = SlackSettings
 
     def __init__(
         self, own: SlackSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -201,8 +201,8 @@ class SlackNotifier(ChatNotifier):
         return f"{self.kind}.{self.name}:{self.channel}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        return cls(load_settings(SlackSettings))
+    def from_settings(cls, settings: Settings, own: SlackSettings) -> Self:
+        return cls(own)
 
     async def _post(self, text: str, blocks: list[dict[str, Any]]) -> None:
         payload = {

@@ -14,7 +14,6 @@ from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 
 from leadflow.db import ensure_tables, insert_ignoring_duplicates
 from leadflow.integrations.base import EventSink, LeadEvent
-from leadflow.rules import Rules
 from leadflow.settings import Settings
 
 metadata = MetaData()
@@ -46,7 +45,7 @@ class SqlEventSink(EventSink):
         return f"{self.kind}.{self.name}:{self.database_url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
+    def from_settings(cls, settings: Settings, own: None) -> Self:
         return cls(settings.database_url)
 
     async def record(self, event: LeadEvent) -> None:

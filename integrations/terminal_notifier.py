@@ -21,8 +21,7 @@ from pydantic_settings import SettingsConfigDict
 from leadflow.integrations.base import Notifier, RunAlert
 from leadflow.integrations.jsonl_ledger import JsonlLedger
 from leadflow.models import Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, load_settings
+from leadflow.settings import AdapterSettings, Settings
 from leadflow.when import due_text
 
 
@@ -37,6 +36,7 @@ class TerminalNotifierSettings(AdapterSettings):
 
 class TerminalNotifier(Notifier):
     name = "terminal"
+    settings_class = TerminalNotifierSettings
 
     def __init__(self, outbox_path: Path, *, echo: bool = True) -> None:
         self.outbox_path = Path(outbox_path)
@@ -49,8 +49,7 @@ class TerminalNotifier(Notifier):
         return f"{self.kind}.{self.name}:{self.outbox_path.resolve()}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        own = load_settings(TerminalNotifierSettings)
+    def from_settings(cls, settings: Settings, own: TerminalNotifierSettings) -> Self:
         return cls(own.outbox_path, echo=own.echo)
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:

@@ -28,8 +28,7 @@ from leadflow.integrations.base import Notifier
 from leadflow.integrations.http import make_client, send
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
-from leadflow.rules import Rules
-from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
+from leadflow.settings import AdapterSettings, Settings, SettingsError
 
 
 class WebhookNotifierSettings(AdapterSettings):
@@ -91,6 +90,7 @@ def _limiter(own: WebhookNotifierSettings) -> RateLimiter | None:
 
 class WebhookNotifier(Notifier):
     name = "webhook"
+    settings_class = WebhookNotifierSettings
 
     def __init__(
         self,
@@ -113,8 +113,7 @@ class WebhookNotifier(Notifier):
         return f"{self.kind}.{self.name}:{self.url}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, rules: Rules) -> Self:
-        own = load_settings(WebhookNotifierSettings)
+    def from_settings(cls, settings: Settings, own: WebhookNotifierSettings) -> Self:
         if own.url is None:
             raise SettingsError("LEADFLOW_WEBHOOK_URL: required by the webhook notifier, not set")
         return cls(

@@ -1,8 +1,10 @@
-"""The one place that builds the configured adapters from settings.
+"""The one place that builds adapters from settings.
 
-Nothing is built at import time; `build_adapters` constructs each adapter named in
-`settings.adapters` through the registry, and any adapter can be passed in instead
-(tests, shadow mode's recorders, the benchmark's slowed-down adapters).
+Nothing is built at import time. `build_adapter` finds the class in the registry,
+loads and validates its own settings (`settings_class`) once, and calls
+`from_settings` with them; only a scorer also receives the rules (their scoring
+part). `build_adapters` does this for each kind the settings choose, and any adapter
+can be passed in instead (tests, shadow mode's recorders, the benchmark's adapters).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from leadflow.integrations.base import CRM, EventSink, Notifier, Scorer
+from leadflow.integrations.base import CRM, Adapter, EventSink, Notifier, Scorer
 from leadflow.integrations.registry import UnknownAdapterError, get_adapter_class
 from leadflow.rules import Rules
-from leadflow.settings import Settings, SettingsError
+from leadflow.settings import AdapterSettings, Settings, SettingsError, load_settings
 
 
 @dataclass
@@ -42,24 +44,32 @@ def build_adapters(
     scorer: Scorer | None = None,
 ) -> Adapters:
     """The configured adapters; a SettingsError names a wrong adapter setting."""
+    chosen = settings.adapters
     return Adapters(
-        crm=crm or _build("crm", settings.adapters.crm, settings, rules),
-        notifier=notifier or _build("notifier", settings.adapters.notifier, settings, rules),
-        event_sink=event_sink
-        or _build("event_sink", settings.adapters.event_sink, settings, rules),
-        scorer=scorer or _build("scorer", settings.adapters.scorer, settings, rules),
+        crm=crm or build_adapter("crm", chosen.crm, settings),
+        notifier=notifier or build_adapter("notifier", chosen.notifier, settings),
+        event_sink=event_sink or build_adapter("event_sink", chosen.event_sink, settings),
+        scorer=scorer or build_adapter("scorer", chosen.scorer, settings, rules),
     )
 
 
-def _build(kind: str, name: str, settings: Settings, rules: Rules):
+def build_adapter(kind: str, name: str, settings: Settings, rules: Rules | None = None) -> Adapter:
+    """One adapter by kind and name, with its own settings loaded and validated. No
+    I/O. Raises SettingsError naming the LEADFLOW_ variable to fix."""
     try:
         cls = get_adapter_class(kind, name)
     except UnknownAdapterError as exc:
         raise SettingsError(f"LEADFLOW_ADAPTERS__{kind.upper()}: {exc}") from None
-    return cls.from_settings(settings, rules)
+    own = own_settings(cls)
+    if issubclass(cls, Scorer):
+        if rules is None:
+            raise TypeError(f"the {name} scorer is built with the rules")
+        return cls.from_settings(settings, own, scoring=rules.scoring)
+    return cls.from_settings(settings, own)
 
 
-def build_adapter(kind: str, name: str, settings: Settings, rules: Rules):
-    """One adapter by kind and name, for parts built outside `build_adapters` (the
-    CRM a legacy adapter reads)."""
-    return _build(kind, name, settings, rules)
+def own_settings(cls: type[Adapter]) -> AdapterSettings | None:
+    """The adapter's `settings_class` read from the environment and .env, or None."""
+    if cls.settings_class is None:
+        return None
+    return load_settings(cls.settings_class)

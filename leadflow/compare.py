@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from leadflow.models import Decision, FollowUpType, ScoreReason, StepTiming
+from leadflow.validation import describe_errors
 
 
 class Outcome(StrEnum):
@@ -127,10 +128,7 @@ def decision_from_answer(
     try:
         return Decision.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
+        problems = "; ".join(describe_errors(exc.errors()))
         raise LegacyDecisionError(
             f"lead {lead_id}: the current process's decision is not valid: {problems}"
         ) from None

@@ -1,7 +1,7 @@
 """The sequential part of the pipeline after the look-up: score, decide the follow-up,
-assign a rep. Plain async functions with no Prefect in them, so the flow, the
-benchmark's plain-asyncio baseline and the coming micro-batch path share one
-implementation and one set of timings.
+assign a rep. Plain async functions with no Prefect in them, so the per-lead flow, the
+micro-batch path and the benchmark's plain-asyncio baseline share one implementation
+and one set of timings. The scorer and the assigner are the ports of leadflow.ports.
 """
 
 from __future__ import annotations
@@ -9,32 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from leadflow.models import Assignment, CrmMatch, Decision, Lead, Score, StepTiming
+from leadflow.ports import LeadScorer, RepAssigner
 from leadflow.rules import Rules, Tier
 
 T = TypeVar("T")
-
-
-class ScoresLeads(Protocol):
-    async def score(self, lead: Lead, match: CrmMatch | None) -> Score: ...
-
-
-class AssignsReps(Protocol):
-    async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment: ...
-
-
-class ScoresLeadsInBulk(Protocol):
-    async def score_many(
-        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
-    ) -> list[Score]: ...
-
-
-class AssignsRepsInBulk(Protocol):
-    async def assign_many(
-        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
-    ) -> list[Assignment]: ...
 
 
 def apply_enrichment(lead: Lead, match: CrmMatch | None) -> Lead:
@@ -64,8 +45,8 @@ async def decide(
     match: CrmMatch | None,
     *,
     rules: Rules,
-    scorer: ScoresLeads,
-    assigner: AssignsReps,
+    scorer: LeadScorer,
+    assigner: RepAssigner,
     received_at: datetime | None = None,
 ) -> tuple[Decision, list[StepTiming]]:
     """Score, then the follow-up from the tier, then the rep. Returns the Decision and
@@ -87,8 +68,8 @@ async def decide_many(
     matches: Sequence[CrmMatch | None],
     *,
     rules: Rules,
-    scorer: ScoresLeadsInBulk,
-    assigner: AssignsRepsInBulk,
+    scorer: LeadScorer,
+    assigner: RepAssigner,
 ) -> list[Decision]:
     """`decide` for a batch: one bulk scoring call and one assignment transaction,
     in input order, so the picks are the same as deciding the leads one by one."""

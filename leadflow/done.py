@@ -1,8 +1,8 @@
 """Leads whose side effects are all done: leadflow's own record, for a fast rerun.
 
 Rerunning a file of leads that are already done repeats nothing (each side effect has
-its once-only key), but finding that out through Prefect costs five task runs a lead:
-74 s for 2,000 leads. This table lets `process_file` decide before creating any task:
+its once-only key), but finding that out through Prefect costs five task runs a lead.
+This table lets `process_file` decide before creating any task:
 a lead is done when this exact version of it (`leadflow.models.lead_version`) went
 through every side effect at these destinations (`scope`). A changed row is a new
 version and goes through the pipeline again, so the contact is updated.

@@ -18,6 +18,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table,
 
 from leadflow.db import ensure_tables, insert_ignoring_duplicates
 from leadflow.models import Lead
+from leadflow.validation import describe_errors, dotted
 
 
 class RawRecord(BaseModel):
@@ -66,19 +67,12 @@ _DERIVED = {"id", "domain"}
 def describe_validation_error(exc: ValidationError) -> str:
     errors = exc.errors()
     email_bad = any(error["loc"][:1] == ("email",) for error in errors)
-    parts = []
-    for error in errors:
-        field = ".".join(str(part) for part in error["loc"]) or "record"
-        if email_bad and error["type"] == "missing" and field in _DERIVED:
-            continue
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            parts.append(f"{field}: required, missing")
-        elif "is not an email address" in message:
-            parts.append(f"{field}: {message}")
-        else:
-            parts.append(f"{field}: {message} (got {error.get('input')!r})")
-    return "; ".join(parts)
+    shown = [
+        error
+        for error in errors
+        if not (email_bad and error["type"] == "missing" and dotted(error["loc"]) in _DERIVED)
+    ]
+    return "; ".join(describe_errors(shown, name=lambda loc: dotted(loc) or "record"))
 
 
 def rejection_key(record: RawRecord) -> str:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any
 
@@ -27,10 +26,10 @@ import structlog
 from pydantic import SecretStr
 
 from leadflow.settings import LogSettings
+from leadflow.validation import is_secret_name
 
 LOGGER_NAME = "leadflow"
 REDACTED = "**********"
-_SECRET_KEY = re.compile(r"token|secret|password|api_key|authorization|cookie", re.IGNORECASE)
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> di
 
 
 def _redact(key: str, value: Any) -> Any:
-    if isinstance(value, SecretStr) or (_SECRET_KEY.search(key) and value not in (None, "")):
+    if isinstance(value, SecretStr) or (is_secret_name(key) and value not in (None, "")):
         return REDACTED
     if isinstance(value, dict):
         return {k: _redact(str(k), v) for k, v in value.items()}

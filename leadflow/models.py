@@ -225,14 +225,6 @@ class Decision(BaseModel):
     assignment_rule: str
     rules_version: str
 
-    def differences(self, other: Decision) -> dict[str, tuple[Any, Any]]:
-        """Field-by-field differences over COMPARED_FIELDS: {field: (self, other)}."""
-        return {
-            name: (getattr(self, name), getattr(other, name))
-            for name in self.COMPARED_FIELDS
-            if getattr(self, name) != getattr(other, name)
-        }
-
 
 class BranchStatus(StrEnum):
     OK = "ok"

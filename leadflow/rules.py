@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadflow.models import FollowUpType, Lead, Score, ScoreReason
+from leadflow.validation import describe_errors
 
 
 class RulesError(ValueError):
@@ -229,22 +230,10 @@ def load_rules(path: Path | str) -> Rules:
     try:
         return Rules.model_validate(data)
     except ValidationError as exc:
-        raise RulesError(f"rules file {path}:\n{_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        # A validator that checks references names the key inside its own section.
-        inner = re.match(r"^([\w.]+): (.*)$", message, re.DOTALL)
-        if inner and key:
-            key, message = f"{key}.{inner[1]}", inner[2]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
-        lines.append(f"  {key}: {message}" if key else f"  {message}")
-    return "\n".join(lines)
+        lines = describe_errors(exc.errors())
+        raise RulesError(
+            f"rules file {path}:\n" + "\n".join(f"  {line}" for line in lines)
+        ) from None
 
 
 # --- scoring -----------------------------------------------------------------------

@@ -10,12 +10,13 @@ the environment variable to fix.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from leadflow.validation import Location, describe_errors
 
 
 class SettingsError(ValueError):
@@ -25,7 +26,11 @@ class SettingsError(ValueError):
 class AdapterChoice(BaseModel):
     """Which registered adapter serves each kind (`leadflow adapters` lists them)."""
 
-    source: str = Field(default="file", description="where leads come from")
+    source: str | None = Field(
+        default=None,
+        description="a polled lead source for `leadflow poll-source` (http, hubspot); "
+        "files are read by `leadflow run`",
+    )
     crm: str = Field(default="local", description="CRM for the look-up and the upsert")
     notifier: str = Field(default="terminal", description="how the sales team is told")
     event_sink: str = Field(default="sqlite", description="where reporting events go")
@@ -144,9 +149,6 @@ class Settings(BaseSettings):
 
 T = TypeVar("T", bound=BaseSettings)
 
-# A value is never echoed back for a field that is, or is named like, a secret.
-_SECRET_NAME = re.compile(r"token|secret|password|api_key|authorization", re.IGNORECASE)
-
 
 class AdapterSettings(BaseSettings):
     """Base for an adapter's own settings: subclass with `env_prefix="LEADFLOW_<NAME>_"`."""
@@ -164,25 +166,21 @@ def load_settings(cls: type[T] = Settings, **overrides: object) -> T:  # type: i
 
 
 def describe_settings_error(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """`invalid settings:` and a line per error naming the environment variable."""
     prefix = str(cls.model_config.get("env_prefix", ""))
     delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
-    lines = ["invalid settings:"]
-    for error in exc.errors():
-        name = prefix + delimiter.join(str(part) for part in error["loc"]).upper()
-        if error["type"] == "missing":
-            lines.append(f"  {name}: required, not set")
-            continue
-        message = error["msg"].removeprefix("Value error, ")
-        shown = "" if _is_secret(cls, error["loc"]) else f" (got {error.get('input')!r})"
-        lines.append(f"  {name}: {message}{shown}")
-    return "\n".join(lines)
 
+    def variable(loc: Location) -> str:
+        return prefix + delimiter.join(str(part) for part in loc).upper()
 
-def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
-    if any(_SECRET_NAME.search(str(part)) for part in loc):
-        return True
-    field = cls.model_fields.get(str(loc[0])) if loc else None
-    return field is not None and "SecretStr" in repr(field.annotation)
+    def typed_secret(loc: Location) -> bool:
+        field = cls.model_fields.get(str(loc[0])) if loc else None
+        return field is not None and "SecretStr" in repr(field.annotation)
+
+    lines = describe_errors(
+        exc.errors(), name=variable, missing="required, not set", hidden=typed_secret
+    )
+    return "\n".join(["invalid settings:", *(f"  {line}" for line in lines)])
 
 
 # --- checks the command line runs before it starts anything --------------------------

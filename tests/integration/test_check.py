@@ -104,13 +104,9 @@ MINIMAL = {
 def _registered() -> list[tuple[str, str]]:
     from leadflow.integrations.registry import list_adapters
 
-    # The file source is chosen by `leadflow run FILE`, the current process (kind
-    # `legacy`) by `--legacy KIND:TARGET`: neither through LEADFLOW_ADAPTERS__*.
-    return [
-        (i.kind, i.name)
-        for i in list_adapters()
-        if i.kind != "legacy" and (i.kind != "source" or i.name != "file")
-    ]
+    # The current process (kind `legacy`) is chosen by `--legacy KIND:TARGET`, not
+    # through LEADFLOW_ADAPTERS__*.
+    return [(i.kind, i.name) for i in list_adapters() if i.kind != "legacy"]
 
 
 @pytest.mark.parametrize(("kind", "name"), _registered(), ids=lambda v: v)

@@ -29,8 +29,8 @@ from leadflow.integrations.http import (
     parse_retry_after,
 )
 from leadflow.integrations.webhook_notifier import WebhookNotifier
+from leadflow.integrations.wiring import build_adapter
 from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
-from leadflow.rules import load_rules
 from leadflow.settings import Settings, SettingsError
 from tests.conftest import EXAMPLES
 
@@ -306,7 +306,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 def _build() -> WebhookNotifier:
     settings = Settings(_env_file=None, rules_path=EXAMPLES / "rules.toml")
-    return WebhookNotifier.from_settings(settings, load_rules(settings.rules_path))
+    return build_adapter("notifier", "webhook", settings)
 
 
 def test_from_settings_without_a_url_names_the_variable(clean_env: pytest.MonkeyPatch) -> None:

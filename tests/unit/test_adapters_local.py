@@ -272,7 +272,6 @@ BUILT_INS = {
     ("notifier", "webhook"),
     ("event_sink", "sqlite"),
     ("scorer", "rules"),
-    ("source", "file"),
 }
 
 
@@ -293,7 +292,6 @@ def test_list_adapters_includes_built_ins() -> None:
         ("crm", "local", "LocalCRM"),
         ("notifier", "terminal", "TerminalNotifier"),
         ("event_sink", "sqlite", "SqlEventSink"),
-        ("source", "file", "FileLeadSource"),
     ],
 )
 def test_get_built_in_adapter(kind: str, name: str, cls_name: str) -> None:

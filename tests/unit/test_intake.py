@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from leadflow.intake import Quarantine, RawRecord, Rejection, validate_record
-from leadflow.integrations.file_source import FileLeadSource, read_records
+from leadflow.integrations.file_source import read_records
 from leadflow.models import Lead, derive_lead_id, lead_id_of
 
 # --- Lead.from_record ---------------------------------------------------------------
@@ -339,15 +339,12 @@ def test_unknown_suffix(tmp_path: Path, name: str) -> None:
         read_records(write(tmp_path, name, "email\na@acme.test\n"))
 
 
-async def test_file_source_yields_records(tmp_path: Path) -> None:
+def test_records_keep_their_row(tmp_path: Path) -> None:
     path = write(tmp_path, "leads.csv", "email\na@acme.test\nb@acme.test\n")
-    records = [r async for r in FileLeadSource(path).records()]
-    assert [(r.position, r.data["email"]) for r in records] == [
+    assert [(r.position, r.data["email"]) for r in read_records(path)] == [
         (2, "a@acme.test"),
         (3, "b@acme.test"),
     ]
-    with pytest.raises(ValueError, match="needs a path"):
-        [r async for r in FileLeadSource().records()]
 
 
 # --- Quarantine -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from leadflow.integrations.local_crm import LocalCRM
 from leadflow.models import FollowUpType
 from leadflow.rules import load_rules
 from leadflow.settings import SettingsError
+from leadflow.shadow_settings import ShadowSettings
 from tests.conftest import EXAMPLES, ROOT, make_settings
 
 RECORD = {
@@ -49,7 +50,9 @@ def _rules():
 
 async def test_python_adapter_runs_the_example_current_process(tmp_path):
     legacy = build_legacy(
-        "python:examples.legacy.process:decide", make_settings(tmp_path), _rules()
+        "python:examples.legacy.process:decide",
+        make_settings(tmp_path),
+        ShadowSettings(_env_file=None),
     )
     assert isinstance(legacy, PythonLegacy)
     decision, steps = await legacy.decide_with_steps(RECORD)
@@ -126,7 +129,9 @@ async def test_observed_adapter_matches_by_id_then_email_with_a_field_mapping(tm
 
 async def test_observed_adapter_reads_the_example_export_by_lead_id(tmp_path):
     legacy = build_legacy(
-        "observed:examples/legacy/decisions.csv", make_settings(tmp_path), _rules()
+        "observed:examples/legacy/decisions.csv",
+        make_settings(tmp_path),
+        ShadowSettings(_env_file=None),
     )
     assert legacy.provides == ("score", "tier", "follow_up", "sla_minutes", "rep")
     decision = await legacy.decide({"id": "crm-hank", "email": "hank.scorpio@globex.test"})
@@ -148,15 +153,15 @@ async def test_rules_adapter_is_leadflow_with_another_rules_file(tmp_path):
 
 
 def test_specs_are_checked(tmp_path):
-    settings, rules = make_settings(tmp_path), _rules()
+    settings, shadow = make_settings(tmp_path), ShadowSettings(_env_file=None)
     with pytest.raises(SettingsError, match="expected KIND:TARGET"):
-        build_legacy("examples.legacy.process", settings, rules)
+        build_legacy("examples.legacy.process", settings, shadow)
     with pytest.raises(SettingsError, match="no legacy adapter named 'zapier'"):
-        build_legacy("zapier:abc", settings, rules)
+        build_legacy("zapier:abc", settings, shadow)
     with pytest.raises(SettingsError, match="has no function nope"):
-        build_legacy("python:examples.legacy.process:nope", settings, rules)
+        build_legacy("python:examples.legacy.process:nope", settings, shadow)
     with pytest.raises(SettingsError, match=r"existing \.csv or \.jsonl"):
-        build_legacy("observed:missing.csv", settings, rules)
+        build_legacy("observed:missing.csv", settings, shadow)
 
 
 def test_the_example_export_is_what_the_example_script_decides(tmp_path):

@@ -585,7 +585,7 @@ def test_valid_toml_loads(tmp_path: Path) -> None:
         pytest.param(
             'fallback_owner = "queue@example.com"',
             "",
-            ["assignment.fallback_owner", "Field required"],
+            ["assignment.fallback_owner", "required, missing"],
             id="missing-required",
         ),
         pytest.param(

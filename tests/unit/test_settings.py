@@ -38,7 +38,7 @@ def test_defaults() -> None:
     assert settings.database_url == "sqlite+aiosqlite:///.leadflow/leadflow.db"
     assert settings.drop_folder == Path(".leadflow/inbox")
     assert settings.adapters.model_dump() == {
-        "source": "file",
+        "source": None,
         "crm": "local",
         "notifier": "terminal",
         "event_sink": "sqlite",
@@ -207,7 +207,9 @@ def _adapter_settings_classes() -> list[type[AdapterSettings]]:
 
     for info in list_adapters():
         assert info.load_error is None, info
-    found = [c for c in adapter_settings_classes() if c.__module__.startswith("leadflow.integrations.")]
+    found = [
+        c for c in adapter_settings_classes() if c.__module__.startswith("leadflow.integrations.")
+    ]
     return sorted(found, key=lambda cls: cls.__name__)
 
 
