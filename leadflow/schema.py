@@ -177,20 +177,23 @@ async def check_schema(database_url: str) -> None:
     engine = _own_engine(database_url)
     try:
         async with engine.connect() as connection:
-            current = await connection.run_sync(_current)
-            if current != head_revisions():
-                _refuse_unknown(connection, current)
-                where = _where(connection)
+            await connection.run_sync(_check)
     finally:
         await engine.dispose()
-    if current != head_revisions():
-        state = f"at revision {', '.join(current)}" if current else "not set up yet"
-        raise SchemaOutOfDate(
-            f"{where} is {state}; this leadflow needs revision {', '.join(head_revisions())}. "
-            f"Run `{UPGRADE_COMMAND}` (with LEADFLOW_DATABASE_URL pointing at it) once, "
-            "then start again."
-        )
     mark_schema_ready(database_url)
+
+
+def _check(connection: Connection) -> None:
+    current = _current(connection)
+    if current == head_revisions():
+        return
+    _refuse_unknown(connection, current)
+    state = f"at revision {', '.join(current)}" if current else "not set up yet"
+    raise SchemaOutOfDate(
+        f"{_where(connection)} is {state}; this leadflow needs revision "
+        f"{', '.join(head_revisions())}. Run `{UPGRADE_COMMAND}` (with LEADFLOW_DATABASE_URL "
+        "pointing at it) once, then start again."
+    )
 
 
 def upgrades_itself(database_url: str) -> bool:
