@@ -26,10 +26,13 @@ here: the adapter creates them itself, once per instance (see leadflow.db.ensure
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 metadata = MetaData()
 
@@ -131,55 +134,71 @@ def _where(connection: Connection) -> str:
     return f"the database {url.render_as_string(hide_password=True)}"
 
 
-def _own_engine(database_url: str):
-    """A short-lived engine for schema work: the same connection settings as every
-    other (leadflow.db), but not the cached one, so it works from any event loop."""
-    from leadflow.db import create_engine
+@asynccontextmanager
+async def _connection(database_url: str, *, locked: bool) -> AsyncIterator[AsyncConnection]:
+    """A connection of a short-lived engine (not the cached one, so it works from any
+    event loop). `locked`: in a transaction holding the schema lock (BEGIN IMMEDIATE on
+    SQLite, an advisory lock on PostgreSQL), committed at the end; otherwise a plain
+    read that waits for no writer."""
+    from sqlalchemy.ext.asyncio import create_async_engine
 
-    return create_engine(database_url)
+    from leadflow.db import create_engine, serialise
+
+    if locked:
+        engine = create_engine(database_url)
+    elif upgrades_itself(database_url):
+        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+    else:
+        engine = create_async_engine(database_url)
+    try:
+        if locked:
+            async with engine.begin() as connection:
+                await serialise(connection, "leadflow-schema")
+                yield connection
+        else:
+            async with engine.connect() as connection:
+                yield connection
+    finally:
+        await engine.dispose()
 
 
 async def upgrade_schema(database_url: str) -> str | None:
     """Bring leadflow's tables in `database_url` to the newest revision; return it.
 
-    Idempotent and cheap at head (one read of the version table). Runs in one
-    transaction holding the schema lock (BEGIN IMMEDIATE on SQLite, an advisory lock on
-    PostgreSQL): a second process waits for the first and then finds nothing to do.
+    Idempotent and cheap at head (one read of the version table, no lock taken).
+    Otherwise one transaction holding the schema lock: a second process waits for the
+    first and then finds nothing to do.
     """
-    from leadflow.db import mark_schema_ready, serialise
+    from leadflow.db import mark_schema_ready
 
-    engine = _own_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await serialise(connection, "leadflow-schema")
+    revisions = await _read(database_url)
+    if revisions != head_revisions():
+        async with _connection(database_url, locked=True) as connection:
             revisions = await connection.run_sync(_upgrade)
-    finally:
-        await engine.dispose()
     mark_schema_ready(database_url)
     return ",".join(revisions) or None
 
 
+async def _read(database_url: str) -> tuple[str, ...]:
+    if upgrades_itself(database_url):
+        path = make_url(database_url).database
+        if path and path != ":memory:" and not await asyncio.to_thread(Path(path).exists):
+            return ()  # a new file: nothing to read, and no empty file left behind
+    async with _connection(database_url, locked=False) as connection:
+        return await connection.run_sync(_current)
+
+
 async def schema_revision(database_url: str) -> str | None:
     """The revision `database_url` is at; None before the first upgrade."""
-    engine = _own_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            current = await connection.run_sync(_current)
-    finally:
-        await engine.dispose()
-    return ",".join(current) or None
+    return ",".join(await _read(database_url)) or None
 
 
 async def check_schema(database_url: str) -> None:
     """Raise SchemaOutOfDate, naming the command to run, unless the database is at head."""
     from leadflow.db import mark_schema_ready
 
-    engine = _own_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_check)
-    finally:
-        await engine.dispose()
+    async with _connection(database_url, locked=False) as connection:
+        await connection.run_sync(_check)
     mark_schema_ready(database_url)
 
 
@@ -191,8 +210,8 @@ def _check(connection: Connection) -> None:
     state = f"at revision {', '.join(current)}" if current else "not set up yet"
     raise SchemaOutOfDate(
         f"{_where(connection)} is {state}; this leadflow needs revision "
-        f"{', '.join(head_revisions())}. Run `{UPGRADE_COMMAND}` (with LEADFLOW_DATABASE_URL "
-        "pointing at it) once, then start again."
+        f"{', '.join(head_revisions())}. Run `{UPGRADE_COMMAND}` once (another database than "
+        f"LEADFLOW_DATABASE_URL: `{UPGRADE_COMMAND} --database-url URL`), then start again."
     )
 
 
