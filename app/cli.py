@@ -565,9 +565,12 @@ def serve(
         )
     _check_reachable(api_url)
     try:
-        load_settings()  # a wrong setting is named now, not in the first run
+        settings = load_settings()  # a wrong setting is named now, not in the first run
     except SettingsError as exc:
         raise _fail(str(exc)) from None
+    from leadflow.app.cli_db import prepare_database
+
+    prepare_database(settings.database_url)  # and a schema that is behind
 
     from prefect import serve as prefect_serve
 
