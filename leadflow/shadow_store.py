@@ -4,8 +4,8 @@ effects and the raw record, so runs over days accumulate and the report can show
 of it again.
 
 SQLite by default (`LEADFLOW_SHADOW__DATABASE_URL`, a file of its own beside
-leadflow's database), PostgreSQL by URL; engines and table creation come from
-leadflow.db like every other store.
+leadflow's database), PostgreSQL by URL; the engine comes from leadflow.db and the
+table from leadflow.schema's migrations, like every other store.
 """
 
 from __future__ import annotations
