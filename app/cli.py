@@ -78,6 +78,9 @@ def _settings(verbose: bool) -> Settings:
         check_database_url(settings.database_url)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
+    from leadflow.app.cli_db import prepare_database
+
+    prepare_database(settings.database_url)
     configure_logging(settings.log, console_level="DEBUG" if verbose else "WARNING")
     _warn_about_unknown_variables()
     if not verbose:
@@ -557,9 +560,12 @@ def serve(
         )
     _check_reachable(api_url)
     try:
-        load_settings()  # a wrong setting is named now, not in the first run
+        settings = load_settings()  # a wrong setting is named now, not in the first run
     except SettingsError as exc:
         raise _fail(str(exc)) from None
+    from leadflow.app.cli_db import prepare_database
+
+    prepare_database(settings.database_url)  # and a schema that is behind
 
     from prefect import serve as prefect_serve
 
@@ -780,7 +786,9 @@ def poll_source_command(
     raise typer.Exit(code)
 
 
-# The cut-over commands (shadow, report, mode) register themselves on `app`.
+# The cut-over commands (shadow, report, mode) and the schema commands (db upgrade,
+# db current) register themselves on `app`.
+import leadflow.app.cli_db  # noqa: E402
 import leadflow.app.cli_shadow  # noqa: E402, F401
 
 

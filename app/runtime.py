@@ -71,13 +71,12 @@ class Runtime:
                 await dispose_engines()
 
     async def prepare_stores(self) -> None:
-        """Create the tables of leadflow's own stores (round robin, quarantine, done
-        leads, once-only claims) before the first lead, instead of on its first use."""
-        from leadflow import assignment, done, intake, once
-        from leadflow.db import ensure_tables
+        """Bring leadflow's own tables (round robin, quarantine, done leads, once-only
+        claims, comparisons) to the newest schema before the first lead, instead of on
+        first use: SQLite is upgraded, PostgreSQL checked (leadflow.schema)."""
+        from leadflow.schema import prepare_schema
 
-        for module in (assignment, intake, done, once):
-            await ensure_tables(self.settings.database_url, module.metadata)
+        await prepare_schema(self.settings.database_url)
 
     async def run_flow(self, flow_fn: Callable[..., Any], /, **parameters: Any) -> Any:
         """Run a flow with this runtime in place and return its final State (a failed

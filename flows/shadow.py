@@ -32,7 +32,6 @@ from pydantic import BaseModel, Field
 
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
-from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
@@ -45,6 +44,7 @@ from leadflow.integrations.recorders import Journal, shadowed
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import Decision, Lead, StepTiming
+from leadflow.schema import prepare_schema
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
 
@@ -330,9 +330,6 @@ def _with_records(contents: FileContents, leads: list[Lead]):
 
 
 async def _warm_up(settings: ShadowSettings) -> None:
-    """Create the shadow database's tables before the first leads start, so the first
+    """Prepare the shadow database's schema before the first leads start, so the first
     few leads' timings (and timeouts) are not spent on it."""
-    from leadflow import assignment, shadow_store
-
-    for metadata in (assignment.metadata, shadow_store.metadata):
-        await ensure_tables(settings.database_url, metadata)
+    await prepare_schema(settings.database_url)

@@ -4,6 +4,8 @@
       "select tier, rep, count(*) from lead_events group by 1, 2"
 
 The event id is the once-only key, so storing the same event again changes nothing.
+The `lead_events` table is the sink's own (an adapter concern, not one of leadflow's
+migrated tables): it is created on the sink's first write when missing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Self
 
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.db import ensure_tables, insert_ignoring_duplicates
 from leadflow.integrations.base import EventSink, LeadEvent
@@ -39,6 +42,7 @@ class SqlEventSink(EventSink):
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
+        self._ready: AsyncEngine | None = None
 
     @property
     def once_scope(self) -> str:
@@ -48,13 +52,20 @@ class SqlEventSink(EventSink):
     def from_settings(cls, settings: Settings, own: None) -> Self:
         return cls(settings.database_url)
 
+    async def _engine(self) -> AsyncEngine:
+        """The sink's own table (not one of leadflow's migrated ones) is created on the
+        first write of this instance; later writes skip the check."""
+        if self._ready is None:
+            self._ready = await ensure_tables(self.database_url, metadata)
+        return self._ready
+
     async def record(self, event: LeadEvent) -> None:
         await self.record_many([event])
 
     async def record_many(self, events) -> None:
         if not events:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = await self._engine()
         rows = [
             {
                 "event_id": event.event_id,

@@ -24,14 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, DateTime, Integer, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadflow.db import ensure_tables, serialise
+from leadflow.db import get_engine, serialise
 from leadflow.models import Assignment, CrmMatch, Lead
 from leadflow.rules import AssignmentRules, Rep
-
-metadata = MetaData()
+from leadflow.schema import metadata
 
 round_robin_credit = Table(
     "round_robin_credit",
@@ -85,7 +84,7 @@ class Assigner:
     ) -> list[Assignment]:
         """Assign a batch in one serialised transaction, in order: the same picks as
         assigning the leads one by one, for one transaction's cost."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         known: dict[str, Assignment] = {}
         result: list[Assignment] = []
         credits = _Credits()

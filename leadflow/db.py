@@ -12,6 +12,9 @@ settled here so nothing else has to think about them:
 
 Engines are cached per event loop: an asyncio connection pool belongs to the loop
 that made it, and tests, the CLI and Prefect workers each run their own loop.
+
+The tables themselves come from leadflow.schema (Alembic migrations), prepared once
+per process and database before the first engine is handed out (`_schema_hook`).
 """
 
 from __future__ import annotations
@@ -32,16 +35,39 @@ _created: set[tuple[int, str, int]] = set()
 _schema_locks: dict[tuple[int, str, int], asyncio.Lock] = {}
 
 
+_schema_ready: set[str] = set()
+
+
 def get_engine(url: str) -> AsyncEngine:
     """The engine for `url` on the running event loop, created on first use."""
     loop = asyncio.get_running_loop()
     per_loop = _engines.setdefault(loop, {})
     if url not in per_loop:
-        per_loop[url] = _create_engine(url)
+        _schema_hook(url)
+        per_loop[url] = create_engine(url)
     return per_loop[url]
 
 
-def _create_engine(url: str) -> AsyncEngine:
+def mark_schema_ready(url: str) -> None:
+    """Record that leadflow's schema in `url` is at head for this process."""
+    _schema_ready.add(url)
+
+
+def _schema_hook(url: str) -> None:
+    """The one place the schema is prepared when nothing did it before: the first
+    engine for `url` in this process runs `leadflow.schema.prepare_schema` (SQLite
+    upgraded, PostgreSQL checked). Whoever opens the runtime and calls
+    `prepare_schema` first (the command line, a test fixture) makes this a set
+    look-up; once every entry point does, this hook can go."""
+    if url in _schema_ready:
+        return
+    from leadflow.schema import prepare_schema_blocking
+
+    prepare_schema_blocking(url)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """A new engine for `url` with leadflow's connection settings (not cached)."""
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True)
@@ -84,7 +110,8 @@ def _use_wal(cursor) -> None:
 
 
 async def ensure_tables(url: str, metadata: MetaData) -> AsyncEngine:
-    """The engine for `url`, with `metadata`'s tables created once per engine.
+    """The engine for `url`, with `metadata`'s tables created once per engine: for
+    tables an adapter owns (leadflow's own come from leadflow.schema's migrations).
 
     The first uses often arrive together (a burst of leads): a lock per engine makes
     them wait for one CREATE, and `serialise` does the same across processes."""

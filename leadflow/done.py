@@ -18,12 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import Column, DateTime, String, Table, select
 
-from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.db import get_engine, insert_ignoring_duplicates
 from leadflow.models import Lead, lead_version
-
-metadata = MetaData()
+from leadflow.schema import metadata
 
 done_leads = Table(
     "done_leads",
@@ -59,7 +58,7 @@ class DoneLeads:
         keys = {done_key(lead, self.scope): lead.id for lead in leads}
         if not keys:
             return {}
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         found: dict[str, DoneLead] = {}
         wanted = list(keys)
         async with engine.connect() as connection:
@@ -86,7 +85,7 @@ class DoneLeads:
         ]
         if not rows:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         async with engine.begin() as connection:
             for start in range(0, len(rows), _CHUNK):
                 await connection.execute(

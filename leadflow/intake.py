@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, select, update
 
-from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.db import get_engine, insert_ignoring_duplicates
 from leadflow.models import Lead
 from leadflow.validation import describe_errors, dotted
+from leadflow.schema import metadata
 
 
 class RawRecord(BaseModel):
@@ -93,8 +94,6 @@ def _reject(record: RawRecord, reason: str) -> Rejection:
     )
 
 
-metadata = MetaData()
-
 quarantine = Table(
     "quarantine",
     metadata,
@@ -119,14 +118,14 @@ class Quarantine:
     async def put(self, rejections: list[Rejection]) -> None:
         if not rejections:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         now = datetime.now(UTC)
         rows = [{**r.model_dump(), "status": "pending", "quarantined_at": now} for r in rejections]
         async with engine.begin() as connection:
             await connection.execute(insert_ignoring_duplicates(engine, quarantine, ["key"]), rows)
 
     async def pending(self) -> list[Rejection]:
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         query = (
             select(quarantine)
             .where(quarantine.c.status == "pending")
@@ -139,7 +138,7 @@ class Quarantine:
     async def mark_replayed(self, keys: list[str]) -> None:
         if not keys:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         async with engine.begin() as connection:
             await connection.execute(
                 update(quarantine)

@@ -34,9 +34,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select, update
+from sqlalchemy import Column, DateTime, String, Table, select, update
 
-from leadflow.db import ensure_tables, insert_ignoring_duplicates
+from leadflow.db import get_engine, insert_ignoring_duplicates
+from leadflow.schema import metadata
 
 
 class FileStatus(StrEnum):
@@ -44,8 +45,6 @@ class FileStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
 
-
-metadata = MetaData()
 
 processed_files = Table(
     "processed_files",
@@ -117,7 +116,7 @@ class FileLedger:
         One transaction (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL): the
         insert, or else the take-over of a stale claim, or else the read of the
         winner's row."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         now = datetime.now(UTC)
         async with engine.begin() as connection:
             inserted = await connection.execute(
@@ -156,7 +155,7 @@ class FileLedger:
         """Take over a claim whose claimant `previous` is known to have stopped without
         finishing it. True when this caller now holds the claim; False when the entry is
         no longer that claim (finished meanwhile, or taken over by someone else)."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         async with engine.begin() as connection:
             taken = await connection.execute(
                 update(processed_files)
@@ -179,7 +178,7 @@ class FileLedger:
     ) -> None:
         """Record how processing a claimed content ended. Only a claim is finished:
         when a stale claim was taken over, the first of the two to finish is kept."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         status = FileStatus.DONE if ok else FileStatus.FAILED
         async with engine.begin() as connection:
             await connection.execute(
@@ -198,7 +197,7 @@ class FileLedger:
 
     async def entries(self) -> list[LedgerEntry]:
         """Every entry, oldest claim first."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         query = select(processed_files).order_by(
             processed_files.c.claimed_at, processed_files.c.name
         )

@@ -23,13 +23,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, and_, or_, select, update
+from sqlalchemy import Column, DateTime, String, Table, and_, or_, select, update
 
-from leadflow.db import ensure_tables, insert_ignoring_duplicates, serialise
+from leadflow.db import get_engine, insert_ignoring_duplicates, serialise
+from leadflow.schema import metadata
 
 CLAIMED, DONE, FAILED = "claimed", "done", "failed"
 
-metadata = MetaData()
 
 side_effects_done = Table(
     "side_effects_done",
@@ -65,7 +65,7 @@ class OnceStore:
         token = uuid.uuid4().hex
         if not lead_ids:
             return token, set()
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         now = datetime.now(UTC)
         table = side_effects_done
         async with engine.begin() as connection:
@@ -124,7 +124,7 @@ class OnceStore:
         done, failed = list(done), failed or {}
         if not done and not failed:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         table = side_effects_done
         now = datetime.now(UTC)
         ours = and_(table.c.effect == effect, table.c.scope == scope, table.c.claim == token)
@@ -143,7 +143,7 @@ class OnceStore:
                 )
 
     async def status(self, effect: str, scope: str, lead_id: str) -> str | None:
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         table = side_effects_done
         async with engine.connect() as connection:
             return (

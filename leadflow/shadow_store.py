@@ -4,8 +4,8 @@ effects and the raw record, so runs over days accumulate and the report can show
 of it again.
 
 SQLite by default (`LEADFLOW_SHADOW__DATABASE_URL`, a file of its own beside
-leadflow's database), PostgreSQL by URL; engines and table creation come from
-leadflow.db like every other store.
+leadflow's database), PostgreSQL by URL; the engine comes from leadflow.db and the
+table from leadflow.schema's migrations, like every other store.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -30,10 +29,9 @@ from sqlalchemy import (
 )
 
 from leadflow.compare import Comparison, Outcome
-from leadflow.db import ensure_tables
+from leadflow.db import get_engine
 from leadflow.models import Decision, StepTiming
-
-metadata = MetaData()
+from leadflow.schema import metadata
 
 comparisons = Table(
     "shadow_comparisons",
@@ -114,7 +112,7 @@ class ComparisonStore:
     async def add_many(self, records: Sequence[ComparisonRecord]) -> None:
         if not records:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         async with engine.begin() as connection:
             await connection.execute(comparisons.insert(), [r.as_row() for r in records])
 
@@ -122,7 +120,7 @@ class ComparisonStore:
         self, since: datetime, until: datetime | None = None, *, kinds: Sequence[str] | None = None
     ) -> list[ComparisonRecord]:
         """Comparisons from `since` (inclusive) to `until` (exclusive), oldest first."""
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         query = select(comparisons).where(comparisons.c.compared_at >= since)
         if until is not None:
             query = query.where(comparisons.c.compared_at < until)

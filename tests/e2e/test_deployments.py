@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -140,6 +141,18 @@ class Scenario:
         self.ok(deployed, "prefect deploy --all")
         self.mark("deployed")
         env = {**self.server.env, **leadflow_env(self.tmp, self.database_url)}
+        # the operator's step before starting workers on a new release (on SQLite the
+        # workers would also do it themselves)
+        upgraded = subprocess.run(
+            [str(BIN / "leadflow"), "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.ok(upgraded, "leadflow db upgrade")
         self.alive += [
             self.processes.start(
                 f"worker-{n}",

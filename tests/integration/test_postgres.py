@@ -13,6 +13,8 @@ import asyncio
 import os
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -21,13 +23,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from leadflow.assignment import Assigner
-from leadflow.db import get_engine
+from leadflow.db import dispose_engines, get_engine
 from leadflow.intake import Quarantine, RawRecord, validate_record
 from leadflow.integrations.base import LeadEvent
 from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.integrations.sql_events import SqlEventSink, lead_events
 from leadflow.models import Decision, FollowUpType, Lead
 from leadflow.rules import load_rules
+from leadflow.schema import upgrade_schema
 from tests.conftest import EXAMPLES
 
 BASE_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL")
@@ -38,9 +41,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-async def pg_url():
-    """A URL for a brand-new database on the server, dropped at the end."""
+@asynccontextmanager
+async def new_database() -> AsyncIterator[str]:
+    """A URL for a brand-new, empty database on the server, dropped at the end."""
     if not BASE_URL:
         pytest.fail("CI: LEADFLOW_TEST_POSTGRES_URL is not set (did .ci/postgres fail?)")
     name = f"leadflow_t_{uuid.uuid4().hex[:10]}"
@@ -48,11 +51,28 @@ async def pg_url():
     async with admin.connect() as connection:
         await connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = make_url(BASE_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    await get_engine(url).dispose()
-    async with admin.connect() as connection:
-        await connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    try:
+        yield url
+    finally:
+        await dispose_engines()
+        async with admin.connect() as connection:
+            await connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def pg_empty_url():
+    """A new database with nothing in it (not even leadflow's schema)."""
+    async with new_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_url():
+    """A new database at leadflow's schema, as `leadflow db upgrade` leaves it."""
+    async with new_database() as url:
+        await upgrade_schema(url)
+        yield url
 
 
 def na_lead(i: int) -> Lead:
