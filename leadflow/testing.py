@@ -74,6 +74,7 @@ from leadflow.integrations.registry import ENTRY_POINT_GROUP, get_adapter_class
 from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings
+from leadflow.shadow_settings import ShadowSettings
 
 __all__ = [
     "AdapterContract",
@@ -308,10 +309,30 @@ class LocalStore:
 
 
 def build_from_settings(cls: type[Adapter], settings: Settings, rules: Rules) -> Adapter:
-    """`cls.from_settings`, given the rules only when it takes them."""
-    if "rules" in inspect.signature(cls.from_settings).parameters:
+    """`cls.from_settings` called as the wiring calls it: with the adapter's own
+    settings (`settings_class`, loaded from the environment), a scorer with the
+    scoring rules; an adapter whose `from_settings` takes `rules` gets them instead."""
+    params = inspect.signature(cls.from_settings).parameters
+    if "rules" in params:
         return cls.from_settings(settings, rules)
-    return cls.from_settings(settings)
+    own = _own_settings(cls)
+    if "scoring" in params:
+        return cls.from_settings(settings, own, scoring=rules.scoring)
+    return cls.from_settings(settings, own)
+
+
+def build_from_target(cls: type[LegacyProcess], target: str, settings: Settings, rules: Rules):
+    """`cls.from_target` called as `leadflow shadow --legacy KIND:TARGET` calls it."""
+    params = inspect.signature(cls.from_target).parameters
+    if "rules" in params:
+        return cls.from_target(target, settings, rules)
+    shadow = load_settings(ShadowSettings)
+    return cls.from_target(target, settings, _own_settings(cls), shadow=shadow)
+
+
+def _own_settings(cls: type[Adapter]) -> Any:
+    own = getattr(cls, "settings_class", None)
+    return load_settings(own) if own is not None else None
 
 
 class AdapterContract:
@@ -530,7 +551,7 @@ class LegacyContract(AdapterContract):
     `from_target` is built from) and `record` (a raw lead it can decide)."""
 
     def build_from_settings(self, cls, settings: Settings, rules: Rules) -> Adapter:
-        return cls.from_target(self._target, settings, rules)
+        return build_from_target(cls, self._target, settings, rules)
 
     @pytest.fixture(autouse=True)
     def _keep_target(self, target: str) -> None:

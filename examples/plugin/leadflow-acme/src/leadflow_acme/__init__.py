@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from leadflow.integrations.base import Notifier
 from leadflow.integrations.http import make_client, send
 from leadflow.models import Decision, Lead
-from leadflow.settings import AdapterSettings, load_settings
+from leadflow.settings import AdapterSettings, Settings
 
 
 class AcmeSettings(AdapterSettings):
@@ -46,9 +46,10 @@ class AcmeNotifier(Notifier):
         )
 
     @classmethod
-    def from_settings(cls, settings, rules) -> Self:
+    def from_settings(cls, settings: Settings, own: AcmeSettings) -> Self:
+        # `own` is settings_class, loaded from LEADFLOW_ACME_* by leadflow.
         # No I/O here: the client connects on the first message.
-        return cls(load_settings(AcmeSettings))
+        return cls(own)
 
     @property
     def once_scope(self) -> str:
