@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier, RunAlert, Scorer
+from leadflow.integrations.errors import PermanentError
 from leadflow.models import CrmMatch, Decision, Lead, Score
 from leadflow.rules import ScoringRules, score_lead
 from tests.conftest import EXAMPLES
@@ -82,15 +84,25 @@ class MemoryCRM(Scripted, CRM):
 
     name = "memory"
 
-    def __init__(self, seed: Path | None = EXAMPLES / "crm_seed.json", **script) -> None:
+    def __init__(
+        self,
+        seed: Path | None = EXAMPLES / "crm_seed.json",
+        *,
+        refuse: Collection[str] = (),
+        **script,
+    ) -> None:
         super().__init__(**script)
         data = json.loads(seed.read_text()) if seed else {}
         self.accounts = {a["domain"]: a for a in data.get("accounts", [])}
         self.contacts = {c["email"]: c for c in data.get("contacts", [])}
         self.kept: dict[str, tuple[str, Decision]] = {}  # email -> (key, last decision)
+        self.look_ups: Counter[str] = Counter()  # per email
+        self.upserts: Counter[str] = Counter()  # per email
+        self.refuse = set(refuse)  # emails whose upsert the CRM refuses, every time
 
     async def look_up(self, lead: Lead) -> CrmMatch:
         await self._enter("look_up")
+        self.look_ups[lead.email] += 1
         contact, account = self.contacts.get(lead.email), self.accounts.get(lead.domain)
         self._leave("look_up")
         return CrmMatch(
@@ -111,6 +123,9 @@ class MemoryCRM(Scripted, CRM):
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
         await self._enter("update_crm")
+        if lead.email in self.refuse:
+            raise PermanentError(f"memory crm: upsert of {lead.email} refused (test)")
+        self.upserts[lead.email] += 1
         self.kept[lead.email] = (idempotency_key, decision)
         self.contacts.setdefault(lead.email, {"id": f"mem_{lead.id}", "email": lead.email})
         self._leave("update_crm")
