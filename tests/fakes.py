@@ -133,23 +133,23 @@ class MemoryCRM(Scripted, CRM):
 
 
 class MemoryNotifier(Scripted, Notifier):
-    """`sent` is every notify call (lead id, key); `kept` the messages a vendor that
-    drops a repeated key would keep."""
+    """`sent` is every notification (lead, key); `kept` the messages a vendor that
+    drops a repeated key would keep (key -> lead id); `alerts` the run alerts."""
 
     name = "memory"
 
     def __init__(self, **script) -> None:
         super().__init__(**script)
-        self.sent: list[tuple[str, str]] = []
+        self.sent: list[tuple[Lead, str]] = []
         self.alerts: list[tuple[RunAlert, str]] = []
 
     @property
     def kept(self) -> dict[str, str]:
-        return {key: lead_id for lead_id, key in self.sent}
+        return {key: lead.id for lead, key in self.sent}
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         await self._enter("notify_team")
-        self.sent.append((lead.id, idempotency_key))
+        self.sent.append((lead, idempotency_key))
         self._leave("notify_team")
 
     async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
