@@ -98,6 +98,7 @@ class MemoryCRM(Scripted, CRM):
         self.kept: dict[str, tuple[str, Decision]] = {}  # email -> (key, last decision)
         self.look_ups: Counter[str] = Counter()  # per email
         self.upserts: Counter[str] = Counter()  # per email
+        self.written: list[tuple[str, str]] = []  # (email, idempotency key), each upsert
         self.refuse = set(refuse)  # emails whose upsert the CRM refuses, every time
 
     async def look_up(self, lead: Lead) -> CrmMatch:
@@ -126,6 +127,7 @@ class MemoryCRM(Scripted, CRM):
         if lead.email in self.refuse:
             raise PermanentError(f"memory crm: upsert of {lead.email} refused (test)")
         self.upserts[lead.email] += 1
+        self.written.append((lead.email, idempotency_key))
         self.kept[lead.email] = (idempotency_key, decision)
         self.contacts.setdefault(lead.email, {"id": f"mem_{lead.id}", "email": lead.email})
         self._leave("update_crm")
