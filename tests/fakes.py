@@ -136,23 +136,36 @@ class MemoryCRM(Scripted, CRM):
 
 class MemoryNotifier(Scripted, Notifier):
     """`sent` is every notification (lead, key); `kept` the messages a vendor that
-    drops a repeated key would keep (key -> lead id); `alerts` the run alerts."""
+    drops a repeated key would keep (key -> lead); `alerts` the run alerts. A lead
+    whose email is in `refuse` is refused with a 400, and so is a bulk call holding one
+    (nothing of that call is sent), until the test clears `refuse`."""
 
     name = "memory"
 
-    def __init__(self, **script) -> None:
+    def __init__(self, *, refuse: Collection[str] = (), **script) -> None:
         super().__init__(**script)
         self.sent: list[tuple[Lead, str]] = []
         self.alerts: list[tuple[RunAlert, str]] = []
+        self.refuse = set(refuse)
 
     @property
-    def kept(self) -> dict[str, str]:
-        return {key: lead.id for lead, key in self.sent}
+    def kept(self) -> dict[str, Lead]:
+        return {key: lead for lead, key in self.sent}
+
+    def _refused(self, leads: Sequence[Lead]) -> None:
+        for lead in leads:
+            if lead.email in self.refuse:
+                raise PermanentError(f"memory notifier: HTTP 400, {lead.email} refused (test)")
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         await self._enter("notify_team")
+        self._refused([lead])
         self.sent.append((lead, idempotency_key))
         self._leave("notify_team")
+
+    async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
+        self._refused([lead for lead, _, _ in items])
+        await super().notify_many(items)
 
     async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
         await self._enter("alert")

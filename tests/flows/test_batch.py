@@ -21,12 +21,12 @@ from leadflow.flows.batch import process_file_batched
 from leadflow.flows.files import LeadsFailedError
 from leadflow.flows.settle import settle
 from leadflow.intake import quarantine
-from leadflow.integrations.errors import PermanentError, TransientError
+from leadflow.integrations.errors import TransientError
 from leadflow.integrations.local_crm import LocalCRM
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from tests.conftest import EXAMPLES
-from tests.fakes import MemoryCRM
+from tests.fakes import MemoryCRM, MemoryNotifier
 from tests.flows.test_process_file import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -39,6 +39,11 @@ def leads(n: int, prefix: str = "b") -> list[list[str]]:
 def outbox(tmp_path: Path) -> Counter[str]:
     lines = (tmp_path / "outbox.jsonl").read_text().splitlines()
     return Counter(json.loads(line)["email"] for line in lines)
+
+
+def kept(notifier: MemoryNotifier) -> Counter[str]:
+    """Messages the notifier's vendor keeps, per lead email."""
+    return Counter(lead.email for lead in notifier.kept.values())
 
 
 async def count(database_url: str, table: sa.Table) -> int:
@@ -90,20 +95,7 @@ async def test_a_file_in_batches_sets_bad_records_aside_and_does_each_side_effec
 
 
 async def test_a_failing_lead_fails_alone_and_a_rerun_does_only_what_failed(make_runtime, tmp_path):
-    class Refusing(TerminalNotifier):
-        refuse = True
-
-        async def notify_many(self, items):
-            if self.refuse and any(lead.email.startswith("refused") for lead, _d, _k in items):
-                raise PermanentError("notify: HTTP 400 from POST /batch")
-            await super().notify_many(items)
-
-        async def notify(self, lead, decision, *, idempotency_key):
-            if self.refuse and lead.email.startswith("refused"):
-                raise PermanentError("notify: HTTP 400 from POST /hooks")
-            await super().notify(lead, decision, idempotency_key=idempotency_key)
-
-    notifier = Refusing(tmp_path / "outbox.jsonl", echo=False)
+    notifier = MemoryNotifier(refuse={"refused@co.test"})
     runtime = make_runtime(notifier=notifier)
     rows = leads(5)
     rows.insert(2, ["refused@co.test", "VP Sales", "US", "40", "webinar"])
@@ -117,14 +109,14 @@ async def test_a_failing_lead_fails_alone_and_a_rerun_does_only_what_failed(make
         (failed,) = error.summary.failed
         assert failed.branch == "notify_team" and "400" in failed.reason
         assert error.summary.processed == 6
-        assert outbox(tmp_path) == {f"b{i}@co{i}.test": 1 for i in range(5)}
+        assert kept(notifier) == {f"b{i}@co{i}.test": 1 for i in range(5)}
         assert await count(runtime.settings.database_url, lead_events) == 6
 
-        notifier.refuse = False  # the cause is fixed: rerun the file
+        notifier.refuse.clear()  # the cause is fixed: rerun the file
         again = await process_file_batched(path=path, batch_size=10)
     await runtime.aclose()
     assert again.failed == [] and again.already_done == 5
-    assert outbox(tmp_path) == {"refused@co.test": 1, **{f"b{i}@co{i}.test": 1 for i in range(5)}}
+    assert kept(notifier) == {"refused@co.test": 1, **{f"b{i}@co{i}.test": 1 for i in range(5)}}
 
 
 async def test_a_transient_bulk_failure_retries_the_batch_without_repeating(make_runtime, tmp_path):

@@ -40,7 +40,7 @@ class TestMemoryNotifier(FakeContract, NotifierContract):
 
     @pytest.fixture
     def vendor(self, adapter):
-        return LocalStore(lambda: list(adapter.kept.values()))
+        return LocalStore(lambda: [lead.id for lead in adapter.kept.values()])
 
 
 class TestMemoryEventSink(FakeContract, EventSinkContract):
