@@ -14,7 +14,6 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,42 +21,9 @@ import pytest
 import respx
 from aiosmtpd.controller import Controller
 
-from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
+from leadflow.testing import make_decision, make_lead
 
-
-def make_lead(i: int = 1, **extra: object) -> Lead:
-    return Lead.from_record(
-        {
-            "email": f"Ava{i}.Stone@Northwind.test",
-            "first_name": "Ava",
-            "last_name": "Stone",
-            "company": "Northwind",
-            "title": "VP Sales",
-            "country": "us",
-            "source": "website",
-            **extra,
-        }
-    )
-
-
-def make_decision(lead: Lead, *, rep: str = "rep.one@example.test", score: int = 72) -> Decision:
-    return Decision(
-        lead_id=lead.id,
-        score=score,
-        score_reasons=[
-            ScoreReason(group="fit", rule="title: vp", points=30),
-            ScoreReason(group="engagement", rule="demo_requested", points=25),
-            ScoreReason(group="fit", rule="country: US", points=10),
-            ScoreReason(group="fit", rule="source: website", points=7),
-        ],
-        tier="hot",
-        follow_up=FollowUpType.CALL,
-        sla_minutes=15,
-        due_at=datetime(2026, 11, 22, 9, 15, tzinfo=UTC),
-        rep=rep,
-        assignment_rule="territory:na/round_robin",
-        rules_version="test-1",
-    )
+__all__ = ["make_decision", "make_lead"]
 
 
 @pytest.fixture

@@ -1,21 +1,23 @@
-"""One harness per registered side-effecting adapter, for the shared contract suite.
+"""One harness per built-in adapter (every entry point of leadflow's own
+`leadflow.adapters` group), for the contract kit (leadflow.testing) run in
+test_adapter_suite.py.
 
-A harness builds its adapter against a stand-in for the vendor and says what the
-vendor would keep: HTTP adapters talk to `FakeVendor` (an `httpx.MockTransport`
-handler that records requests and answers like the vendor, or with a forced error
-status); the email notifier talks to a real aiosmtpd server; local adapters keep
-their own state in tmp_path. `kept()` lists, per lead email, the side effects the
-vendor ends up with after its own de-duplication (HubSpot by email, Segment by
-messageId, webhooks by Idempotency-Key, chat and email none), and `per_request()`
-the leads one request carries, so the suite can check that a repeated write and a
-bulk call with a duplicate inside each leave exactly one effect per lead.
+A harness builds its adapter against a stand-in for the vendor: HTTP adapters talk
+to an `HttpVendor` (an `httpx.MockTransport` handler that records requests and
+answers like the vendor, or with a forced error status) whose `effects()` says what
+the vendor keeps from a request after its own de-duplication (HubSpot by email,
+Segment by messageId, webhooks by Idempotency-Key, chat and email none); the email
+notifier talks to a real aiosmtpd server; local adapters keep their own state in
+tmp_path, read back through a `LocalStore`. `env` is what `from_settings` needs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,18 @@ from leadflow.integrations.file_events import (
     WebhookEventSink,
     WebhookEventsSettings,
 )
-from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings
+from leadflow.integrations.file_source import FileLeadSource
+from leadflow.integrations.http_source import HttpLeadSource, HttpSourceSettings
+from leadflow.integrations.hubspot import HubSpotCRM, HubSpotLeadSource, HubSpotSettings
+from leadflow.integrations.legacy_command import CommandLegacy
+from leadflow.integrations.legacy_http import HttpLegacy
+from leadflow.integrations.legacy_observed import ObservedLegacy
+from leadflow.integrations.legacy_python import PythonLegacy
+from leadflow.integrations.legacy_rules import RulesLegacy
 from leadflow.integrations.local_crm import LocalCRM
+from leadflow.integrations.model_scorer import ModelScorer, ModelScorerSettings
 from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.integrations.salesforce import SalesforceCRM, SalesforceSettings
 from leadflow.integrations.segment import SegmentEventSink, SegmentSettings
 from leadflow.integrations.slack import (
@@ -45,62 +56,34 @@ from leadflow.integrations.sql_events import SqlEventSink
 from leadflow.integrations.teams import TeamsNotifier, TeamsSettings
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.integrations.webhook_notifier import WebhookNotifier
+from leadflow.rules import load_rules
+from leadflow.testing import HttpVendor, LocalStore, mentioned
+from leadflow.testing import json_body as _json
 from tests.conftest import EXAMPLES
+from tests.contract.conftest import start_smtp
 
 HOOK = "https://hooks.example.test/hook"
 
 
-class FakeVendor:
-    """Records requests; answers with `ok(request)` or with `fail_status`."""
-
-    def __init__(self, ok: Callable[[httpx.Request], httpx.Response]) -> None:
-        self.ok = ok
-        self.fail_status: int | None = None
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if self.fail_status is not None and not _is_lookup(request):
-            headers = {"Retry-After": "0"} if self.fail_status == 429 else {}
-            return httpx.Response(self.fail_status, headers=headers, json={"error": "forced"})
-        self.requests.append(request)
-        return self.ok(request)
-
-    @property
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self)
-
-
-def _is_lookup(request: httpx.Request) -> bool:
-    """Reads that precede a write (HubSpot's owner search) answer normally."""
-    return request.method == "GET"
-
-
-def _json(request: httpx.Request) -> Any:
-    return json.loads(request.content) if request.content else None
-
-
-def mentioned(request: httpx.Request, emails: set[str]) -> list[str]:
-    """Lead emails a chat message mentions (each once per message)."""
-    text = request.content.decode()
-    return sorted(e for e in emails if e in text)
-
-
 @dataclass
 class Harness:
-    kind: str
-    name: str
-    build: Callable[[Path, Any], Adapter]
-    ok: Callable[[httpx.Request], httpx.Response] | None = None
-    # vendor's de-duplication: request -> [(dedupe key, lead email)]
-    effects: Callable[[httpx.Request, set[str]], list[tuple[str, str]]] | None = None
-    # for non-HTTP adapters: what the adapter's store holds, as lead emails
-    stored: Callable[[Adapter, Path, set[str]], Awaitable[list[str]]] | None = None
-    smtp: bool = False
-    notes: list[str] = field(default_factory=list)
+    entry_point: str
+    build: Callable[[Path, Any], Adapter]  # (tmp_path, vendor) -> adapter
+    vendor: Callable[[Path], Any] = lambda tmp: None  # tmp_path -> vendor stand-in
+    env: dict[str, str] = field(default_factory=dict)  # what from_settings needs
+    extra: dict[str, Any] = field(default_factory=dict)  # expected, target, record
 
-    @property
-    def http(self) -> bool:
-        return self.ok is not None
+
+HARNESSES: dict[str, Harness] = {}
+
+
+def harness(h: Harness) -> Harness:
+    HARNESSES[h.entry_point] = h
+    return h
+
+
+def http(ok, effects=None, **options) -> Callable[[Path], HttpVendor]:
+    return lambda tmp: HttpVendor(ok, effects, **options)
 
 
 # --- HTTP vendors --------------------------------------------------------------------
@@ -109,6 +92,10 @@ class Harness:
 def hubspot_ok(request: httpx.Request) -> httpx.Response:
     if request.url.path.startswith("/crm/v3/owners"):
         return httpx.Response(200, json={"results": [{"id": "7", "email": "rep@x"}]})
+    if request.method == "GET":  # a contact read by email: the contact, owned by rep 7
+        email = request.url.path.rsplit("/", 1)[1]
+        properties = {"email": email, "hubspot_owner_id": "7"}
+        return httpx.Response(200, json={"id": hubspot_id(email), "properties": properties})
     inputs = _json(request)["inputs"]
     return httpx.Response(
         200,
@@ -118,7 +105,7 @@ def hubspot_ok(request: httpx.Request) -> httpx.Response:
             "completedAt": "2026-11-22T08:00:01Z",
             "results": [
                 {
-                    "id": str(abs(hash(item["id"])) % 10**9),
+                    "id": hubspot_id(item["id"]),
                     "properties": {"email": item["id"]},
                     "archived": False,
                     "new": True,
@@ -129,6 +116,10 @@ def hubspot_ok(request: httpx.Request) -> httpx.Response:
             ],
         },
     )
+
+
+def hubspot_id(email: str) -> str:
+    return str(int(hashlib.sha256(email.encode()).hexdigest()[:8], 16))
 
 
 def hubspot_effects(request: httpx.Request, emails: set[str]) -> list[tuple[str, str]]:
@@ -168,89 +159,6 @@ def slack_ok(request: httpx.Request) -> httpx.Response:
 
 def _settings(cls, **values):
     return cls(_env_file=None, **values)
-
-
-HARNESSES: dict[tuple[str, str], Harness] = {}
-
-
-def harness(h: Harness) -> Harness:
-    HARNESSES[(h.kind, h.name)] = h
-    return h
-
-
-harness(
-    Harness(
-        "crm",
-        "hubspot",
-        lambda tmp, t: HubSpotCRM(_settings(HubSpotSettings, token=SecretStr("t")), transport=t),
-        ok=hubspot_ok,
-        effects=hubspot_effects,
-    )
-)
-harness(
-    Harness(
-        "notifier",
-        "slack_webhook",
-        lambda tmp, t: SlackWebhookNotifier(
-            _settings(SlackWebhookSettings, url=SecretStr(HOOK), rate_limit_requests=1000),
-            transport=t,
-        ),
-        ok=lambda r: httpx.Response(200, text="ok"),
-        effects=chat_effects,
-    )
-)
-harness(
-    Harness(
-        "notifier",
-        "slack",
-        lambda tmp, t: SlackNotifier(
-            _settings(
-                SlackSettings, token=SecretStr("xoxb-1"), channel="C1", rate_limit_requests=1000
-            ),
-            transport=t,
-        ),
-        ok=slack_ok,
-        effects=chat_effects,
-    )
-)
-harness(
-    Harness(
-        "notifier",
-        "teams",
-        lambda tmp, t: TeamsNotifier(_settings(TeamsSettings, url=SecretStr(HOOK)), transport=t),
-        ok=lambda r: httpx.Response(202),
-        effects=chat_effects,
-    )
-)
-harness(
-    Harness(
-        "notifier",
-        "webhook",
-        lambda tmp, t: WebhookNotifier(HOOK, transport=t),
-        ok=lambda r: httpx.Response(200),
-        effects=keyed_effects,
-    )
-)
-harness(
-    Harness(
-        "event_sink",
-        "segment",
-        lambda tmp, t: SegmentEventSink(
-            _settings(SegmentSettings, write_key=SecretStr("wk")), transport=t
-        ),
-        ok=lambda r: httpx.Response(200, json={"success": True}),
-        effects=segment_effects,
-    )
-)
-harness(
-    Harness(
-        "event_sink",
-        "webhook",
-        lambda tmp, t: WebhookEventSink(_settings(WebhookEventsSettings, url=HOOK), transport=t),
-        ok=lambda r: httpx.Response(202),
-        effects=event_webhook_effects,
-    )
-)
 
 
 def salesforce_ok(request: httpx.Request) -> httpx.Response:
@@ -314,31 +222,106 @@ def pipedrive_effects(request: httpx.Request, emails: set[str]) -> list[tuple[st
     return [(f"{id(request)}", _json(request)["title"].rsplit(" ", 1)[1].rstrip("]"))]
 
 
+# --- side-effecting HTTP adapters ----------------------------------------------------
+
 harness(
     Harness(
-        "crm",
-        "salesforce",
-        lambda tmp, t: SalesforceCRM(
+        "crm.hubspot",
+        lambda tmp, v: HubSpotCRM(
+            _settings(HubSpotSettings, token=SecretStr("t")), transport=v.transport
+        ),
+        http(hubspot_ok, hubspot_effects),
+        env={"LEADFLOW_HUBSPOT_TOKEN": "t"},
+    )
+)
+harness(
+    Harness(
+        "crm.salesforce",
+        lambda tmp, v: SalesforceCRM(
             _settings(
                 SalesforceSettings,
                 base_url="https://x.my.salesforce.com",
                 access_token=SecretStr("a"),
             ),
-            transport=t,
+            transport=v.transport,
         ),
-        ok=salesforce_ok,
-        effects=salesforce_effects,
+        http(salesforce_ok, salesforce_effects),
+        env={
+            "LEADFLOW_SALESFORCE_BASE_URL": "https://x.my.salesforce.com",
+            "LEADFLOW_SALESFORCE_ACCESS_TOKEN": "a",
+        },
     )
 )
 harness(
     Harness(
-        "crm",
-        "pipedrive",
-        lambda tmp, t: PipedriveCRM(
-            _settings(PipedriveSettings, api_token=SecretStr("p")), transport=t
+        "crm.pipedrive",
+        lambda tmp, v: PipedriveCRM(
+            _settings(PipedriveSettings, api_token=SecretStr("p")), transport=v.transport
         ),
-        ok=PipedriveFake,  # a class: a fresh, stateful fake per test
-        effects=pipedrive_effects,
+        http(PipedriveFake, pipedrive_effects),  # a class: a fresh, stateful fake per test
+        env={"LEADFLOW_PIPEDRIVE_API_TOKEN": "p"},
+    )
+)
+harness(
+    Harness(
+        "notifier.slack_webhook",
+        lambda tmp, v: SlackWebhookNotifier(
+            _settings(SlackWebhookSettings, url=SecretStr(HOOK), rate_limit_requests=1000),
+            transport=v.transport,
+        ),
+        http(lambda r: httpx.Response(200, text="ok"), chat_effects),
+        env={"LEADFLOW_SLACK_WEBHOOK_URL": HOOK},
+    )
+)
+harness(
+    Harness(
+        "notifier.slack",
+        lambda tmp, v: SlackNotifier(
+            _settings(
+                SlackSettings, token=SecretStr("xoxb-1"), channel="C1", rate_limit_requests=1000
+            ),
+            transport=v.transport,
+        ),
+        http(slack_ok, chat_effects),
+        env={"LEADFLOW_SLACK_TOKEN": "xoxb-1", "LEADFLOW_SLACK_CHANNEL": "C1"},
+    )
+)
+harness(
+    Harness(
+        "notifier.teams",
+        lambda tmp, v: TeamsNotifier(
+            _settings(TeamsSettings, url=SecretStr(HOOK)), transport=v.transport
+        ),
+        http(lambda r: httpx.Response(202), chat_effects),
+        env={"LEADFLOW_TEAMS_URL": HOOK},
+    )
+)
+harness(
+    Harness(
+        "notifier.webhook",
+        lambda tmp, v: WebhookNotifier(HOOK, transport=v.transport),
+        http(lambda r: httpx.Response(200), keyed_effects),
+        env={"LEADFLOW_WEBHOOK_URL": HOOK},
+    )
+)
+harness(
+    Harness(
+        "event_sink.segment",
+        lambda tmp, v: SegmentEventSink(
+            _settings(SegmentSettings, write_key=SecretStr("wk")), transport=v.transport
+        ),
+        http(lambda r: httpx.Response(200, json={"success": True}), segment_effects),
+        env={"LEADFLOW_SEGMENT_WRITE_KEY": "wk"},
+    )
+)
+harness(
+    Harness(
+        "event_sink.webhook",
+        lambda tmp, v: WebhookEventSink(
+            _settings(WebhookEventsSettings, url=HOOK), transport=v.transport
+        ),
+        http(lambda r: httpx.Response(202), event_webhook_effects),
+        env={"LEADFLOW_WEBHOOK_EVENTS_URL": HOOK},
     )
 )
 
@@ -355,62 +338,228 @@ def _rows(tmp: Path, sql: str) -> list[str]:
         return [row[0] for row in connection.execute(sql)]
 
 
-async def local_crm_stored(adapter, tmp: Path, emails: set[str]) -> list[str]:
-    return _rows(tmp, "select email from crm_contacts")
+def _jsonl(path: Path, key: str) -> list[str]:
+    return [json.loads(line)[key] for line in path.read_text().splitlines() if line]
 
 
-async def outbox_stored(adapter, tmp: Path, emails: set[str]) -> list[str]:
-    lines = (tmp / "outbox.jsonl").read_text().splitlines()
-    return [json.loads(line)["email"] for line in lines if line]
-
-
-async def sql_events_stored(adapter, tmp: Path, emails: set[str]) -> list[str]:
-    return _rows(tmp, "select lead_id from lead_events")
-
-
-async def jsonl_stored(adapter, tmp: Path, emails: set[str]) -> list[str]:
-    lines = (tmp / "events.jsonl").read_text().splitlines()
-    return [json.loads(line)["lead_id"] for line in lines if line]
-
-
-harness(Harness("crm", "local", lambda tmp, t: LocalCRM(_db(tmp)), stored=local_crm_stored))
 harness(
     Harness(
-        "notifier",
-        "terminal",
-        lambda tmp, t: TerminalNotifier(tmp / "outbox.jsonl", echo=False),
-        stored=outbox_stored,
+        "crm.local",
+        lambda tmp, v: LocalCRM(_db(tmp)),
+        lambda tmp: LocalStore(lambda: _rows(tmp, "select email from crm_contacts")),
+    )
+)
+harness(
+    Harness(
+        "notifier.terminal",
+        lambda tmp, v: TerminalNotifier(tmp / "outbox.jsonl", echo=False),
+        lambda tmp: LocalStore(lambda: _jsonl(tmp / "outbox.jsonl", "email")),
     )
 )
 for _name in ("sqlite", "sql"):
     harness(
         Harness(
-            "event_sink", _name, lambda tmp, t: SqlEventSink(_db(tmp)), stored=sql_events_stored
+            f"event_sink.{_name}",
+            lambda tmp, v: SqlEventSink(_db(tmp)),
+            lambda tmp: LocalStore(lambda: _rows(tmp, "select lead_id from lead_events")),
         )
     )
 harness(
     Harness(
-        "event_sink",
-        "jsonl",
-        lambda tmp, t: JsonlEventSink(tmp / "events.jsonl"),
-        stored=jsonl_stored,
+        "event_sink.jsonl",
+        lambda tmp, v: JsonlEventSink(tmp / "events.jsonl"),
+        lambda tmp: LocalStore(lambda: _jsonl(tmp / "events.jsonl", "lead_id")),
     )
 )
+
+
+class SmtpVendor:
+    """A real SMTP server (aiosmtpd) on loopback as the vendor: `fail` makes it answer
+    DATA with the SMTP code for the HTTP status; every message is kept."""
+
+    CODES = {503: 451, 429: 421, 400: 550}
+
+    def __init__(self) -> None:
+        self.controller, self.server = start_smtp()
+
+    def fail(self, status: int) -> None:
+        self.server.sink.fail_code = self.CODES[status]
+
+    async def kept(self, leads) -> list[str]:
+        emails = sorted({lead.email for lead in leads})
+        bodies = [m.get_body(("plain",)).get_content() for m in self.server.sink.messages]
+        return [e for body in bodies for e in emails if e in body]
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
 harness(
     Harness(
-        "notifier",
-        "email",
-        lambda tmp, smtp: EmailNotifier(
+        "notifier.email",
+        lambda tmp, v: EmailNotifier(
             _settings(
                 EmailSettings,
-                host=smtp.host,
-                port=smtp.port,
+                host=v.server.host,
+                port=v.server.port,
                 sender="leadflow@example.test",
                 start_tls=False,
             )
         ),
-        smtp=True,
+        lambda tmp: SmtpVendor(),
+        env={"LEADFLOW_EMAIL_HOST": "127.0.0.1", "LEADFLOW_EMAIL_SENDER": "leadflow@example.test"},
     )
 )
 
-assert (EXAMPLES / "rules.toml").exists()
+
+# --- scorers -------------------------------------------------------------------------
+
+
+def _rules():
+    return load_rules(EXAMPLES / "rules.toml")
+
+
+def model_ok(request: httpx.Request) -> httpx.Response:
+    """An OpenAI-compatible answer whose score depends on the lead (its title length)."""
+    facts = json.loads(_json(request)["messages"][1]["content"])
+    points = len(facts["lead"].get("title") or "")
+    answer = {"score": points, "reasons": [{"rule": "title length", "points": points}]}
+    return httpx.Response(
+        200, json={"choices": [{"message": {"role": "assistant", "content": json.dumps(answer)}}]}
+    )
+
+
+harness(Harness("scorer.rules", lambda tmp, v: RulesScorer(_rules().scoring)))
+harness(
+    Harness(
+        "scorer.model",
+        lambda tmp, v: ModelScorer(
+            _settings(ModelScorerSettings, model="m", api_key=SecretStr("k")),
+            _rules().scoring,
+            transport=v.transport,
+        ),
+        http(model_ok),
+        env={"LEADFLOW_MODEL_SCORER_MODEL": "m"},
+    )
+)
+
+
+# --- sources: each lists the same three people, in this order ------------------------
+
+SOURCE_EMAILS = ["cara@northwind.test", "abe@contoso.test", "bo@fabrikam.test"]
+
+
+def _csv(tmp: Path) -> Path:
+    path = tmp / "leads.csv"
+    path.write_text("email,first_name\n" + "".join(f"{e},x\n" for e in SOURCE_EMAILS))
+    return path
+
+
+def http_source_ok(request: httpx.Request) -> httpx.Response:
+    items = [
+        {"id": str(i), "email": e, "updated_at": f"2026-11-22T08:0{i}:00Z"}
+        for i, e in enumerate(SOURCE_EMAILS)
+    ]
+    return httpx.Response(200, json={"data": items})
+
+
+def hubspot_search_ok(request: httpx.Request) -> httpx.Response:
+    results = [
+        {
+            "id": str(100 + i),
+            "properties": {"email": e, "createdate": f"2026-11-22T08:0{i}:00Z"},
+            "createdAt": f"2026-11-22T08:0{i}:00Z",
+        }
+        for i, e in enumerate(SOURCE_EMAILS)
+    ]
+    return httpx.Response(200, json={"total": 3, "results": results})
+
+
+harness(
+    Harness(
+        "source.file",
+        lambda tmp, v: FileLeadSource(_csv(tmp)),
+        lambda tmp: LocalStore(list),
+        extra={"expected": SOURCE_EMAILS},
+    )
+)
+harness(
+    Harness(
+        "source.http",
+        lambda tmp, v: HttpLeadSource(
+            _settings(
+                HttpSourceSettings,
+                url="https://leads.example.test/leads",
+                state_path=tmp / "http.json",
+            ),
+            transport=v.transport,
+        ),
+        http(http_source_ok, reads_fail=True),
+        env={"LEADFLOW_HTTP_SOURCE_URL": "https://leads.example.test/leads"},
+        extra={"expected": SOURCE_EMAILS},
+    )
+)
+harness(
+    Harness(
+        "source.hubspot",
+        lambda tmp, v: HubSpotLeadSource(
+            _settings(HubSpotSettings, token=SecretStr("t"), source_state_path=tmp / "hs.json"),
+            transport=v.transport,
+        ),
+        http(hubspot_search_ok, reads_fail=True),
+        env={"LEADFLOW_HUBSPOT_TOKEN": "t"},
+        extra={"expected": SOURCE_EMAILS},
+    )
+)
+
+
+# --- legacy processes ----------------------------------------------------------------
+
+RECORD = {"email": "Kim@Example.ORG", "title": "VP Sales", "country": "US", "source": "referral"}
+ANSWER = {"score": 80, "tier": "hot", "follow_up": "call", "sla_minutes": 15, "rep": "a@x.test"}
+ANSWER_PROGRAM = f"import json, sys; json.load(sys.stdin); print(json.dumps({ANSWER!r}))"
+DECISIONS_CSV = EXAMPLES / "legacy" / "decisions.csv"
+
+
+def _observed_record() -> dict:
+    with DECISIONS_CSV.open() as handle:
+        next(handle)
+        return {"email": next(handle).split(",")[1]}
+
+
+harness(
+    Harness(
+        "legacy.python",
+        lambda tmp, v: PythonLegacy(lambda record: ANSWER),
+        extra={"target": "examples.legacy.process:decide", "record": RECORD},
+    )
+)
+harness(
+    Harness(
+        "legacy.command",
+        lambda tmp, v: CommandLegacy([sys.executable, "-c", ANSWER_PROGRAM]),
+        extra={"target": f"{sys.executable} -c pass", "record": RECORD},
+    )
+)
+harness(
+    Harness(
+        "legacy.http",
+        lambda tmp, v: HttpLegacy("https://legacy.example.test/decide", transport=v.transport),
+        http(lambda r: httpx.Response(200, json=ANSWER)),
+        extra={"target": "https://legacy.example.test/decide", "record": RECORD},
+    )
+)
+harness(
+    Harness(
+        "legacy.observed",
+        lambda tmp, v: ObservedLegacy(DECISIONS_CSV),
+        extra={"target": str(DECISIONS_CSV), "record": _observed_record()},
+    )
+)
+harness(
+    Harness(
+        "legacy.rules",
+        lambda tmp, v: RulesLegacy(_rules(), LocalCRM(_db(tmp)), _db(tmp)),
+        extra={"target": str(EXAMPLES / "rules.toml"), "record": RECORD},
+    )
+)

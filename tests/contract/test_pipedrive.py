@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from leadflow.integrations.errors import PermanentError, TransientError
 from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.testing import HttpVendor
 from tests.contract.conftest import make_decision, make_lead
-from tests.contract.harnesses import FakeVendor, PipedriveFake
+from tests.contract.harnesses import PipedriveFake, pipedrive_effects
 
 TOKEN = "pd-token-123"
 
@@ -30,8 +31,8 @@ def fake() -> PipedriveFake:
 
 
 @pytest.fixture
-def vendor(fake) -> FakeVendor:
-    return FakeVendor(fake)
+def vendor(fake) -> HttpVendor:
+    return HttpVendor(fake, pipedrive_effects)
 
 
 @pytest.fixture
@@ -87,14 +88,14 @@ async def test_a_retry_after_the_lead_was_added_adds_no_second_lead(fake) -> Non
     lead = make_lead()
     first = PipedriveCRM(
         PipedriveSettings(_env_file=None, api_token=SecretStr(TOKEN)),
-        transport=FakeVendor(fake).transport,
+        transport=HttpVendor(fake).transport,
     )
     await first.upsert(lead, make_decision(lead), idempotency_key="k")
     fake.index()
     # another process (no memory of the first) repeats the write
     second = PipedriveCRM(
         PipedriveSettings(_env_file=None, api_token=SecretStr(TOKEN)),
-        transport=FakeVendor(fake).transport,
+        transport=HttpVendor(fake).transport,
     )
     await second.upsert(lead, make_decision(lead), idempotency_key="k")
     assert len(fake.persons) == 1 and len(fake.leads) == 1

@@ -21,11 +21,12 @@ from leadflow.flows.batch import process_file_batched
 from leadflow.flows.files import LeadsFailedError
 from leadflow.flows.settle import settle
 from leadflow.intake import quarantine
-from leadflow.integrations.errors import PermanentError, TransientError
-from leadflow.integrations.local_crm import LocalCRM, contacts
+from leadflow.integrations.errors import TransientError
+from leadflow.integrations.local_crm import LocalCRM
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from tests.conftest import EXAMPLES
+from tests.fakes import MemoryCRM, MemoryNotifier
 from tests.flows.test_process_file import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -38,6 +39,11 @@ def leads(n: int, prefix: str = "b") -> list[list[str]]:
 def outbox(tmp_path: Path) -> Counter[str]:
     lines = (tmp_path / "outbox.jsonl").read_text().splitlines()
     return Counter(json.loads(line)["email"] for line in lines)
+
+
+def kept(notifier: MemoryNotifier) -> Counter[str]:
+    """Messages the notifier's vendor keeps, per lead email."""
+    return Counter(lead.email for lead in notifier.kept.values())
 
 
 async def count(database_url: str, table: sa.Table) -> int:
@@ -89,20 +95,7 @@ async def test_a_file_in_batches_sets_bad_records_aside_and_does_each_side_effec
 
 
 async def test_a_failing_lead_fails_alone_and_a_rerun_does_only_what_failed(make_runtime, tmp_path):
-    class Refusing(TerminalNotifier):
-        refuse = True
-
-        async def notify_many(self, items):
-            if self.refuse and any(lead.email.startswith("refused") for lead, _d, _k in items):
-                raise PermanentError("notify: HTTP 400 from POST /batch")
-            await super().notify_many(items)
-
-        async def notify(self, lead, decision, *, idempotency_key):
-            if self.refuse and lead.email.startswith("refused"):
-                raise PermanentError("notify: HTTP 400 from POST /hooks")
-            await super().notify(lead, decision, idempotency_key=idempotency_key)
-
-    notifier = Refusing(tmp_path / "outbox.jsonl", echo=False)
+    notifier = MemoryNotifier(refuse={"refused@co.test"})
     runtime = make_runtime(notifier=notifier)
     rows = leads(5)
     rows.insert(2, ["refused@co.test", "VP Sales", "US", "40", "webinar"])
@@ -116,40 +109,29 @@ async def test_a_failing_lead_fails_alone_and_a_rerun_does_only_what_failed(make
         (failed,) = error.summary.failed
         assert failed.branch == "notify_team" and "400" in failed.reason
         assert error.summary.processed == 6
-        assert outbox(tmp_path) == {f"b{i}@co{i}.test": 1 for i in range(5)}
+        assert kept(notifier) == {f"b{i}@co{i}.test": 1 for i in range(5)}
         assert await count(runtime.settings.database_url, lead_events) == 6
 
-        notifier.refuse = False  # the cause is fixed: rerun the file
+        notifier.refuse.clear()  # the cause is fixed: rerun the file
         again = await process_file_batched(path=path, batch_size=10)
     await runtime.aclose()
     assert again.failed == [] and again.already_done == 5
-    assert outbox(tmp_path) == {"refused@co.test": 1, **{f"b{i}@co{i}.test": 1 for i in range(5)}}
+    assert kept(notifier) == {"refused@co.test": 1, **{f"b{i}@co{i}.test": 1 for i in range(5)}}
 
 
 async def test_a_transient_bulk_failure_retries_the_batch_without_repeating(make_runtime, tmp_path):
-    class Flaky(LocalCRM):
-        calls = 0
-
-        async def upsert_many(self, items):
-            Flaky.calls += 1
-            result = await super().upsert_many(items)
-            if Flaky.calls == 1:
-                raise TransientError("crm: HTTP 503 after the write")
-            return result
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
-    runtime = make_runtime(crm=Flaky(url, EXAMPLES / "crm_seed.json"))
+    lost = TransientError("crm: HTTP 503 after the write")
+    crm = MemoryCRM(failures={"update_crm": [lost]}, after=True)
+    runtime = make_runtime(crm=crm)
     path = write_csv(tmp_path / "flaky.csv", leads(6, "f"))
     with use_runtime(runtime):
         summary = await process_file_batched(path=path, batch_size=3)
     await runtime.aclose()
     assert summary.failed == [] and summary.processed == 6
-    assert Flaky.calls == 3  # batch 1 twice (retried), batch 2 once
-    async with get_engine(url).connect() as connection:
-        emails = (
-            await connection.execute(sa.select(contacts.c.email).where(contacts.c.lead_id != None))  # noqa: E711
-        ).scalars()
-        assert Counter(emails) == {f"f{i}@co{i}.test": 1 for i in range(6)}
+    # batch 1 written, its reply lost, written again with the same keys; batch 2 once
+    assert crm.upserts == {f"f{i}@co{i}.test": 2 if i < 3 else 1 for i in range(6)}
+    keys = {email: {k for e, k in crm.written if e == email} for email in crm.upserts}
+    assert all(len(k) == 1 for k in keys.values()), keys
 
 
 async def test_batches_are_pipelined_and_fan_out_in_order(make_runtime, tmp_path):

@@ -14,11 +14,10 @@ import leadflow.flows.cutover
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
 from leadflow.flows.report import shadow_report
-from leadflow.integrations.base import Notifier
-from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
+from tests.fakes import MemoryNotifier
 
 LEGACY = "python:examples.legacy.process:decide"
 
@@ -51,23 +50,18 @@ async def test_the_mode_comes_from_the_variable_else_the_setting(mode_variable, 
         await set_mode("turbo")
 
 
-class SwitchingNotifier(TerminalNotifier):
-    """Notifies for real, and flips the mode to `legacy` after the third lead: the
-    operator's kill switch, thrown in the middle of a file."""
-
-    def __init__(self, path) -> None:
-        super().__init__(path, echo=False)
-        self.sent = 0
+class SwitchingNotifier(MemoryNotifier):
+    """Notifies, and flips the mode to `legacy` after the third lead: the operator's
+    kill switch, thrown in the middle of a file."""
 
     async def notify(self, lead, decision, *, idempotency_key):
         await super().notify(lead, decision, idempotency_key=idempotency_key)
-        self.sent += 1
-        if self.sent == 3:
+        if len(self.sent) == 3:
             await set_mode("legacy")
 
 
 async def test_a_mode_switch_in_the_middle_of_a_file(mode_variable, make_runtime, tmp_path):
-    notifier = SwitchingNotifier(tmp_path / "outbox.jsonl")
+    notifier = SwitchingNotifier()
     runtime = make_runtime(notifier=notifier)
     await set_mode("live")
     with use_runtime(runtime):
@@ -75,21 +69,16 @@ async def test_a_mode_switch_in_the_middle_of_a_file(mode_variable, make_runtime
     await runtime.aclose()
     assert summary.modes == ["live", "legacy"]
     assert summary.routes == {"leadflow": 3, "current process": 5}
-    assert notifier.sent == 3
-
-
-class BrokenNotifier(Notifier):
-    name = "broken"
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        raise RuntimeError("notifier down")
+    assert len(notifier.sent) == 3
 
 
 async def test_a_failing_pilot_lead_falls_back_to_the_current_process(
     mode_variable, make_runtime, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
-    runtime = make_runtime(notifier=BrokenNotifier(), pipeline={"retries": 0})
+    down = RuntimeError("notifier down")
+    notifier = MemoryNotifier(failures={"notify_team": [down] * 3})
+    runtime = make_runtime(notifier=notifier, pipeline={"retries": 0})
     await set_mode("pilot")
     with use_runtime(runtime):
         summary = await cutover_file(path=first_rows(tmp_path, 3), legacy=LEGACY)

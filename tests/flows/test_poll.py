@@ -15,15 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from leadflow.app.runtime import current_runtime, use_runtime
-from leadflow.db import get_engine
 from leadflow.flows.poll import PollSummary, poll_leads
-from leadflow.integrations.errors import PermanentError
-from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.ledger import FileLedger, FileStatus
-from leadflow.models import CrmMatch, Decision, Lead
+from tests.fakes import MemoryCRM
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "id,email,first_name,last_name,company,title,country,source,employee_count\n"
@@ -54,24 +50,6 @@ def settled(path: Path) -> None:
     os.utime(path, (a_minute_ago, a_minute_ago))
 
 
-class CountingCRM(LocalCRM):
-    """The local CRM, counting look-ups per email; can be told to refuse some upserts."""
-
-    def __init__(self, *args, refuse: set[str] = frozenset(), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.look_ups: Counter[str] = Counter()
-        self.refuse = refuse
-
-    async def look_up(self, lead: Lead) -> CrmMatch:
-        self.look_ups[lead.email] += 1
-        return await super().look_up(lead)
-
-    async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
-        if lead.email in self.refuse:
-            raise PermanentError(f"local crm: upsert of {lead.email} refused (test)")
-        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
-
-
 @pytest.fixture
 def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "inbox"
@@ -81,29 +59,30 @@ def inbox(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def crm(prefect_api, make_runtime, tmp_path):
-    """The `runtime` fixture's embedded runtime (same builder), with a counting CRM
-    in place for the test; yields the CRM."""
-    counting = CountingCRM(
-        f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}", ROOT / "examples" / "crm_seed.json"
-    )
-    built = make_runtime(crm=counting)
+    """The `runtime` fixture's embedded runtime (same builder), with an in-memory
+    CRM (tests/fakes.py) in place for the test; yields the CRM."""
+    memory = MemoryCRM()
+    built = make_runtime(crm=memory)
     with use_runtime(built):
-        yield counting
+        yield memory
     await built.aclose()
 
 
-async def crm_rows(crm: LocalCRM) -> dict[str, tuple]:
-    """email -> (lead_id, updated_at) of the pollco.test contacts in the CRM table."""
-    engine = get_engine(crm.database_url)
-    query = select(contacts.c.email, contacts.c.lead_id, contacts.c.updated_at).where(
-        contacts.c.email.like("%@pollco.test")
-    )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return {row.email: (row.lead_id, row.updated_at) for row in rows}
+def crm_rows(crm: MemoryCRM) -> dict[str, tuple]:
+    """email -> (idempotency key, upserts) of the pollco.test contacts written."""
+    return {
+        email: (key, crm.upserts[email])
+        for email, (key, _) in crm.kept.items()
+        if email.endswith("@pollco.test")
+    }
 
 
-async def test_each_file_once_new_files_later_copies_never(crm: CountingCRM, inbox: Path):
+def file_ledger() -> FileLedger:
+    """The file ledger of the runtime in place (the `crm` fixture's)."""
+    return FileLedger(current_runtime().settings.database_url)
+
+
+async def test_each_file_once_new_files_later_copies_never(crm: MemoryCRM, inbox: Path):
     drop(inbox, "a.csv", "ann", "abe")
     drop(inbox, "b.jsonl", "bob")
     (inbox / "notes.txt").write_text("not leads")
@@ -112,7 +91,7 @@ async def test_each_file_once_new_files_later_copies_never(crm: CountingCRM, inb
 
     assert first == PollSummary(folder=str(inbox), processed=["a.csv", "b.jsonl"])
     assert crm.look_ups == {"ann@pollco.test": 1, "abe@pollco.test": 1, "bob@pollco.test": 1}
-    after_first = await crm_rows(crm)
+    after_first = crm_rows(crm)
     assert set(after_first) == {"ann@pollco.test", "abe@pollco.test", "bob@pollco.test"}
 
     again = await poll_leads(str(inbox))
@@ -131,20 +110,18 @@ async def test_each_file_once_new_files_later_copies_never(crm: CountingCRM, inb
     assert third.skipped == ["a-renamed.csv", "a.csv", "b.jsonl"]
     assert crm.look_ups["cat@pollco.test"] == 1
     assert crm.look_ups["ann@pollco.test"] == 1  # the renamed copy did not run
-    after_third = await crm_rows(crm)
+    after_third = crm_rows(crm)
     assert set(after_third) == set(after_first) | {"cat@pollco.test"}
     # The contacts written by the first poll were not touched again.
     assert {email: after_third[email] for email in after_first} == after_first
 
-    ledger = await FileLedger(crm.database_url).entries()
+    ledger = await file_ledger().entries()
     assert sorted(e.name for e in ledger) == ["a.csv", "b.jsonl", "c.csv"]
     assert {e.status for e in ledger} == {FileStatus.DONE}
     assert all(e.run_id and e.finished_at for e in ledger)
 
 
-async def test_the_default_folder_is_the_setting_created_if_missing(
-    crm: CountingCRM, tmp_path: Path
-):
+async def test_the_default_folder_is_the_setting_created_if_missing(crm: MemoryCRM, tmp_path: Path):
     settings = current_runtime().settings
     settings.drop_folder = tmp_path / "drop" / "here"
 
@@ -159,14 +136,14 @@ async def test_the_default_folder_is_the_setting_created_if_missing(
     assert crm.look_ups == {"dora@pollco.test": 1}
 
 
-async def test_a_fresh_file_waits_for_the_next_poll(crm: CountingCRM, inbox: Path):
+async def test_a_fresh_file_waits_for_the_next_poll(crm: MemoryCRM, inbox: Path):
     (inbox / "copying.csv").write_text(HEADER + lead_row("dee"))  # modified just now
 
     early = await poll_leads(str(inbox), settle_seconds=3600)
 
     assert early.waiting == ["copying.csv"] and early.processed == []
     assert crm.look_ups == {}
-    assert await FileLedger(crm.database_url).entries() == []
+    assert await file_ledger().entries() == []
 
     later = await poll_leads(str(inbox), settle_seconds=0)
 
@@ -177,11 +154,7 @@ async def test_a_fresh_file_waits_for_the_next_poll(crm: CountingCRM, inbox: Pat
 async def test_a_failed_file_does_not_stop_the_others_and_is_not_retried(
     make_runtime, prefect_api, tmp_path: Path, inbox: Path
 ):
-    crm = CountingCRM(
-        f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}",
-        ROOT / "examples" / "crm_seed.json",
-        refuse={"fay@pollco.test"},
-    )
+    crm = MemoryCRM(refuse={"fay@pollco.test"})
     built = make_runtime(crm=crm)
     drop(inbox, "1-bad.csv", "fay", "fox")
     drop(inbox, "2-good.csv", "gus")
@@ -195,15 +168,18 @@ async def test_a_failed_file_does_not_stop_the_others_and_is_not_retried(
     assert first.failed == ["1-bad.csv"] and first.processed == ["2-good.csv"]
     assert second.skipped == ["1-bad.csv", "2-good.csv"]
     assert crm.look_ups == {"fay@pollco.test": 1, "fox@pollco.test": 1, "gus@pollco.test": 1}
-    statuses = {e.name: (e.status, e.detail) for e in await FileLedger(crm.database_url).entries()}
+    statuses = {
+        e.name: (e.status, e.detail)
+        for e in await FileLedger(built.settings.database_url).entries()
+    }
     assert statuses["2-good.csv"] == (FileStatus.DONE, None)
     assert statuses["1-bad.csv"][0] is FileStatus.FAILED
     assert "LeadsFailedError" in statuses["1-bad.csv"][1]
     assert "update_crm" in statuses["1-bad.csv"][1]
-    assert set(await crm_rows(crm)) == {"fox@pollco.test", "gus@pollco.test"}
+    assert set(crm_rows(crm)) == {"fox@pollco.test", "gus@pollco.test"}
 
 
-async def test_two_pollers_racing_process_each_file_once(crm: CountingCRM, inbox: Path):
+async def test_two_pollers_racing_process_each_file_once(crm: MemoryCRM, inbox: Path):
     drop(inbox, "r1.csv", "ray")
     drop(inbox, "r2.csv", "rex")
     drop(inbox, "r3.csv", "roy")
@@ -216,7 +192,7 @@ async def test_two_pollers_racing_process_each_file_once(crm: CountingCRM, inbox
 
 
 async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
-    crm: CountingCRM, inbox: Path, tmp_path: Path
+    crm: MemoryCRM, inbox: Path, tmp_path: Path
 ):
     """A poll took big.csv and was killed after its first lead: the next poll resumes
     the file; the lead done before is not done again, the others are done once."""
@@ -229,10 +205,10 @@ async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
     big = drop(inbox, "big.csv", "ann", "abe", "amy")
     partial = drop(tmp_path, "first-lead-of-big.csv", "ann")
     await process_file(path=str(partial))  # what the interrupted poll got done
-    ann_after_interruption = (await crm_rows(crm))["ann@pollco.test"]
+    ann_after_interruption = (crm_rows(crm))["ann@pollco.test"]
     async with get_client() as client:
         interrupted = await client.create_flow_run(poll_leads, state=Crashed())
-    ledger = FileLedger(crm.database_url)
+    ledger = file_ledger()
     assert await ledger.claim(content_digest(big), "big.csv", claimant=str(interrupted.id)) is None
 
     resumed = await poll_leads(str(inbox))
@@ -240,7 +216,7 @@ async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
     assert resumed.processed == ["big.csv"]
     # Ann is answered from leadflow's record of done leads: not even looked up again.
     assert crm.look_ups == {"ann@pollco.test": 1, "abe@pollco.test": 1, "amy@pollco.test": 1}
-    rows = await crm_rows(crm)
+    rows = crm_rows(crm)
     assert set(rows) == {"ann@pollco.test", "abe@pollco.test", "amy@pollco.test"}
     assert rows["ann@pollco.test"] == ann_after_interruption  # not written again
     outbox = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
@@ -249,7 +225,7 @@ async def test_an_interrupted_poll_is_resumed_without_repeating_a_lead(
     assert entry.status is FileStatus.DONE and entry.run_id != str(interrupted.id)
 
 
-async def test_a_file_claimed_by_a_poll_still_running_is_left_to_it(crm: CountingCRM, inbox: Path):
+async def test_a_file_claimed_by_a_poll_still_running_is_left_to_it(crm: MemoryCRM, inbox: Path):
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
@@ -258,7 +234,7 @@ async def test_a_file_claimed_by_a_poll_still_running_is_left_to_it(crm: Countin
     busy = drop(inbox, "busy.csv", "bea")
     async with get_client() as client:
         running = await client.create_flow_run(poll_leads, state=Running())
-    ledger = FileLedger(crm.database_url)
+    ledger = file_ledger()
     await ledger.claim(content_digest(busy), "busy.csv", claimant=str(running.id))
 
     polled = await poll_leads(str(inbox))

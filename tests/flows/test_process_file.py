@@ -15,8 +15,7 @@ from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
 from leadflow.flows.files import LeadsFailedError, process_file
 from leadflow.intake import quarantine
-from leadflow.integrations.errors import PermanentError
-from leadflow.integrations.terminal_notifier import TerminalNotifier
+from tests.fakes import MemoryNotifier
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -83,13 +82,8 @@ async def test_two_hundred_leads_at_once_split_exactly_by_weight(runtime, tmp_pa
 
 
 async def test_a_failed_branch_fails_the_file_run_and_is_named(make_runtime, tmp_path):
-    class Refusing(TerminalNotifier):
-        async def notify(self, lead, decision, *, idempotency_key):
-            if lead.email.startswith("refused"):
-                raise PermanentError("notify: HTTP 400 from POST /hooks")
-            await super().notify(lead, decision, idempotency_key=idempotency_key)
-
-    runtime = make_runtime(notifier=Refusing(tmp_path / "outbox.jsonl", echo=False))
+    notifier = MemoryNotifier(refuse={"refused@acme.test"})
+    runtime = make_runtime(notifier=notifier)
     path = write_csv(
         tmp_path / "mixed.csv",
         [
@@ -105,10 +99,7 @@ async def test_a_failed_branch_fails_the_file_run_and_is_named(make_runtime, tmp
     (failed,) = error.summary.failed
     assert failed.branch == "notify_team" and "400" in failed.reason
     assert error.summary.processed == 2
-    sent = [
-        json.loads(line)["email"] for line in (tmp_path / "outbox.jsonl").read_text().splitlines()
-    ]
-    assert sent == ["fine@acme.test"]
+    assert [lead.email for lead, _key in notifier.sent] == ["fine@acme.test"]
 
 
 async def test_rerunning_the_file_repeats_nothing(runtime, tmp_path):

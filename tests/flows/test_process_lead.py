@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -14,14 +14,12 @@ from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
 from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
 from leadflow.intake import quarantine
-from leadflow.integrations.base import CRM, EventSink, Notifier
 from leadflow.integrations.errors import PermanentError, TransientError
 from leadflow.integrations.local_crm import LocalCRM, contacts
-from leadflow.integrations.sql_events import SqlEventSink, lead_events
-from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.integrations.sql_events import SqlEventSink
 from leadflow.logging import add_run_ids
 from leadflow.models import BranchStatus
-from tests.conftest import EXAMPLES
+from tests.fakes import MemoryCRM, MemoryEventSink, MemoryNotifier, memory_adapters
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -47,120 +45,16 @@ async def count(database_url: str, table: sa.Table, **where) -> int:
         return (await connection.execute(query)).scalar_one()
 
 
-# --- recording and misbehaving adapters --------------------------------------------
-
-
-class Journal:
-    """Where the recording adapters write what happened, in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-
-class RecordingCRM(LocalCRM):
-    def __init__(self, journal: Journal, database_url: str) -> None:
-        super().__init__(database_url, EXAMPLES / "crm_seed.json")
-        self.journal = journal
-
-    async def look_up(self, lead):
-        self.journal.calls.append("look_up")
-        return await super().look_up(lead)
-
-    async def upsert(self, lead, decision, *, idempotency_key):
-        self.journal.calls.append("update_crm")
-        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
-
-
-class BarrierCRM(LocalCRM):
-    """Upsert waits until all three branches have started: it can only finish if
-    the branches run at the same time."""
-
-    def __init__(self, barrier: asyncio.Barrier, database_url: str) -> None:
-        super().__init__(database_url, EXAMPLES / "crm_seed.json")
-        self.barrier = barrier
-
-    async def upsert(self, lead, decision, *, idempotency_key):
-        await asyncio.wait_for(self.barrier.wait(), timeout=10)
-        return await super().upsert(lead, decision, idempotency_key=idempotency_key)
-
-
-class BarrierNotifier(Notifier):
-    name = "barrier"
-
-    def __init__(self, barrier: asyncio.Barrier) -> None:
-        self.barrier = barrier
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        await asyncio.wait_for(self.barrier.wait(), timeout=10)
-
-
-class BarrierSink(EventSink):
-    name = "barrier"
-
-    def __init__(self, barrier: asyncio.Barrier) -> None:
-        self.barrier = barrier
-
-    async def record(self, event):
-        await asyncio.wait_for(self.barrier.wait(), timeout=10)
-
-
-class BrokenNotifier(Notifier):
-    name = "broken"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        self.calls += 1
-        raise PermanentError("chat notify: HTTP 403 from POST /hooks")
-
-
-class FlakyAfterWrite(TerminalNotifier):
-    """Sends, then fails as if the connection dropped before the reply: the retry
-    must not send a second notification."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.attempts = 0
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        self.attempts += 1
-        await super().notify(lead, decision, idempotency_key=idempotency_key)
-        if self.attempts == 1:
-            raise TransientError("notify: ReadTimeout")
-
-
-class FlakyCRM(CRM):
-    """Look-up times out twice, then answers."""
-
-    name = "flaky"
-
-    def __init__(self, inner: CRM, failures: int) -> None:
-        self.inner = inner
-        self.failures = failures
-        self.look_ups = 0
-
-    async def look_up(self, lead):
-        self.look_ups += 1
-        if self.look_ups <= self.failures:
-            raise TransientError("crm look-up: ReadTimeout")
-        return await self.inner.look_up(lead)
-
-    async def upsert(self, lead, decision, *, idempotency_key):
-        return await self.inner.upsert(lead, decision, idempotency_key=idempotency_key)
-
-
 # --- tests -------------------------------------------------------------------------
 
 
 async def test_steps_run_in_order_and_report_durations(make_runtime):
-    journal = Journal()
-    runtime = make_runtime()
-    runtime.adapters.crm = RecordingCRM(journal, runtime.settings.database_url)
+    crm = MemoryCRM()
+    runtime = make_runtime(crm=crm)
     with use_runtime(runtime), capture_logs(processors=[merge_contextvars, add_run_ids]) as logs:
         outcome = await process_lead(record("order@acme.test", demo_requested="yes"))
 
-    assert journal.calls == ["look_up", "update_crm"]
+    assert crm.calls == ["look_up", "update_crm"]
     names = [step.step for step in outcome.steps]
     assert names[:5] == ["validate", "look_up", "score", "follow_up", "assign"]
     assert set(names[5:]) == {"update_crm", "notify_team", "log_event"}
@@ -177,10 +71,11 @@ async def test_steps_run_in_order_and_report_durations(make_runtime):
 
 async def test_the_three_branches_run_at_the_same_time(make_runtime):
     barrier = asyncio.Barrier(3)
-    runtime = make_runtime()
-    runtime.adapters.crm = BarrierCRM(barrier, runtime.settings.database_url)
-    runtime.adapters.notifier = BarrierNotifier(barrier)
-    runtime.adapters.event_sink = BarrierSink(barrier)
+    runtime = make_runtime(
+        crm=MemoryCRM(gates={"update_crm": barrier}),
+        notifier=MemoryNotifier(gates={"notify_team": barrier}),
+        event_sink=MemoryEventSink(gates={"log_event": barrier}),
+    )
     with use_runtime(runtime):
         outcome = await process_lead(record("overlap@acme.test"))
     # Had any branch waited for another, the barrier would never have opened and
@@ -189,8 +84,10 @@ async def test_the_three_branches_run_at_the_same_time(make_runtime):
 
 
 async def test_a_failing_branch_fails_the_run_and_spares_the_others(make_runtime):
-    notifier = BrokenNotifier()
-    runtime = make_runtime(notifier=notifier)
+    forbidden = PermanentError("chat notify: HTTP 403 from POST /hooks")
+    notifier = MemoryNotifier(failures={"notify_team": [forbidden, forbidden]})
+    adapters = {**memory_adapters(), "notifier": notifier}
+    runtime = make_runtime(**adapters)
     with use_runtime(runtime):
         state = await process_lead(record("isolated@acme.test"), return_state=True)
     assert state.is_failed()
@@ -201,46 +98,51 @@ async def test_a_failing_branch_fails_the_run_and_spares_the_others(make_runtime
     assert outcome.failed_branches.keys() == {"notify_team"}
     assert outcome.branches["update_crm"].status is BranchStatus.OK
     assert outcome.branches["log_event"].status is BranchStatus.OK
-    assert notifier.calls == 1  # a permanent error is not retried
-    url = runtime.settings.database_url
-    assert await count(url, contacts, email="isolated@acme.test") == 1
-    assert await count(url, lead_events, lead_id=outcome.lead_id) == 1
+    assert notifier.calls.count("notify_team") == 1  # a permanent error is not retried
+    assert len(notifier.alerts) == 1  # and the failed run is reported
+    assert list(adapters["crm"].kept) == ["isolated@acme.test"]
+    assert [e.lead_id for e in adapters["event_sink"].events.values()] == [outcome.lead_id]
 
 
 async def test_a_transient_look_up_error_is_retried(make_runtime):
-    runtime = make_runtime()
-    flaky = FlakyCRM(runtime.adapters.crm, failures=2)
-    runtime.adapters.crm = flaky
+    timeout = TransientError("crm look-up: ReadTimeout")
+    flaky = MemoryCRM(failures={"look_up": [timeout, timeout]})
+    runtime = make_runtime(crm=flaky)
     with use_runtime(runtime):
         outcome = await process_lead(record("flaky@acme.test"))
-    assert flaky.look_ups == 3
+    assert flaky.calls == ["look_up"] * 3 + ["update_crm"]
     assert outcome.ok
 
 
-async def test_a_rerun_repeats_no_side_effect(make_runtime, tmp_path):
-    runtime = make_runtime()
-    url = runtime.settings.database_url
+async def test_a_rerun_repeats_no_side_effect(make_runtime):
+    adapters = memory_adapters()
+    runtime = make_runtime(**adapters)
     with use_runtime(runtime):
         first = await process_lead(record("twice@acme.test"))
         second = await process_lead(record("twice@acme.test"))
     assert {r.status for r in first.branches.values()} == {BranchStatus.OK}
     assert {r.status for r in second.branches.values()} == {BranchStatus.SKIPPED}
     assert second.decision.rep == first.decision.rep
-    assert await count(url, contacts, email="twice@acme.test") == 1
-    assert await count(url, lead_events, lead_id=first.lead_id) == 1
-    outbox = (tmp_path / "outbox.jsonl").read_text().splitlines()
-    assert [json.loads(line)["lead_id"] for line in outbox].count(first.lead_id) == 1
+    # each side effect was asked for once, over both runs
+    assert Counter(adapters["crm"].calls) == {
+        "look_up": 2,
+        "update_crm": 1,
+        "notify_team": 1,
+        "log_event": 1,
+    }
 
 
-async def test_a_task_retried_after_its_side_effect_does_not_repeat_it(make_runtime, tmp_path):
-    notifier = FlakyAfterWrite(tmp_path / "outbox.jsonl", echo=False)
+async def test_a_task_retried_after_its_side_effect_does_not_repeat_it(make_runtime):
+    """Sent, then the reply is lost: the retry sends with the same idempotency key,
+    so the vendor keeps one message."""
+    lost = TransientError("notify: ReadTimeout")
+    notifier = MemoryNotifier(failures={"notify_team": [lost]}, after=True)
     runtime = make_runtime(notifier=notifier)
     with use_runtime(runtime):
         outcome = await process_lead(record("retried@acme.test"))
-    assert notifier.attempts == 2
+    assert notifier.calls == ["notify_team", "notify_team"]
     assert outcome.branches["notify_team"].status is BranchStatus.OK
-    lines = (tmp_path / "outbox.jsonl").read_text().splitlines()
-    assert len(lines) == 1
+    assert len(notifier.sent) == 2 and len(notifier.kept) == 1
 
 
 async def test_a_new_database_is_a_new_target(make_runtime, tmp_path):
@@ -272,8 +174,9 @@ async def test_a_bad_record_is_set_aside_and_the_run_fails_naming_the_field(runt
     assert await count(runtime.settings.database_url, quarantine, origin="webhook") == 1
 
 
-async def test_owner_of_an_existing_contact_gets_the_lead(runtime):
-    outcome = await process_lead(record("hank.scorpio@globex.test", title="CEO"))
+async def test_owner_of_an_existing_contact_gets_the_lead(make_runtime):
+    with use_runtime(make_runtime(**memory_adapters())):
+        outcome = await process_lead(record("hank.scorpio@globex.test", title="CEO"))
     assert outcome.decision.rep == "frank@example.com"
     assert outcome.decision.assignment_rule == "crm_owner:contact"
 

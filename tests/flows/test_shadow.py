@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from leadflow.flows.shadow import shadow_file, shadow_lead
-from leadflow.integrations.rules_scorer import RulesScorer
-from leadflow.models import CrmMatch, Lead, Score
 from leadflow.rules import load_rules
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES, ROOT
+from tests.fakes import MemoryScorer
 
 PYTHON_LEGACY = "python:examples.legacy.process:decide"
 RECORD = {"email": "ada@lovelace.test", "title": "CTO", "country": "GB", "source": "referral"}
@@ -50,17 +49,12 @@ def legacy_module(monkeypatch):
     return module
 
 
-class BrokenScorer(RulesScorer):
-    """leadflow's scorer, crashing or hanging on request."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__(load_rules(EXAMPLES / "rules.toml").scoring)
-        self.how = how
-
-    async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
-        if self.how == "hang":
-            await asyncio.sleep(30)
-        raise RuntimeError("scorer exploded")
+def broken_scorer(how: str) -> MemoryScorer:
+    """leadflow's scorer, crashing on every call, or hanging (a gate never opened)."""
+    scoring = load_rules(EXAMPLES / "rules.toml").scoring
+    if how == "hang":
+        return MemoryScorer(scoring, gates={"score": asyncio.Event()})
+    return MemoryScorer(scoring, failures={"score": [RuntimeError("scorer exploded")] * 5})
 
 
 @pytest.mark.parametrize("how", ["crash", "hang"])
@@ -69,7 +63,7 @@ async def test_a_failing_candidate_leaves_the_control_untouched(
 ):
     from leadflow.app.runtime import use_runtime
 
-    runtime = make_runtime(scorer=BrokenScorer(how))
+    runtime = make_runtime(scorer=broken_scorer(how))
     with use_runtime(runtime):
         result = await shadow_lead(record=RECORD, legacy="python:shadow_test_legacy:decide")
     await runtime.aclose()

@@ -13,24 +13,15 @@ import pytest
 from pydantic import SecretStr
 
 from leadflow.flows.webhook_app import create_app
-from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-
-
-class GatedNotifier(TerminalNotifier):
-    """Holds every notification until the test opens the gate."""
-
-    gate: asyncio.Event
-
-    async def notify(self, lead, decision, *, idempotency_key: str) -> None:
-        await self.gate.wait()
-        await super().notify(lead, decision, idempotency_key=idempotency_key)
+from tests.fakes import MemoryNotifier
 
 
 @pytest.fixture
 async def gated(prefect_api, make_runtime, tmp_path):
-    notifier = GatedNotifier(tmp_path / "outbox.jsonl", echo=False)
-    notifier.gate = asyncio.Event()
+    # holds every notification until the test opens the gate
+    notifier = MemoryNotifier(gates={"notify_team": asyncio.Event()})
+    notifier.gate = notifier.gates["notify_team"]
     runtime = make_runtime(notifier=notifier)
     yield runtime, notifier
     await runtime.aclose()
@@ -53,8 +44,8 @@ async def test_a_valid_lead_is_accepted_at_once_then_processed(gated, tmp_path) 
         notifier.gate.set()
         await asyncio.wait_for(asyncio.gather(*app.state.pending), timeout=120)
 
-    (sent,) = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
-    assert sent["lead_id"] == lead_id and sent["email"] == "ada@example.org"
+    ((sent, _key),) = notifier.sent
+    assert sent.id == lead_id and sent.email == "ada@example.org"
 
 
 async def test_a_bad_lead_is_refused_and_set_aside(gated) -> None:

@@ -70,13 +70,10 @@ async def test_a_notifier_without_alerts_logs_the_failed_run(
 
 async def test_an_alert_that_cannot_be_sent_does_not_change_the_run(make_runtime, prefect_api):
     from leadflow.app.runtime import use_runtime
-    from leadflow.integrations.terminal_notifier import TerminalNotifier
+    from tests.fakes import MemoryNotifier
 
-    class Down(TerminalNotifier):
-        async def alert(self, alert, *, idempotency_key):
-            raise ConnectionError("notifier down")
-
-    built = make_runtime(notifier=Down(Path("/nonexistent/outbox.jsonl"), echo=False))
+    down = MemoryNotifier(failures={"alert": [ConnectionError("notifier down")]})
+    built = make_runtime(notifier=down)
     with use_runtime(built):
         state = await process_lead({"email": "bad-address"}, return_state=True)
     await built.aclose()

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from leadflow.db import get_engine
-from leadflow.integrations.base import CRM, LeadEvent
+from leadflow.integrations.base import LeadEvent
 from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.integrations.registry import (
     UnknownAdapterError,
@@ -316,16 +316,9 @@ def test_unknown_kind() -> None:
 
 
 def test_register_test_adapter() -> None:
-    class MemoryCRM(CRM):
-        name = "memory-test"
+    from tests.fakes import MemoryCRM
 
-        async def look_up(self, lead: Lead) -> CrmMatch:
-            return CrmMatch()
-
-        async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
-            return "x"
-
-    assert register(MemoryCRM) is MemoryCRM
+    assert register(MemoryCRM, name="memory-test") is MemoryCRM
     try:
         assert get_adapter_class("crm", "memory-test") is MemoryCRM
         info = next(i for i in list_adapters() if (i.kind, i.name) == ("crm", "memory-test"))

@@ -7,6 +7,8 @@ at the top of a module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ FORBIDDEN = {
     "leadflow": ("leadflow.app", "leadflow.flows", "leadflow.integrations"),
     "integrations": ("leadflow.app", "leadflow.flows"),
 }
+
+# The adapter contract kit tests adapters, so it imports their interfaces; it sits in
+# the core folder only for its import name. Nothing but tests imports it (checked below).
+EXEMPT = {ROOT / "leadflow" / "testing.py"}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -39,6 +45,7 @@ def test_no_import_points_up(folder: str) -> None:
     upward = [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in sorted((ROOT / folder).glob("*.py"))
+        if path not in EXEMPT
         for line, module in imported_modules(path)
         if any(module == name or module.startswith(name + ".") for name in forbidden)
     ]
@@ -53,3 +60,26 @@ def test_the_folders_are_the_namespaced_packages() -> None:
     assert Path(leadflow.app.__file__).parent == ROOT / "app"
     assert Path(leadflow.flows.__file__).parent == ROOT / "flows"
     assert Path(leadflow.integrations.__file__).parent == ROOT / "integrations"
+
+
+def test_only_tests_import_the_contract_kit() -> None:
+    """leadflow.testing imports pytest: nothing a worker runs may import it."""
+    importers = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for folder in ("leadflow", "integrations", "flows", "app")
+        for path in sorted((ROOT / folder).glob("*.py"))
+        for line, module in imported_modules(path)
+        if module == "leadflow.testing" or module.startswith("leadflow.testing.")
+    ]
+    assert importers == []
+
+
+def test_the_command_line_runs_without_pytest() -> None:
+    """The installed package needs no test tools: the command line and every flow
+    import with pytest made unimportable."""
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "import leadflow.app.cli, leadflow.flows.lead, leadflow.flows.batch\n"
+        "assert 'leadflow.testing' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
