@@ -18,8 +18,8 @@ from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, select, u
 
 from leadflow.db import get_engine, insert_ignoring_duplicates
 from leadflow.models import Lead
-from leadflow.validation import describe_errors, dotted
 from leadflow.schema import metadata
+from leadflow.validation import describe_errors, dotted
 
 
 class RawRecord(BaseModel):
