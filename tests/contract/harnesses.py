@@ -32,7 +32,6 @@ from leadflow.integrations.file_events import (
     WebhookEventSink,
     WebhookEventsSettings,
 )
-from leadflow.integrations.file_source import FileLeadSource
 from leadflow.integrations.http_source import HttpLeadSource, HttpSourceSettings
 from leadflow.integrations.hubspot import HubSpotCRM, HubSpotLeadSource, HubSpotSettings
 from leadflow.integrations.legacy_command import CommandLegacy
@@ -475,14 +474,6 @@ def hubspot_search_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"total": 3, "results": results})
 
 
-harness(
-    Harness(
-        "source.file",
-        lambda tmp, v: FileLeadSource(_csv(tmp)),
-        lambda tmp: LocalStore(list),
-        extra={"expected": SOURCE_EMAILS},
-    )
-)
 harness(
     Harness(
         "source.http",
