@@ -310,6 +310,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         ),
         highlight=False,
     )
+    if summary.routes:  # not every lead went through leadflow: the mode said so
+        went = ", ".join(f"{route} {count}" for route, count in sorted(summary.routes.items()))
+        out.print(f"Mode {' -> '.join(summary.modes)}: {went}", highlight=False)
     tiers = Table(title="By tier", title_justify="left")
     tiers.add_column("tier")
     tiers.add_column("leads", justify="right")
@@ -408,7 +411,9 @@ def lead(
     _set_aside_if_bad(settings, data)
     runtime = _runtime(settings)
     outcome, code, run_id = _run(_run_lead(runtime, data))
-    if outcome is not None:
+    if outcome is not None and not hasattr(outcome, "decision"):  # routed by the mode
+        out.print(f"mode {outcome.mode}: {outcome.route} {outcome.note}".rstrip())
+    elif outcome is not None:
         _print_outcome(outcome)
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -36,6 +36,7 @@ from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
 from leadflow.flows.lead import run_pipeline
+from leadflow.flows.mode import in_mode, tag_run
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
 from leadflow.integrations.file_source import FileContents
@@ -245,6 +246,7 @@ async def shadow_file(
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
+    await tag_run("shadow")
     contents = read_contents(Path(path), live)
     intake = split_records(contents)
     leads, bad, merged = intake.leads, intake.bad, intake.merged
@@ -307,7 +309,7 @@ async def _shadow_leads(
         return records
 
     try:
-        with use_runtime(context.runtime):
+        with use_runtime(context.runtime), in_mode("shadow"):
             nested = await asyncio.gather(*(one(i, lead) for i, lead in enumerate(leads)))
     finally:
         await context.legacy.aclose()
