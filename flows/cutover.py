@@ -65,15 +65,12 @@ from leadflow.flows.mode import (
 from leadflow.flows.shadow import (
     ShadowContext,
     _guarded,
-    _run_id,
     _warm_up,
     _with_records,
+    shadow_context,
     shadow_one,
-    shadow_runtime,
 )
 from leadflow.intake import RawRecord, Rejection, validate_record
-from leadflow.integrations.legacy_spec import build_legacy
-from leadflow.integrations.recorders import Journal
 from leadflow.logging import get_logger
 from leadflow.models import Lead, LeadOutcome, lead_id_of
 from leadflow.shadow_settings import ShadowSettings
@@ -118,18 +115,7 @@ class RoutedLead(BaseModel):
 
 def _context(live: Runtime, legacy: str | None, settings: ShadowSettings) -> ShadowContext | None:
     """What shadow and pilot leads of one run share; None without a current process."""
-    if not legacy:
-        return None
-    run_id = _run_id()
-    journal = Journal()
-    return ShadowContext(
-        run_id=run_id,
-        spec=legacy,
-        legacy=build_legacy(legacy, live.settings, live.rules),
-        runtime=shadow_runtime(live, journal, run_id, settings),
-        journal=journal,
-        settings=settings,
-    )
+    return shadow_context(live, legacy, settings) if legacy else None
 
 
 def _needs_legacy(mode: str, legacy: str | None) -> None:
@@ -172,7 +158,6 @@ async def _pilot_one(
         ours,
         kind="pilot",
         fallback=fallback,
-        intended=context.journal.of(lead.id),
     )
     return record, None if fallback else (done[0] if done else None)
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from leadflow.app.runtime import Runtime, current_runtime, use_runtime
 from leadflow.assignment import Assigner
-from leadflow.compare import compare
+from leadflow.compare import EFFECT_FIELDS, compare
 from leadflow.db import ensure_tables
 from leadflow.done import DoneLeads
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
@@ -96,13 +96,14 @@ class ShadowContext:
     def record(
         self, lead: Lead, raw: dict[str, Any], control: Side, candidate: Side, **extra: Any
     ) -> ComparisonRecord:
-        """The stored comparison of two sides' answers for one lead."""
+        """The stored comparison of two sides' answers for one lead; with `intended`
+        (leadflow's recorded side effects), the effects are compared too."""
         return ComparisonRecord(
             run_id=self.run_id,
             legacy=self.spec,
             lead_id=lead.id,
             email=lead.email,
-            comparison=self.compare(control.decision, candidate.decision),
+            comparison=self.compare(control.decision, candidate.decision, extra.get("intended")),
             control=control.decision,
             candidate=candidate.decision,
             control_error=control.error,
@@ -115,13 +116,19 @@ class ShadowContext:
             **extra,
         )
 
-    def compare(self, control: Decision | None, candidate: Decision | None):
+    def compare(
+        self,
+        control: Decision | None,
+        candidate: Decision | None,
+        intended: dict[str, Any] | None = None,
+    ):
         return compare(
             control,
             candidate,
             rules=self.settings.compare,
             provides=self.legacy.provides,
             rep_teams=self.rep_teams,
+            intended=intended,
         )
 
 
@@ -145,6 +152,20 @@ async def shadow_one(
         again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
         records.append(context.record(lead, raw, control, again, kind="baseline"))
     return records
+
+
+def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
+    """What the leads of one run compared with the current process `spec` share."""
+    run_id = _run_id()
+    journal = Journal()
+    return ShadowContext(
+        run_id=run_id,
+        spec=spec,
+        legacy=build_legacy(spec, live.settings, live.rules),
+        runtime=shadow_runtime(live, journal, run_id, settings),
+        journal=journal,
+        settings=settings,
+    )
 
 
 def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings):
@@ -211,8 +232,13 @@ def summarise_shadow(
     outcomes = Counter(r.outcome.value for r in shadow)
     agreement: dict[str, float] = {}
     mismatched: Counter[str] = Counter()
-    for field in Decision.COMPARED_FIELDS:
-        judged = [r.comparison.fields[field].outcome.value for r in shadow]
+    effects = [e for e in EFFECT_FIELDS if any(e in r.comparison.effects for r in shadow)]
+    for field in (*Decision.COMPARED_FIELDS, *effects):
+        judged = [
+            {**r.comparison.fields, **r.comparison.effects}[field].outcome.value
+            for r in shadow
+            if field in r.comparison.fields or field in r.comparison.effects
+        ]
         counted = [o for o in judged if o in ("matched", "mismatched")]
         mismatched[field] = counted.count("mismatched")
         if counted:
@@ -283,16 +309,7 @@ async def _shadow_leads(
     raw: dict[str, dict[str, Any]],
     concurrency: int | None = None,
 ) -> list[ComparisonRecord]:
-    run_id = _run_id()
-    journal = Journal()
-    context = ShadowContext(
-        run_id=run_id,
-        spec=spec,
-        legacy=build_legacy(spec, live.settings, live.rules),
-        runtime=shadow_runtime(live, journal, run_id, settings),
-        journal=journal,
-        settings=settings,
-    )
+    context = shadow_context(live, spec, settings)
     await _warm_up(settings)
     listener = _listener.get()
     if listener:

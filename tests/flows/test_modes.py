@@ -10,38 +10,28 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
-from prefect.variables import Variable
 
-import leadflow.flows.mode
 from leadflow.app.runtime import use_runtime
 from leadflow.db import ensure_tables
 from leadflow.flows.batch import process_file_batched
 from leadflow.flows.cutover import RoutedLead
 from leadflow.flows.files import process_file
 from leadflow.flows.lead import process_lead
-from leadflow.flows.mode import MODE_VARIABLE, ModeError, forget_mode, set_mode
+from leadflow.flows.mode import ModeError, set_mode
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
-from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
+from tests.flows.test_cutover import SwitchingNotifier, mode_variable  # noqa: F401
 
 LEGACY = "python:examples.legacy.process:decide"
 SEEDED_CONTACTS = 3
 
 
-@pytest.fixture
-async def modes(prefect_api, tmp_path, monkeypatch):
-    """A clean mode Variable, the shadow store in tmp_path, the cache re-read per lead."""
-    monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
-    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
-    monkeypatch.setattr(leadflow.flows.mode, "MODE_TTL_SECONDS", 0)
-    await Variable.aunset(MODE_VARIABLE)
-    forget_mode()
-    yield
-    await Variable.aunset(MODE_VARIABLE)
-    forget_mode()
+# A clean mode Variable and cache, the shadow store in tmp_path, the mode re-read
+# before every lead.
+pytestmark = pytest.mark.usefixtures("mode_variable")
 
 
 def first_rows(tmp_path, n: int):
@@ -83,9 +73,7 @@ async def run_tags(state) -> set[str]:
     return set(run.tags)
 
 
-async def test_legacy_mode_process_file_does_nothing_and_marks_nothing_done(
-    modes, make_runtime, tmp_path
-):
+async def test_legacy_mode_process_file_does_nothing_and_marks_nothing_done(make_runtime, tmp_path):
     runtime = make_runtime()
     effects = Effects(runtime, tmp_path)
     path = first_rows(tmp_path, 6)
@@ -107,7 +95,7 @@ async def test_legacy_mode_process_file_does_nothing_and_marks_nothing_done(
     assert await effects.counts() == (6, 6, 6)
 
 
-async def test_batch_path_in_legacy_mode_does_nothing(modes, make_runtime, tmp_path):
+async def test_batch_path_in_legacy_mode_does_nothing(make_runtime, tmp_path):
     runtime = make_runtime()
     effects = Effects(runtime, tmp_path)
     await set_mode("legacy")
@@ -118,21 +106,7 @@ async def test_batch_path_in_legacy_mode_does_nothing(modes, make_runtime, tmp_p
     assert await effects.counts() == (0, 0, 0)
 
 
-class SwitchingNotifier(TerminalNotifier):
-    """Notifies for real, and throws the kill switch (`legacy`) after the third lead."""
-
-    def __init__(self, path) -> None:
-        super().__init__(path, echo=False)
-        self.sent = 0
-
-    async def notify(self, lead, decision, *, idempotency_key):
-        await super().notify(lead, decision, idempotency_key=idempotency_key)
-        self.sent += 1
-        if self.sent == 3:
-            await set_mode("legacy")
-
-
-async def test_kill_switch_in_the_middle_of_a_process_file_run(modes, make_runtime, tmp_path):
+async def test_kill_switch_in_the_middle_of_a_process_file_run(make_runtime, tmp_path):
     """Leads started before the switch finish; every lead that starts after it is left
     to the current process and not marked done, so a later live run picks them up."""
     notifier = SwitchingNotifier(tmp_path / "outbox.jsonl")
@@ -154,7 +128,7 @@ async def test_kill_switch_in_the_middle_of_a_process_file_run(modes, make_runti
 
 
 async def test_shadow_mode_process_file_compares_and_does_nothing(
-    modes, make_runtime, tmp_path, monkeypatch
+    make_runtime, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
     runtime = make_runtime()
@@ -174,7 +148,7 @@ async def test_shadow_mode_process_file_compares_and_does_nothing(
 
 
 async def test_shadow_mode_without_a_current_process_fails_having_done_nothing(
-    modes, make_runtime, tmp_path, monkeypatch
+    make_runtime, tmp_path, monkeypatch
 ):
     monkeypatch.delenv("LEADFLOW_SHADOW__LEGACY", raising=False)
     runtime = make_runtime()
@@ -190,7 +164,7 @@ async def test_shadow_mode_without_a_current_process_fails_having_done_nothing(
 
 
 async def test_pilot_mode_process_file_sends_only_the_pilot_share(
-    modes, make_runtime, tmp_path, monkeypatch
+    make_runtime, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
     monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "0.5")
@@ -208,7 +182,7 @@ async def test_pilot_mode_process_file_sends_only_the_pilot_share(
     assert len(pilot) == ours and not any(r.fallback for r in pilot)
 
 
-async def test_process_lead_follows_the_mode(modes, make_runtime, tmp_path, monkeypatch):
+async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch):
     """The per-lead path (webhooks, `leadflow run-one`): legacy leaves the lead, shadow
     compares it with nothing sent, live processes it; each run tagged with its mode."""
     monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
