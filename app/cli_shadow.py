@@ -14,7 +14,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from leadflow.app.cli import _Bar, _fail, _runtime, _settings, app, err, out
+from leadflow.app.cli import (
+    _Bar,
+    _fail,
+    _quiet_prefect_console,
+    _runtime,
+    _settings,
+    app,
+    err,
+    out,
+)
 from leadflow.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -41,6 +50,8 @@ def shadow(
     are recorded, not performed. Exit 0 when every lead was compared, 1 when either
     side failed for some lead, 2 for bad input or settings.
     """
+    if not verbose:
+        _quiet_prefect_console()  # before the imports below bring Prefect in
     from leadflow.flows.files import check_lead_file
     from leadflow.integrations.legacy_spec import build_legacy
 
@@ -78,14 +89,16 @@ async def _with_progress(runtime: Runtime, flow_fn, **parameters):
     from leadflow.db import dispose_engines
     from leadflow.flows.files import listening
     from leadflow.flows.settle import settle
+    from leadflow.flows.temporary_server import prefect_api
 
     progress = _progress()
     try:
-        with use_runtime(runtime), progress, listening(_Bar(progress)):
-            state = await flow_fn(**parameters, return_state=True)
-            result = await state.aresult(raise_on_failure=False)
-        if state.state_details.flow_run_id:
-            await settle(state.state_details.flow_run_id)
+        async with prefect_api():  # as `leadflow run`: its log in .leadflow, not here
+            with use_runtime(runtime), progress, listening(_Bar(progress)):
+                state = await flow_fn(**parameters, return_state=True)
+                result = await state.aresult(raise_on_failure=False)
+            if state.state_details.flow_run_id:
+                await settle(state.state_details.flow_run_id)
     finally:
         await runtime.aclose()
         await dispose_engines()
@@ -149,6 +162,8 @@ def report(
     confusion, commonest mismatches, latency and errors of both sides, and the verdict
     (ready / not ready, naming each failed gate / not enough data). Writes an HTML
     report and a CSV of mismatches, and publishes Prefect artifacts."""
+    if not verbose:
+        _quiet_prefect_console()
     from rich.markdown import Markdown
 
     _settings(verbose)
@@ -162,14 +177,16 @@ async def _report(days: int | None, out_dir: Path | None):
     from leadflow.db import dispose_engines
     from leadflow.flows.report import shadow_report
     from leadflow.flows.settle import settle
+    from leadflow.flows.temporary_server import prefect_api
 
     try:
-        state = await shadow_report(
-            window_days=days, out_dir=str(out_dir) if out_dir else None, return_state=True
-        )
-        result = await state.aresult(raise_on_failure=False)
-        if state.state_details.flow_run_id:
-            await settle(state.state_details.flow_run_id)
+        async with prefect_api():
+            state = await shadow_report(
+                window_days=days, out_dir=str(out_dir) if out_dir else None, return_state=True
+            )
+            result = await state.aresult(raise_on_failure=False)
+            if state.state_details.flow_run_id:
+                await settle(state.state_details.flow_run_id)
     finally:
         await dispose_engines()
     if isinstance(result, BaseException):
@@ -185,18 +202,23 @@ def mode(
     ] = None,
 ) -> None:
     """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
-    `leadflow cutover` run when it starts and before each lead: legacy (leadflow does
-    nothing), shadow (both run, leadflow records instead of acting), pilot (a sticky
-    share through leadflow for real, falling back to the current process on failure),
-    live (leadflow acts on every lead). Setting `legacy` is the kill switch."""
+    run when it starts (`leadflow run`, the deployments, the poll, webhook leads,
+    `leadflow cutover`) and by file runs before each lead: legacy (leadflow does
+    nothing), shadow (both run, leadflow records instead of acting; the current process
+    from LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real,
+    falling back to the current process on failure), live (leadflow acts on every
+    lead). Setting `legacy` is the kill switch."""
+    _quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
+    from leadflow.flows.temporary_server import prefect_api
 
     _settings(False)
 
     async def work() -> str:
-        if new is not None:
-            await set_mode(new)
-        return await current_mode()
+        async with prefect_api():
+            if new is not None:
+                await set_mode(new)
+            return await current_mode()
 
     try:
         shown = asyncio.run(work())
@@ -216,6 +238,8 @@ def cutover(
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
     each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    if not verbose:
+        _quiet_prefect_console()
     from leadflow.flows.files import check_lead_file
 
     try:

@@ -416,8 +416,7 @@ class _Tally:
         self.summary.by_rep = dict(self.reps)
         self.summary.wall_seconds = round(wall_seconds, 3)
         if self.summary.routes:
-            left = self.summary.routes["current process"]
-            self.summary.routes["leadflow"] = self.summary.records - left
+            self.summary.routes["leadflow"] = self.summary.processed
         if wall_seconds > 0:
             self.summary.leads_per_second = round(self.summary.processed / wall_seconds, 1)
         return self.summary

@@ -54,6 +54,14 @@ EFFECT_FIELDS: tuple[str, ...] = (
     "event.type",
 )
 _REP_EFFECTS = ("crm.owner", "notify.to")
+# The decision field each effect carries: an effect whose field the current process
+# does not provide is not compared either (its implied value would be a placeholder).
+EFFECT_BASIS = {
+    "crm.owner": "rep",
+    "crm.tier": "tier",
+    "notify.to": "rep",
+    "notify.follow_up": "follow_up",
+}
 
 
 class CompareRules(BaseModel):
@@ -220,7 +228,7 @@ def compare(
         else:
             fields[name] = _field(name, control, candidate, rules, rep_teams or {})
     effects = (
-        compare_effects(control, candidate, intended, rules, rep_teams or {})
+        compare_effects(control, candidate, intended, rules, rep_teams or {}, provided)
         if intended is not None
         else {}
     )
@@ -265,6 +273,7 @@ def compare_effects(
     intended: Mapping[str, Mapping[str, Any]],
     rules: CompareRules,
     rep_teams: Mapping[str, Iterable[str]],
+    provided: Iterable[str] = Decision.COMPARED_FIELDS,
 ) -> dict[str, FieldResult]:
     """Each configured effect field: leadflow's recorded effect against the current
     process's implied one. An effect one side would not perform at all is a mismatch
@@ -276,9 +285,11 @@ def compare_effects(
         effect, _, key = name.partition(".")
         left = theirs.get(effect, {}).get(key)
         right = ours.get(effect, {}).get(key)
-        if name in rules.ignore:
+        basis = EFFECT_BASIS.get(name)
+        if name in rules.ignore or (basis is not None and basis not in set(provided)):
+            note = "ignored by the compare rules" if name in rules.ignore else "not provided"
             results[name] = FieldResult(
-                outcome=Outcome.IGNORED, control=left, candidate=right, note="ignored"
+                outcome=Outcome.IGNORED, control=left, candidate=right, note=note
             )
         elif control is None or candidate is None:
             results[name] = FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from leadflow.compare import EFFECT_FIELDS, Outcome, territory_of
+from leadflow.compare import EFFECT_BASIS, EFFECT_FIELDS, Outcome, territory_of
 from leadflow.models import Decision
 from leadflow.shadow_settings import Gates
 from leadflow.shadow_store import ComparisonRecord
@@ -33,14 +33,8 @@ VERDICT_READY = "ready"
 VERDICT_NOT_READY = "not ready"
 VERDICT_NO_DATA = "not enough data"
 
-# The decision field each intended effect carries: its noise is that field's, and a
-# lead's mismatch pattern names the effect only when the field itself matched.
-EFFECT_BASIS = {
-    "crm.owner": "rep",
-    "crm.tier": "tier",
-    "notify.to": "rep",
-    "notify.follow_up": "follow_up",
-}
+# An intended effect's noise is that of the decision field it carries (EFFECT_BASIS),
+# and a lead's mismatch pattern names the effect only when that field matched.
 
 
 class SideStats(BaseModel):

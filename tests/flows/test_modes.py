@@ -23,7 +23,11 @@ from leadflow.integrations.sql_events import lead_events
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
-from tests.flows.test_cutover import SwitchingNotifier, mode_variable  # noqa: F401
+from tests.flows.test_cutover import (  # noqa: F401
+    BrokenNotifier,
+    SwitchingNotifier,
+    mode_variable,
+)
 
 LEGACY = "python:examples.legacy.process:decide"
 SEEDED_CONTACTS = 3
@@ -125,6 +129,48 @@ async def test_kill_switch_in_the_middle_of_a_process_file_run(make_runtime, tmp
     await runtime.aclose()
     assert again.already_done == 3 and again.routes == {}
     assert await effects.counts() == (8, 8, 8)  # the five left, once each
+
+
+class BatchSwitchingNotifier(SwitchingNotifier):
+    """The kill switch after the third lead, on the batch path's bulk call."""
+
+    async def notify_many(self, items):
+        await super(SwitchingNotifier, self).notify_many(items)
+        for _ in items:
+            self.sent += 1
+            if self.sent == 3:
+                await set_mode("legacy")
+
+
+async def test_kill_switch_in_the_middle_of_a_batched_run(make_runtime, tmp_path):
+    """The batch path checks the mode as it reads each batch: batches already read
+    finish, the rest are left; nothing left is sent, and every lead is one or the other."""
+    notifier = BatchSwitchingNotifier(tmp_path / "outbox.jsonl")
+    runtime = make_runtime(notifier=notifier)
+    effects = Effects(runtime, tmp_path)
+    await set_mode("live")
+    with use_runtime(runtime):
+        summary = await process_file_batched(path=first_rows(tmp_path, 24), batch_size=1)
+    await runtime.aclose()
+    assert summary.modes == ["live", "legacy"]
+    ours, left = summary.routes["leadflow"], summary.routes["current process"]
+    assert left > 0 and ours >= 3
+    assert ours + left + summary.set_aside_total + len(summary.merged) == summary.records == 24
+    assert await effects.counts() == (ours, ours, ours) and notifier.sent == ours
+
+
+async def test_pilot_leads_of_a_file_run_fall_back_when_leadflow_fails(
+    make_runtime, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
+    runtime = make_runtime(notifier=BrokenNotifier(), pipeline={"retries": 0})
+    await set_mode("pilot")
+    with use_runtime(runtime):
+        summary = await process_file(path=first_rows(tmp_path, 3))
+    await runtime.aclose()
+    assert summary.routes == {"fallback": 3} and summary.failed == []
+    assert [r.fallback for r in await stored("pilot")] == [True] * 3
 
 
 async def test_shadow_mode_process_file_compares_and_does_nothing(

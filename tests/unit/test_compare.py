@@ -141,6 +141,10 @@ def test_effects_follow_the_rep_equivalence_ignore_normalise_and_selection():
         "event.type"
     ]
     assert compare(decision(), ours).effects == {}  # no recording (baseline, pilot): none
+    # an effect carrying a field the current process does not provide is not compared
+    observed = compare(decision(), ours, provides=["score", "rep"], intended=recorded(ours))
+    assert observed.effects["crm.tier"].outcome is Outcome.IGNORED
+    assert observed.effects["crm.owner"].outcome is Outcome.MATCHED
     failed = compare(decision(), None, intended={})
     assert {r.outcome for r in failed.effects.values()} == {Outcome.ERROR}
 
@@ -182,7 +186,9 @@ async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
         lead_id="l1",
         email="a@b.test",
         compared_at=now,
-        comparison=compare(decision(score=60), decision()),
+        comparison=compare(
+            decision(score=60), decision(), intended=recorded(decision(), crm__owner="ivan@x")
+        ),
         control=decision(score=60),
         candidate=decision(),
         candidate_error=None,
@@ -194,7 +200,8 @@ async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
     await store.add_many([old, new])
     found = await store.in_window(now - timedelta(days=14))
     assert [r.lead_id for r in found] == ["l1"]
-    assert found[0].comparison.mismatched_fields == ["score"]
+    assert found[0].comparison.mismatched_fields == ["score", "crm.owner"]
+    assert found[0].comparison == new.comparison  # the effects' outcomes read back too
     assert found[0].control.score == 60 and found[0].control_ms == 12.5
     assert found[0].intended == {"crm": {"rep": "alice@x"}}
     assert len(await store.in_window(now - timedelta(days=30))) == 2
