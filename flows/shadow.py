@@ -13,6 +13,13 @@ time by the control, to measure its own noise.
 
 `shadow_file` does a file in one flow run (like `process_file`); `shadow_lead` does
 one record, for leads that arrive one at a time (polls, webhooks).
+
+A backlog (a file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records, where `leadflow
+run` switches to micro-batches) is shadowed on the backlog path: leadflow's same steps
+(look-up, decide, the three recorded side effects at once) run in-process per lead,
+without a Prefect task run per step, as the micro-batch path runs them without one per
+lead. Five task runs per lead would make a shadow run of a backlog many times slower
+than the run it is meant to judge.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +41,14 @@ from leadflow.app.runtime import Runtime, current_runtime, use_runtime
 from leadflow.assignment import Assigner
 from leadflow.compare import EFFECT_FIELDS, compare
 from leadflow.db import ensure_tables
+from leadflow.decide import decide, timed
 from leadflow.done import DoneLeads
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
-from leadflow.flows.lead import run_pipeline
+from leadflow.flows.lead import once_key, run_pipeline
+from leadflow.flows.limits import vendor_limit
 from leadflow.flows.mode import in_mode, tag_run
 from leadflow.intake import RawRecord, Rejection, validate_record
-from leadflow.integrations.base import LegacyProcess
+from leadflow.integrations.base import LeadEvent, LegacyProcess
 from leadflow.integrations.file_source import FileContents
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
@@ -84,6 +94,7 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
+    backlog: bool = False  # leadflow's steps in-process, without task runs (module docstring)
 
     @property
     def rep_teams(self) -> dict[str, list[str]]:
@@ -140,6 +151,8 @@ async def shadow_one(
     timeout = context.settings.timeout_seconds
 
     async def candidate():
+        if context.backlog:
+            return await _in_process(lead, context.runtime)
         outcome = await run_pipeline(lead, context.runtime, [])
         return outcome.decision, outcome.steps
 
@@ -152,6 +165,41 @@ async def shadow_one(
         again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
         records.append(context.record(lead, raw, control, again, kind="baseline"))
     return records
+
+
+async def _in_process(lead: Lead, runtime: Runtime) -> tuple[Decision, list[StepTiming]]:
+    """leadflow's pipeline for one lead without task runs: the look-up, the decision,
+    then the three (recorded) side effects at once, each step timed."""
+    steps: list[StepTiming] = []
+    adapters = runtime.adapters
+
+    async def look_up():
+        async with vendor_limit(adapters.crm):  # a real CRM's limits hold here too
+            return await adapters.crm.look_up(lead)
+
+    match = await timed(steps, "look_up", look_up)
+    decision, decided = await decide(
+        lead, match, rules=runtime.rules, scorer=adapters.scorer, assigner=runtime.assigner
+    )
+    steps.extend(decided)
+    event = LeadEvent(
+        event_id=once_key("event", lead),
+        lead_id=lead.id,
+        occurred_at=datetime.now(UTC),
+        decision=decision,
+    )
+    effects = {
+        "update_crm": lambda: adapters.crm.upsert(
+            lead, decision, idempotency_key=once_key("crm", lead)
+        ),
+        "notify_team": lambda: adapters.notifier.notify(
+            lead, decision, idempotency_key=once_key("notify", lead)
+        ),
+        "log_event": lambda: adapters.event_sink.record(event),
+    }
+    branches: list[StepTiming] = []
+    await asyncio.gather(*(timed(branches, name, work) for name, work in effects.items()))
+    return decision, steps + sorted(branches, key=lambda s: list(effects).index(s.step))
 
 
 def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
@@ -310,6 +358,7 @@ async def _shadow_leads(
     concurrency: int | None = None,
 ) -> list[ComparisonRecord]:
     context = shadow_context(live, spec, settings)
+    context.backlog = len(leads) > live.settings.pipeline.batch_threshold
     await _warm_up(settings)
     listener = _listener.get()
     if listener:
