@@ -218,15 +218,8 @@ def compare(
     for name in Decision.COMPARED_FIELDS:
         left = getattr(control, name) if control else None
         right = getattr(candidate, name) if candidate else None
-        if name in rules.ignore or name not in provided:
-            reason = "ignored by the compare rules" if name in rules.ignore else "not provided"
-            fields[name] = FieldResult(
-                outcome=Outcome.IGNORED, control=left, candidate=right, note=reason
-            )
-        elif control is None or candidate is None:
-            fields[name] = FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
-        else:
-            fields[name] = _field(name, control, candidate, rules, rep_teams or {})
+        skipped = _not_judged(name, name in provided, left, right, control, candidate, rules)
+        fields[name] = skipped or _field(name, control, candidate, rules, rep_teams or {})
     effects = (
         compare_effects(control, candidate, intended, rules, rep_teams or {}, provided)
         if intended is not None
@@ -286,13 +279,10 @@ def compare_effects(
         left = theirs.get(effect, {}).get(key)
         right = ours.get(effect, {}).get(key)
         basis = EFFECT_BASIS.get(name)
-        if name in rules.ignore or (basis is not None and basis not in set(provided)):
-            note = "ignored by the compare rules" if name in rules.ignore else "not provided"
-            results[name] = FieldResult(
-                outcome=Outcome.IGNORED, control=left, candidate=right, note=note
-            )
-        elif control is None or candidate is None:
-            results[name] = FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
+        known = basis is None or basis in set(provided)
+        skipped = _not_judged(name, known, left, right, control, candidate, rules)
+        if skipped is not None:
+            results[name] = skipped
         else:
             results[name] = _values(name, left, right, rules)
             if results[name].outcome is Outcome.MISMATCHED and name in _REP_EFFECTS:
@@ -305,6 +295,25 @@ def compare_effects(
             if effect not in ours:
                 results[name].note = "leadflow would not do this"
     return results
+
+
+def _not_judged(
+    name: str,
+    provided: bool,
+    left: Any,
+    right: Any,
+    control: Decision | None,
+    candidate: Decision | None,
+    rules: CompareRules,
+) -> FieldResult | None:
+    """`ignored` (by the rules, or not provided by the current process) or `error` (a
+    side has no decision); None when the field is to be compared."""
+    if name in rules.ignore or not provided:
+        note = "ignored by the compare rules" if name in rules.ignore else "not provided"
+        return FieldResult(outcome=Outcome.IGNORED, control=left, candidate=right, note=note)
+    if control is None or candidate is None:
+        return FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
+    return None
 
 
 def _plain(value: Any) -> Any:
