@@ -326,6 +326,9 @@ def _print_summary(summary: FileRunSummary) -> None:
         ),
         highlight=False,
     )
+    if summary.routes:  # not every lead went through leadflow: the mode said so
+        went = ", ".join(f"{route} {count}" for route, count in sorted(summary.routes.items()))
+        out.print(f"Mode {' -> '.join(summary.modes)}: {went}", highlight=False)
     tiers = Table(title="By tier", title_justify="left")
     tiers.add_column("tier")
     tiers.add_column("leads", justify="right")
@@ -433,7 +436,11 @@ def lead(
         _print_outcome(result.outcome)
         code = 1
     else:
-        _print_outcome(_unless_failed(result))
+        outcome = _unless_failed(result)
+        if hasattr(outcome, "decision"):
+            _print_outcome(outcome)
+        else:  # routed by the cut-over mode
+            out.print(f"mode {outcome.mode}: {outcome.route} {outcome.note}".rstrip())
         code = 0
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from leadflow.app.cli import (
     _fail,
+    _quiet_prefect_console,
     _run,
     _runtime,
     _settings,
@@ -50,6 +51,8 @@ def shadow(
     are recorded, not performed. Exit 0 when every lead was compared, 1 when either
     side failed for some lead, 2 for bad input or settings.
     """
+    if not verbose:
+        _quiet_prefect_console()  # before the imports below bring Prefect in
     from leadflow.flows.files import check_lead_file
     from leadflow.integrations.legacy_spec import build_legacy
 
@@ -122,6 +125,8 @@ def report(
     confusion, commonest mismatches, latency and errors of both sides, and the verdict
     (ready / not ready, naming each failed gate / not enough data). Writes an HTML
     report and a CSV of mismatches, and publishes Prefect artifacts."""
+    if not verbose:
+        _quiet_prefect_console()
     from rich.markdown import Markdown
 
     from leadflow.flows.report import shadow_report
@@ -143,18 +148,23 @@ def mode(
     ] = None,
 ) -> None:
     """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
-    `leadflow cutover` run when it starts and before each lead: legacy (leadflow does
-    nothing), shadow (both run, leadflow records instead of acting), pilot (a sticky
-    share through leadflow for real, falling back to the current process on failure),
-    live (leadflow acts on every lead). Setting `legacy` is the kill switch."""
+    run when it starts (`leadflow run`, the deployments, the poll, webhook leads,
+    `leadflow cutover`) and by file runs before each lead: legacy (leadflow does
+    nothing), shadow (both run, leadflow records instead of acting; the current process
+    from LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real,
+    falling back to the current process on failure), live (leadflow acts on every
+    lead). Setting `legacy` is the kill switch."""
+    _quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
+    from leadflow.flows.temporary_server import prefect_api
 
     _settings(False)
 
     async def work() -> str:
-        if new is not None:
-            await set_mode(new)
-        return await current_mode()
+        async with prefect_api():
+            if new is not None:
+                await set_mode(new)
+            return await current_mode()
 
     try:
         shown = asyncio.run(work())
@@ -174,6 +184,8 @@ def cutover(
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
     each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    if not verbose:
+        _quiet_prefect_console()
     from leadflow.flows.files import check_lead_file
 
     try:

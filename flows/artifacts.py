@@ -114,6 +114,9 @@ def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[object]) 
             due = f"{d.due_at:%Y-%m-%d %H:%M}" if d.due_at else ""
             decided = (d.tier, d.score, d.rep, d.follow_up.value, due)
             status = branch_status(result.branches)
+        elif hasattr(result, "route"):  # left to the current process by the mode
+            decided = ("",) * 5
+            status = result.route
         elif hasattr(result, "tier"):  # found done in leadflow's records: no task ran
             decided = (result.tier, "", result.rep, "", "")
             status = "done before"

@@ -65,6 +65,7 @@ from leadflow.flows.files import (
     read_leads,
 )
 from leadflow.flows.lead import once_key
+from leadflow.flows.mode import mode_now, start_run
 from leadflow.flows.retries import retry_options
 from leadflow.intake import Rejection
 from leadflow.integrations.base import Adapter, LeadEvent
@@ -346,6 +347,18 @@ class _Tally:
         self.summary.truncated |= len(merged) > room
         self.summary.merged += merged[: max(room, 0)]
 
+    def left(self, leads: list[Lead], mode: str) -> None:
+        """Leads not started when the mode left `live`: left to the current process,
+        not marked done (leadflow.flows.mode)."""
+        self.summary.records += len(leads)
+        routes = self.summary.routes
+        routes["current process"] = routes.get("current process", 0) + len(leads)
+        if mode not in self.summary.modes:
+            self.summary.modes.append(mode)
+        for lead in leads:
+            if self.listener:
+                self.listener.finished(lead.id, True)
+
     def already_done(self, done: dict[str, DoneLead]) -> None:
         """Leads leadflow's records show done (`runtime.done`): counted, not run."""
         self.summary.records += len(done)
@@ -405,6 +418,8 @@ class _Tally:
         self.summary.by_tier = dict(self.tiers)
         self.summary.by_rep = dict(self.reps)
         self.summary.wall_seconds = round(wall_seconds, 3)
+        if self.summary.routes:
+            self.summary.routes["leadflow"] = self.summary.processed
         if wall_seconds > 0:
             self.summary.leads_per_second = round(self.summary.processed / wall_seconds, 1)
         return self.summary
@@ -431,6 +446,9 @@ async def _produce(
         number = 0
         for start in range(0, len(intake.leads), size):
             chunk = intake.leads[start : start + size]
+            if (mode := await mode_now()) != "live":  # switched since the run started
+                tally.left(chunk, mode)
+                continue
             done = await runtime.done.find(chunk)
             tally.already_done(done)
             leads = [lead for lead in chunk if lead.id not in done]
@@ -544,6 +562,10 @@ async def process_file_batched(path: LeadFile, batch_size: int | None = None) ->
     """Process every lead in a CSV or JSONL file in micro-batches (the backlog path);
     bad records are set aside. Ends Failed, naming them, if any lead failed."""
     runtime = current_runtime()
+    if (mode := await start_run()) != "live":  # the cut-over switch (leadflow.flows.mode)
+        from leadflow.flows.cutover import file_in_mode  # it builds on the per-lead path
+
+        return await file_in_mode(Path(path), mode)
     summary = await run_batches(runtime, Path(path), batch_size)
     await acreate_markdown_artifact(
         key="process-file-summary", markdown=summary.as_markdown(), description=str(path)

@@ -32,6 +32,7 @@ from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_leads
 from leadflow.flows.context import current_runtime
 from leadflow.flows.lead import run_pipeline
+from leadflow.flows.mode import mode_now, start_run
 from leadflow.flows.naming import file_run_name
 from leadflow.intake import Rejection, validate_record
 from leadflow.integrations.file_source import SUFFIXES, FileContents, read_file
@@ -121,7 +122,19 @@ class AlreadyDone(BaseModel):
     rep: str
 
 
-LeadResult = LeadOutcome | FailedBranch | AlreadyDone
+class LeftToCurrentProcess(BaseModel):
+    """A lead that started after the mode left `live` (leadflow.flows.mode): leadflow
+    did nothing with it and did not mark it done; the current process has it."""
+
+    lead_id: str
+    mode: str
+
+    @property
+    def route(self) -> str:
+        return f"left to the current process (mode {self.mode})"
+
+
+LeadResult = LeadOutcome | FailedBranch | AlreadyDone | LeftToCurrentProcess
 
 
 class FileRunSummary(BaseModel):
@@ -139,6 +152,13 @@ class FileRunSummary(BaseModel):
     set_aside: list[SetAside] = Field(default_factory=list)
     merged: list[Merged] = Field(default_factory=list)
     wall_seconds: float = 0.0
+    modes: list[str] = Field(
+        default_factory=lambda: ["live"], description="the run modes its leads saw, in order"
+    )
+    routes: dict[str, int] = Field(
+        default_factory=dict,
+        description="where the leads went, when not all through leadflow (leadflow.flows.mode)",
+    )
 
     def as_markdown(self) -> str:
         """Every value from a lead goes through `escape()`: it is text, never markup."""
@@ -148,6 +168,16 @@ class FileRunSummary(BaseModel):
             f"{self.processed} of {self.records} records processed in {self.wall_seconds:.1f} s; "
             f"{len(self.set_aside)} set aside; {len(self.merged)} merged into an earlier row; "
             f"{len(self.failed)} failed branches.",
+            *(
+                [
+                    "",
+                    f"Modes: {' -> '.join(self.modes)}. Where the leads went: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(self.routes.items()))
+                    + ".",
+                ]
+                if self.routes
+                else []
+            ),
             "",
             "## By tier",
             "",
@@ -296,6 +326,10 @@ async def process_file(
             LEADFLOW_PIPELINE__CONCURRENCY setting (8 by default).
     """
     runtime = current_runtime()
+    if (mode := await start_run()) != "live":  # the cut-over switch (leadflow.flows.mode)
+        from leadflow.flows.cutover import file_in_mode  # it builds on this module
+
+        return await file_in_mode(Path(path), mode, concurrency)
     started = time.perf_counter()
     intake = read_leads(Path(path), runtime)
     log.info("columns", report=intake.contents_report)
@@ -354,6 +388,11 @@ async def run_leads(
             result: LeadResult = AlreadyDone(lead_id=lead.id, tier=found.tier, rep=found.rep)
         else:
             async with limit:
+                if (mode := await mode_now()) != "live":  # switched since the run started
+                    result = LeftToCurrentProcess(lead_id=lead.id, mode=mode)
+                    if listener:
+                        listener.finished(lead.id, True)
+                    return result
                 try:
                     result = await run_pipeline(lead, runtime, [])
                     result.email = lead.email
@@ -393,8 +432,12 @@ def summarise(
     failed: list[FailedBranch] = []
     processed = already_done = overdue = 0
     now = datetime.now(UTC)
+    left: Counter[str] = Counter()
     for result in results:
         failed += FailedBranch.all_in(result, (rows or {}).get(result.lead_id, 0))
+        if isinstance(result, LeftToCurrentProcess):
+            left[result.mode] += 1
+            continue
         if isinstance(result, FailedBranch):
             continue
         processed += 1
@@ -411,6 +454,10 @@ def summarise(
             already_done += 1
     return FileRunSummary(
         file=file,
+        modes=["live", *sorted(left)],
+        routes={"leadflow": len(results) - left.total(), "current process": left.total()}
+        if left
+        else {},
         records=records,
         processed=processed,
         already_done=already_done,

@@ -38,6 +38,7 @@ from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.context import current_runtime
 from leadflow.flows.limits import vendor_limit
+from leadflow.flows.mode import start_run
 from leadflow.flows.naming import (
     decision_tags,
     label_of,
@@ -237,7 +238,16 @@ async def process_lead(
         origin: Where the lead came from (a file name, "api", "webhook"), shown with
             the record if it is set aside.
         position: The record's row or line in `origin`, if any.
+
+    In a mode other than `live` (leadflow.flows.mode) the lead is routed instead, and
+    the run returns where it went (leadflow.flows.cutover.RoutedLead).
     """
+    if (
+        mode := await start_run(tag_live=False)
+    ) != "live":  # the cut-over switch (leadflow.flows.mode)
+        from leadflow.flows.cutover import route_record  # it builds on this module
+
+        return await route_record(record, mode, origin, position)
     runtime = current_runtime()
     started = time.perf_counter()
     steps: list[StepTiming] = []

@@ -8,7 +8,8 @@ A sales-ops user finds work by the file it came from or the lead it was about, s
   UI log lines;
 - each task run is named after its step and lead (`notify-team ada@example.org`), so
   the UI's search finds one lead's tasks among the hundreds of a file run;
-- tags `source:`, `mode:` (known before a lead's first task) and `tier:`, `rep:`
+- tags `source:`, `mode:` (the cut-over mode the lead ran in: live, shadow or pilot;
+  known before a lead's first task) and `tier:`, `rep:`
   (known once it is decided) go on its `process-lead` run, so the UI's tag filters
   work; on the lead's task runs too with `LEADFLOW_UI__TAG_TASKS=true`. That is off by
   default because Prefect makes one more API call per tagged task run (to look up
@@ -27,11 +28,8 @@ from typing import Any
 from prefect.runtime import flow_run
 
 from leadflow.flows.context import current_runtime
+from leadflow.flows.mode import run_mode
 from leadflow.models import Decision, Lead, lead_id_of
-
-# The cut-over mode every run is in today. Shadow and pilot runs will tag themselves
-# with theirs, so a filter on `mode:` keeps them apart.
-MODE = "live"
 
 
 def show_emails() -> bool:
@@ -75,7 +73,7 @@ def step_run_name(step: str):
 
 def lead_tags(lead: Lead) -> list[str]:
     """Tags known before a lead's first task."""
-    return [f"source:{lead.source or 'unknown'}", f"mode:{MODE}"]
+    return [f"source:{lead.source or 'unknown'}", f"mode:{run_mode()}"]
 
 
 def decision_tags(decision: Decision) -> list[str]:

@@ -13,6 +13,13 @@ time by the control, to measure its own noise.
 
 `shadow_file` does a file in one flow run (like `process_file`); `shadow_lead` does
 one record, for leads that arrive one at a time (polls, webhooks).
+
+A backlog (a file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records, where `leadflow
+run` switches to micro-batches) is shadowed on the backlog path: leadflow's same steps
+(look-up, decide, the three recorded side effects at once) run in-process per lead,
+without a Prefect task run per step, as the micro-batch path runs them without one per
+lead. Five task runs per lead would make a shadow run of a backlog many times slower
+than the run it is meant to judge.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +39,16 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from leadflow.assignment import Assigner
-from leadflow.compare import compare
+from leadflow.compare import EFFECT_FIELDS, compare
+from leadflow.decide import decide, timed
 from leadflow.done import DoneLeads
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
-from leadflow.flows.lead import run_pipeline
+from leadflow.flows.lead import once_key, run_pipeline
+from leadflow.flows.limits import vendor_limit
+from leadflow.flows.mode import in_mode, tag_run
 from leadflow.intake import RawRecord, Rejection, validate_record
-from leadflow.integrations.base import LegacyProcess
+from leadflow.integrations.base import LeadEvent, LegacyProcess
 from leadflow.integrations.file_source import FileContents
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
@@ -87,6 +98,7 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
+    backlog: bool = False  # leadflow's steps in-process, without task runs (module docstring)
 
     @property
     def rep_teams(self) -> dict[str, list[str]]:
@@ -99,13 +111,14 @@ class ShadowContext:
     def record(
         self, lead: Lead, raw: dict[str, Any], control: Side, candidate: Side, **extra: Any
     ) -> ComparisonRecord:
-        """The stored comparison of two sides' answers for one lead."""
+        """The stored comparison of two sides' answers for one lead; with `intended`
+        (leadflow's recorded side effects), the effects are compared too."""
         return ComparisonRecord(
             run_id=self.run_id,
             legacy=self.spec,
             lead_id=lead.id,
             email=lead.email,
-            comparison=self.compare(control.decision, candidate.decision),
+            comparison=self.compare(control.decision, candidate.decision, extra.get("intended")),
             control=control.decision,
             candidate=candidate.decision,
             control_error=control.error,
@@ -118,13 +131,19 @@ class ShadowContext:
             **extra,
         )
 
-    def compare(self, control: Decision | None, candidate: Decision | None):
+    def compare(
+        self,
+        control: Decision | None,
+        candidate: Decision | None,
+        intended: dict[str, Any] | None = None,
+    ):
         return compare(
             control,
             candidate,
             rules=self.settings.compare,
             provides=self.legacy.provides,
             rep_teams=self.rep_teams,
+            intended=intended,
         )
 
 
@@ -136,6 +155,8 @@ async def shadow_one(
     timeout = context.settings.timeout_seconds
 
     async def candidate():
+        if context.backlog:
+            return await _in_process(lead, context.runtime)
         outcome = await run_pipeline(lead, context.runtime, [])
         return outcome.decision, outcome.steps
 
@@ -148,6 +169,55 @@ async def shadow_one(
         again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
         records.append(context.record(lead, raw, control, again, kind="baseline"))
     return records
+
+
+async def _in_process(lead: Lead, runtime: Runtime) -> tuple[Decision, list[StepTiming]]:
+    """leadflow's pipeline for one lead without task runs: the look-up, the decision,
+    then the three (recorded) side effects at once, each step timed."""
+    steps: list[StepTiming] = []
+    adapters = runtime.adapters
+
+    async def look_up():
+        async with vendor_limit(adapters.crm):  # a real CRM's limits hold here too
+            return await adapters.crm.look_up(lead)
+
+    match = await timed(steps, "look_up", look_up)
+    decision, decided = await decide(
+        lead, match, rules=runtime.rules, scorer=adapters.scorer, assigner=runtime.assigner
+    )
+    steps.extend(decided)
+    event = LeadEvent(
+        event_id=once_key("event", lead),
+        lead_id=lead.id,
+        occurred_at=datetime.now(UTC),
+        decision=decision,
+    )
+    effects = {
+        "update_crm": lambda: adapters.crm.upsert(
+            lead, decision, idempotency_key=once_key("crm", lead)
+        ),
+        "notify_team": lambda: adapters.notifier.notify(
+            lead, decision, idempotency_key=once_key("notify", lead)
+        ),
+        "log_event": lambda: adapters.event_sink.record(event),
+    }
+    branches: list[StepTiming] = []
+    await asyncio.gather(*(timed(branches, name, work) for name, work in effects.items()))
+    return decision, steps + sorted(branches, key=lambda s: list(effects).index(s.step))
+
+
+def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
+    """What the leads of one run compared with the current process `spec` share."""
+    run_id = _run_id()
+    journal = Journal()
+    return ShadowContext(
+        run_id=run_id,
+        spec=spec,
+        legacy=build_legacy(spec, live.settings, settings),
+        runtime=shadow_runtime(live, journal, run_id, settings),
+        journal=journal,
+        settings=settings,
+    )
 
 
 def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings):
@@ -212,8 +282,13 @@ def summarise_shadow(
     outcomes = Counter(r.outcome.value for r in shadow)
     agreement: dict[str, float] = {}
     mismatched: Counter[str] = Counter()
-    for field in Decision.COMPARED_FIELDS:
-        judged = [r.comparison.fields[field].outcome.value for r in shadow]
+    effects = [e for e in EFFECT_FIELDS if any(e in r.comparison.effects for r in shadow)]
+    for field in (*Decision.COMPARED_FIELDS, *effects):
+        judged = [
+            {**r.comparison.fields, **r.comparison.effects}[field].outcome.value
+            for r in shadow
+            if field in r.comparison.fields or field in r.comparison.effects
+        ]
         counted = [o for o in judged if o in ("matched", "mismatched")]
         mismatched[field] = counted.count("mismatched")
         if counted:
@@ -247,6 +322,7 @@ async def shadow_file(
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
+    await tag_run("shadow")
     contents = read_contents(Path(path), live)
     intake = split_records(contents)
     leads, bad, merged = intake.leads, intake.bad, intake.merged
@@ -283,16 +359,8 @@ async def _shadow_leads(
     raw: dict[str, dict[str, Any]],
     concurrency: int | None = None,
 ) -> list[ComparisonRecord]:
-    run_id = _run_id()
-    journal = Journal()
-    context = ShadowContext(
-        run_id=run_id,
-        spec=spec,
-        legacy=build_legacy(spec, live.settings, settings),
-        runtime=shadow_runtime(live, journal, run_id, settings),
-        journal=journal,
-        settings=settings,
-    )
+    context = shadow_context(live, spec, settings)
+    context.backlog = len(leads) > live.settings.pipeline.batch_threshold
     await _warm_up(settings)
     listener = _listener.get()
     if listener:
@@ -309,7 +377,7 @@ async def _shadow_leads(
         return records
 
     try:
-        with use_runtime(context.runtime):
+        with use_runtime(context.runtime), in_mode("shadow"):
             nested = await asyncio.gather(*(one(i, lead) for i, lead in enumerate(leads)))
     finally:
         await context.legacy.aclose()

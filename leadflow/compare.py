@@ -12,8 +12,17 @@ Each field in `Decision.COMPARED_FIELDS` gets one outcome:
   (an export that has the owner but no SLA);
 - `error`: one side has no decision (it raised or timed out).
 
+The intended side effects are compared too (`CompareRules.effects`): what leadflow's
+recorders kept (the CRM write, the notification, the event) against what the current
+process would do, which is what its decision implies (`implied_effects`: the CRM
+contact owned by its rep with its tier, its rep notified with its follow-up, the
+event `lead.processed`). So an effect differs when the decision behind it does, and
+also when leadflow would not perform an effect at all, or would perform it otherwise
+than it decided (an owner other than its rep). A rep named in an effect (`crm.owner`,
+`notify.to`) gets the same equivalence as `rep`.
+
 The lead's outcome is `error` if either side failed, else `mismatched` if any field
-is, else `matched` (or `ignored` when every field was).
+or effect is, else `matched` (or `ignored` when every field was).
 """
 
 from __future__ import annotations
@@ -36,6 +45,26 @@ class Outcome(StrEnum):
     ERROR = "error"
 
 
+# The type of leadflow's event (integrations.base.LeadEvent; the core cannot import it).
+EVENT_TYPE = "lead.processed"
+EFFECT_FIELDS: tuple[str, ...] = (
+    "crm.owner",
+    "crm.tier",
+    "notify.to",
+    "notify.follow_up",
+    "event.type",
+)
+_REP_EFFECTS = ("crm.owner", "notify.to")
+# The decision field each effect carries: an effect whose field the current process
+# does not provide is not compared either (its implied value would be a placeholder).
+EFFECT_BASIS = {
+    "crm.owner": "rep",
+    "crm.tier": "tier",
+    "notify.to": "rep",
+    "notify.follow_up": "follow_up",
+}
+
+
 class CompareRules(BaseModel):
     """What counts as the same decision. Settings: `LEADFLOW_SHADOW__COMPARE__*`."""
 
@@ -50,7 +79,15 @@ class CompareRules(BaseModel):
         ),
     )
     ignore: list[str] = Field(
-        default_factory=list, description="Decision fields not compared, e.g. sla_minutes"
+        default_factory=list,
+        description="Decision fields or effects not compared, e.g. sla_minutes, notify.to",
+    )
+    effects: list[str] = Field(
+        default_factory=lambda: list(EFFECT_FIELDS),
+        description=(
+            "intended side effects compared, as effect.field: crm.owner, crm.tier, "
+            "notify.to, notify.follow_up, event.type; [] compares none"
+        ),
     )
     normalise: dict[str, dict[str, str]] = Field(
         default_factory=dict,
@@ -69,14 +106,16 @@ class FieldResult(BaseModel):
 
 
 class Comparison(BaseModel):
-    """One lead, both sides."""
+    """One lead, both sides: the decision's fields, and the intended side effects."""
 
     outcome: Outcome
     fields: dict[str, FieldResult]
+    effects: dict[str, FieldResult] = Field(default_factory=dict)
 
     @property
     def mismatched_fields(self) -> list[str]:
-        return [name for name, r in self.fields.items() if r.outcome is Outcome.MISMATCHED]
+        both = {**self.fields, **self.effects}
+        return [name for name, r in both.items() if r.outcome is Outcome.MISMATCHED]
 
 
 class LegacyDecisionError(ValueError):
@@ -166,25 +205,25 @@ def compare(
     rules: CompareRules | None = None,
     provides: Iterable[str] = Decision.COMPARED_FIELDS,
     rep_teams: Mapping[str, Iterable[str]] | None = None,
+    intended: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Compare field by field. `rep_teams` maps a rep to their teams (from the rules
-    file) for the `team` equivalence."""
+    file) for the `team` equivalence. `intended`, leadflow's recorded side effects
+    (shadow runs), adds the effects' comparison."""
     rules = rules or CompareRules()
     provided = set(provides)
     fields: dict[str, FieldResult] = {}
     for name in Decision.COMPARED_FIELDS:
         left = getattr(control, name) if control else None
         right = getattr(candidate, name) if candidate else None
-        if name in rules.ignore or name not in provided:
-            reason = "ignored by the compare rules" if name in rules.ignore else "not provided"
-            fields[name] = FieldResult(
-                outcome=Outcome.IGNORED, control=left, candidate=right, note=reason
-            )
-        elif control is None or candidate is None:
-            fields[name] = FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
-        else:
-            fields[name] = _field(name, control, candidate, rules, rep_teams or {})
-    outcomes = {r.outcome for r in fields.values()}
+        skipped = _not_judged(name, name in provided, left, right, control, candidate, rules)
+        fields[name] = skipped or _field(name, control, candidate, rules, rep_teams or {})
+    effects = (
+        compare_effects(control, candidate, intended, rules, rep_teams or {}, provided)
+        if intended is not None
+        else {}
+    )
+    outcomes = {r.outcome for r in (*fields.values(), *effects.values())}
     if control is None or candidate is None:
         overall = Outcome.ERROR
     elif Outcome.MISMATCHED in outcomes:
@@ -193,7 +232,86 @@ def compare(
         overall = Outcome.MATCHED
     else:
         overall = Outcome.IGNORED
-    return Comparison(outcome=overall, fields=fields)
+    return Comparison(outcome=overall, fields=fields, effects=effects)
+
+
+def implied_effects(decision: Decision) -> dict[str, dict[str, Any]]:
+    """The side effects of a process that decided `decision` and acted on it as the
+    pipeline does: the CRM write, the notification, the event."""
+    return {
+        "crm": {"owner": decision.rep, "tier": decision.tier},
+        "notify": {"to": decision.rep, "follow_up": _plain(decision.follow_up)},
+        "event": {"type": EVENT_TYPE},
+    }
+
+
+def recorded_effects(journal: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """leadflow's recorders' notes (integrations.recorders) in the same shape."""
+    crm, notify, event = (journal.get(name) for name in ("crm", "notify", "event"))
+    found: dict[str, dict[str, Any]] = {}
+    if crm is not None:
+        found["crm"] = {"owner": crm.get("owner"), "tier": crm.get("tier")}
+    if notify is not None:
+        found["notify"] = {"to": notify.get("to"), "follow_up": notify.get("follow_up")}
+    if event is not None:
+        found["event"] = {"type": event.get("type")}
+    return found
+
+
+def compare_effects(
+    control: Decision | None,
+    candidate: Decision | None,
+    intended: Mapping[str, Mapping[str, Any]],
+    rules: CompareRules,
+    rep_teams: Mapping[str, Iterable[str]],
+    provided: Iterable[str] = Decision.COMPARED_FIELDS,
+) -> dict[str, FieldResult]:
+    """Each configured effect field: leadflow's recorded effect against the current
+    process's implied one. An effect one side would not perform at all is a mismatch
+    (`None` on that side)."""
+    theirs = implied_effects(control) if control else {}
+    ours = recorded_effects(intended)
+    results: dict[str, FieldResult] = {}
+    for name in rules.effects:
+        effect, _, key = name.partition(".")
+        left = theirs.get(effect, {}).get(key)
+        right = ours.get(effect, {}).get(key)
+        basis = EFFECT_BASIS.get(name)
+        known = basis is None or basis in set(provided)
+        skipped = _not_judged(name, known, left, right, control, candidate, rules)
+        if skipped is not None:
+            results[name] = skipped
+        else:
+            results[name] = _values(name, left, right, rules)
+            if results[name].outcome is Outcome.MISMATCHED and name in _REP_EFFECTS:
+                if right == candidate.rep:  # the rep it decided: judged as `rep` is
+                    same = _equivalent_reps(control, candidate, rules.rep_equivalence, rep_teams)
+                    if same:
+                        results[name] = results[name].model_copy(
+                            update={"outcome": Outcome.MATCHED, "note": same}
+                        )
+            if effect not in ours:
+                results[name].note = "leadflow would not do this"
+    return results
+
+
+def _not_judged(
+    name: str,
+    provided: bool,
+    left: Any,
+    right: Any,
+    control: Decision | None,
+    candidate: Decision | None,
+    rules: CompareRules,
+) -> FieldResult | None:
+    """`ignored` (by the rules, or not provided by the current process) or `error` (a
+    side has no decision); None when the field is to be compared."""
+    if name in rules.ignore or not provided:
+        note = "ignored by the compare rules" if name in rules.ignore else "not provided"
+        return FieldResult(outcome=Outcome.IGNORED, control=left, candidate=right, note=note)
+    if control is None or candidate is None:
+        return FieldResult(outcome=Outcome.ERROR, control=left, candidate=right)
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -207,17 +325,10 @@ def _field(
     rules: CompareRules,
     rep_teams: Mapping[str, Iterable[str]],
 ) -> FieldResult:
-    left, right = _plain(getattr(control, name)), _plain(getattr(candidate, name))
-    mapping = {k.lower(): v for k, v in rules.normalise.get(name, {}).items()}
-    if mapping:
-        left = mapping.get(str(left).lower(), left)
-        right = mapping.get(str(right).lower(), right)
-    if isinstance(left, str) and isinstance(right, str):
-        same = left.strip().lower() == right.strip().lower()
-    else:
-        same = left == right
-    if same:
-        return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right)
+    result = _values(name, getattr(control, name), getattr(candidate, name), rules)
+    if result.outcome is Outcome.MATCHED:
+        return result
+    left, right = result.control, result.candidate
     if name == "score" and abs(left - right) <= rules.score_tolerance:
         note = f"within {rules.score_tolerance} points"
         return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
@@ -226,6 +337,22 @@ def _field(
         if note:
             return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
     return FieldResult(outcome=Outcome.MISMATCHED, control=left, candidate=right)
+
+
+def _values(name: str, left: Any, right: Any, rules: CompareRules) -> FieldResult:
+    """Two plain values, normalised as configured for `name`: equal (case and outer
+    spaces aside, for text) or not."""
+    left, right = _plain(left), _plain(right)
+    mapping = {k.lower(): v for k, v in rules.normalise.get(name, {}).items()}
+    if mapping:
+        left = mapping.get(str(left).lower(), left)
+        right = mapping.get(str(right).lower(), right)
+    if isinstance(left, str) and isinstance(right, str):
+        same = left.strip().lower() == right.strip().lower()
+    else:
+        same = left == right
+    outcome = Outcome.MATCHED if same else Outcome.MISMATCHED
+    return FieldResult(outcome=outcome, control=left, candidate=right)
 
 
 def territory_of(assignment_rule: str) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from leadflow.compare import Outcome, territory_of
+from leadflow.compare import EFFECT_BASIS, EFFECT_FIELDS, Outcome, territory_of
 from leadflow.models import Decision
 from leadflow.shadow_settings import Gates
 from leadflow.shadow_store import ComparisonRecord
@@ -32,6 +32,9 @@ from leadflow.shadow_store import ComparisonRecord
 VERDICT_READY = "ready"
 VERDICT_NOT_READY = "not ready"
 VERDICT_NO_DATA = "not enough data"
+
+# An intended effect's noise is that of the decision field it carries (EFFECT_BASIS),
+# and a lead's mismatch pattern names the effect only when that field matched.
 
 
 class SideStats(BaseModel):
@@ -132,8 +135,12 @@ def _side(records: list[ComparisonRecord], which: str) -> SideStats:
     )
 
 
+def _judged(record: ComparisonRecord) -> dict:
+    return {**record.comparison.fields, **record.comparison.effects}
+
+
 def _agreement(records: list[ComparisonRecord], field: str) -> float | None:
-    judged = [r.comparison.fields[field].outcome for r in records if field in r.comparison.fields]
+    judged = [_judged(r)[field].outcome for r in records if field in _judged(r)]
     counted = [o for o in judged if o in (Outcome.MATCHED, Outcome.MISMATCHED)]
     return counted.count(Outcome.MATCHED) / len(counted) if counted else None
 
@@ -156,10 +163,11 @@ def _example(record: ComparisonRecord) -> Example:
 def _patterns(mismatched: list[ComparisonRecord], top: int, examples: int) -> list[Pattern]:
     groups: dict[tuple, list[ComparisonRecord]] = defaultdict(list)
     for record in mismatched:
+        differing = record.comparison.mismatched_fields
         key = tuple(
             _difference(name, result.control, result.candidate, record)
-            for name, result in record.comparison.fields.items()
-            if result.outcome is Outcome.MISMATCHED
+            for name, result in _judged(record).items()
+            if result.outcome is Outcome.MISMATCHED and EFFECT_BASIS.get(name) not in differing
         )
         groups[key].append(record)
     ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
@@ -237,11 +245,14 @@ def build_report(
     shadow = [r for r in records if r.kind in ("shadow", "pilot")]
     baseline = [r for r in records if r.kind == "baseline"]
     pilot = [r for r in records if r.kind == "pilot"]
-    agreement = {f: _agreement(shadow, f) for f in Decision.COMPARED_FIELDS}
+    effects = [e for e in EFFECT_FIELDS if any(e in r.comparison.effects for r in shadow)]
+    agreement = {f: _agreement(shadow, f) for f in (*Decision.COMPARED_FIELDS, *effects)}
     noise = {}
     for field in Decision.COMPARED_FIELDS:
         agreed = _agreement(baseline, field)
         noise[field] = 1 - agreed if agreed is not None else 0.0
+    for effect in effects:
+        noise[effect] = noise.get(EFFECT_BASIS.get(effect, ""), 0.0)
     days: dict[str, list[ComparisonRecord]] = defaultdict(list)
     for r in shadow:
         days[r.compared_at.date().isoformat()].append(r)

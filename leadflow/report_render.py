@@ -96,7 +96,7 @@ def _cell(value) -> str:
 def mismatches_csv(report: ShadowReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    fields = Decision.COMPARED_FIELDS
+    fields = list(report.agreement) or Decision.COMPARED_FIELDS
     writer.writerow(
         [
             "compared_at",
@@ -111,7 +111,10 @@ def mismatches_csv(report: ShadowReport) -> str:
     for r in report.mismatches:
         values = []
         for f in fields:
-            result = r.comparison.fields[f]
+            result = {**r.comparison.fields, **r.comparison.effects}.get(f)
+            if result is None:
+                values += ["", ""]
+                continue
             values += [result.control, result.candidate]
         reasons = [
             "; ".join(f"{x.rule}: {x.points:+d}" for x in d.score_reasons) if d else ""

@@ -47,6 +47,13 @@ class ShadowSettings(BaseSettings):
         validation_alias=AliasChoices("LEADFLOW_MODE", "mode"),
         description="run mode when the Prefect Variable leadflow_mode is not set",
     )
+    legacy: str | None = Field(
+        default=None,
+        description=(
+            "the current process (a --legacy spec, e.g. python:module:function) that "
+            "process-file, process-lead and the poll compare with in shadow and pilot modes"
+        ),
+    )
     database_url: str = Field(
         default="sqlite+aiosqlite:///.leadflow/shadow.db",
         description="comparison store (and shadow runs' own round-robin state)",

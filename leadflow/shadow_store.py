@@ -91,18 +91,22 @@ class ComparisonRecord(BaseModel):
             **{k: v for k, v in dump.items() if k not in ("comparison", "compared_at")},
             "compared_at": self.compared_at,
             "outcome": self.comparison.outcome.value,
-            "fields": dump["comparison"]["fields"],
+            # effects ("crm.owner", ...) share the column: their names have a dot
+            "fields": {**dump["comparison"]["fields"], **dump["comparison"]["effects"]},
         }
 
     @classmethod
     def from_row(cls, row: Any) -> ComparisonRecord:
         data = dict(row._mapping)
         data.pop("id", None)
-        outcome, fields = data.pop("outcome"), data.pop("fields")
+        outcome, both = data.pop("outcome"), data.pop("fields")
+        fields = {k: v for k, v in both.items() if "." not in k}
+        effects = {k: v for k, v in both.items() if "." in k}
         if data["compared_at"].tzinfo is None:  # SQLite keeps no zone; we store UTC
             data["compared_at"] = data["compared_at"].replace(tzinfo=UTC)
         data = {k: v for k, v in data.items() if v is not None}
-        return cls.model_validate({**data, "comparison": {"outcome": outcome, "fields": fields}})
+        comparison = {"outcome": outcome, "fields": fields, "effects": effects}
+        return cls.model_validate({**data, "comparison": comparison})
 
 
 class ComparisonStore:

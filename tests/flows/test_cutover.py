@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.variables import Variable
 
-import leadflow.flows.cutover
+import leadflow.flows.mode
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
 from leadflow.flows.report import shadow_report
@@ -26,10 +26,12 @@ LEGACY = "python:examples.legacy.process:decide"
 async def mode_variable(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
-    monkeypatch.setattr(leadflow.flows.cutover, "MODE_TTL_SECONDS", 0)
+    monkeypatch.setattr(leadflow.flows.mode, "MODE_TTL_SECONDS", 0)
     await Variable.aunset(MODE_VARIABLE)
+    leadflow.flows.mode.forget_mode()
     yield
     await Variable.aunset(MODE_VARIABLE)
+    leadflow.flows.mode.forget_mode()
 
 
 def first_rows(tmp_path, n: int):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from leadflow.app.runtime import use_runtime
 from leadflow.flows.shadow import shadow_file, shadow_lead
 from leadflow.rules import load_rules
 from leadflow.shadow_store import ComparisonStore
@@ -110,28 +111,50 @@ def expected_mismatches(record) -> set[str]:
         ours.assignment_rule.startswith("territory:north-america")
     ):
         expected.add("rep")
+    # the intended side effects carry the same differences
+    if "tier" in expected:
+        expected |= {"crm.tier", "notify.follow_up"}
+    if "rep" in expected:
+        expected |= {"crm.owner", "notify.to"}
     return expected
 
 
 @pytest.mark.parametrize(
-    "legacy",
-    [PYTHON_LEGACY, "observed:examples/legacy/decisions.csv", "rules:examples/legacy/rules.toml"],
+    ("legacy", "backlog"),
+    [
+        (PYTHON_LEGACY, False),
+        ("observed:examples/legacy/decisions.csv", False),
+        ("rules:examples/legacy/rules.toml", False),
+        (PYTHON_LEGACY, True),  # the backlog path: the same steps without task runs
+    ],
 )
 async def test_the_example_mismatches_are_exactly_the_rule_differences(
-    runtime, shadow_db, legacy, monkeypatch
+    make_runtime, prefect_api, shadow_db, legacy, backlog, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")  # a loaded CI machine
-    summary = await shadow_file(path=EXAMPLES / "leads.csv", legacy=legacy)
+    runtime = make_runtime(pipeline={"batch_threshold": 10 if backlog else 500})
+    with use_runtime(runtime):
+        summary = await shadow_file(path=EXAMPLES / "leads.csv", legacy=legacy)
+    await runtime.aclose()
     assert summary.compared == 55 and summary.outcomes.get("error") is None
     records = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))
     found = {r.lead_id: set(r.comparison.mismatched_fields) for r in records}
     predicted = {r.lead_id: expected_mismatches(r) for r in records}
     assert found == predicted
     kinds = set().union(*predicted.values())
-    assert kinds == {"score", "tier", "follow_up", "sla_minutes", "rep"}
+    assert kinds == {"score", "tier", "follow_up", "sla_minutes", "rep"} | {
+        "crm.tier",
+        "notify.follow_up",
+        "crm.owner",
+        "notify.to",
+    }
     assert sum(bool(v) for v in predicted.values()) == 10  # 7 hot at 70-79, 1 gmail, 3 CA (1 both)
     explained = set(re.findall(r"^\| ([^ |]+@[^ |]+) \|", readme_mismatches(), re.MULTILINE))
     assert explained == {r.email for r in records if r.comparison.mismatched_fields}
+    shadowed = [r for r in records if r.kind == "shadow"]
+    steps = {s.step for r in shadowed for s in r.candidate_steps}
+    assert {"look_up", "score", "update_crm", "notify_team", "log_event"} <= steps
+    assert all(set(r.intended) == {"crm", "notify", "event"} for r in shadowed)
 
 
 def readme_mismatches() -> str:

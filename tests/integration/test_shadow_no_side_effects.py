@@ -4,6 +4,8 @@ while the same file through `process_file` does all three."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import sqlalchemy as sa
 
 from leadflow.db import ensure_tables
@@ -43,3 +45,61 @@ async def test_a_shadow_run_sends_nothing_and_writes_nothing(
     assert len(webhook_server.requests) == 12
     assert await _count(url, contacts) == SEEDED_CONTACTS + 12
     assert await _count(url, lead_events) == 12
+
+
+async def test_in_shadow_mode_every_entry_point_sends_nothing(
+    webhook_runtime, webhook_server, tmp_path, monkeypatch
+):
+    """The mode switched to shadow (the Prefect Variable), not the shadow command: a
+    file run, the batch path, a poll of the drop folder and a webhook lead all compare
+    and send nothing to the loopback notifier; switched back to live, they send."""
+    import asyncio
+
+    import httpx
+    from prefect.variables import Variable
+
+    import leadflow.flows.mode
+    from leadflow.flows.batch import process_file_batched
+    from leadflow.flows.mode import MODE_VARIABLE, forget_mode, set_mode
+    from leadflow.flows.poll import poll_leads
+    from leadflow.flows.webhook_app import create_app
+    from leadflow.shadow_settings import ShadowSettings
+    from leadflow.shadow_store import ComparisonStore
+
+    monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", "python:examples.legacy.process:decide")
+    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
+    monkeypatch.setattr(leadflow.flows.mode, "MODE_TTL_SECONDS", 0)
+    url = webhook_runtime.settings.database_url
+    leads = tmp_path / "leads.csv"
+    leads.write_text("".join(EXAMPLES.joinpath("leads.csv").read_text().splitlines(True)[:5]))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "drop.csv").write_text(leads.read_text())
+    app = create_app(webhook_runtime)
+    try:
+        await set_mode("shadow")
+        assert (await process_file(path=leads)).routes == {"shadow": 4}
+        assert (await process_file_batched(path=leads, batch_size=2)).routes == {"shadow": 4}
+        assert (await poll_leads(folder=str(inbox), settle_seconds=0)).processed == ["drop.csv"]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://receiver"
+        ) as http:
+            response = await http.post("/leads", json={"email": "hook@bigco.test"})
+            assert response.status_code == 202
+            await asyncio.wait_for(asyncio.gather(*app.state.pending), timeout=120)
+
+        assert webhook_server.requests == []
+        assert await _count(url, contacts) <= SEEDED_CONTACTS
+        assert await _count(url, lead_events) == 0
+        stored = await ComparisonStore(ShadowSettings().database_url).in_window(
+            datetime.now(UTC) - timedelta(hours=1)
+        )
+        assert len([r for r in stored if r.kind == "shadow"]) == 4 * 3 + 1
+
+        await set_mode("live")
+        await process_file(path=leads)
+        assert len(webhook_server.requests) == 4
+    finally:
+        await Variable.aunset(MODE_VARIABLE)
+        forget_mode()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from leadflow.compare import CompareRules, Outcome, compare, decision_from_answer
+from leadflow.compare import (
+    EVENT_TYPE,
+    CompareRules,
+    Outcome,
+    compare,
+    decision_from_answer,
+    implied_effects,
+)
+from leadflow.integrations.base import LeadEvent
 from leadflow.models import Decision
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
 
@@ -57,6 +65,90 @@ def test_round_robin_equivalence_by_team_territory_or_exact():
     assert compare(other_pick, owner, rep_teams=TEAMS).mismatched_fields == ["rep"]
 
 
+def recorded(d: Decision, **changes) -> dict:
+    """The recorders' journal (integrations.recorders) for leadflow acting on `d`."""
+    notes = {
+        "crm": {"email": "a@x", "owner": d.rep, "tier": d.tier, "score": d.score},
+        "notify": {"to": d.rep, "follow_up": d.follow_up.value, "due_at": None},
+        "event": {"event_id": "e1", "type": EVENT_TYPE},
+    }
+    for name, value in changes.items():
+        effect, _, key = name.partition("__")
+        if value is None:
+            notes.pop(effect)
+        else:
+            notes[effect][key] = value
+    return notes
+
+
+def test_intended_effects_match_what_the_current_process_decision_implies():
+    ours = decision()
+    result = compare(decision(), ours, intended=recorded(ours))
+    assert result.outcome is Outcome.MATCHED
+    assert set(result.effects) == {
+        "crm.owner",
+        "crm.tier",
+        "notify.to",
+        "notify.follow_up",
+        "event.type",
+    }
+    assert {r.outcome for r in result.effects.values()} == {Outcome.MATCHED}
+    assert implied_effects(ours)["event"]["type"] == LeadEvent.model_fields["type"].default
+
+
+def test_each_intended_effect_that_differs_is_a_mismatch():
+    ours = decision()
+    # leadflow decided alice but would write another owner: only the effect differs
+    owner = compare(decision(), ours, intended=recorded(ours, crm__owner="ivan@x"))
+    assert owner.mismatched_fields == ["crm.owner"]
+    assert (owner.effects["crm.owner"].control, owner.effects["crm.owner"].candidate) == (
+        "alice@x",
+        "ivan@x",
+    )
+    kind = compare(decision(), ours, intended=recorded(ours, notify__follow_up="email"))
+    assert kind.mismatched_fields == ["notify.follow_up"]
+    event = compare(decision(), ours, intended=recorded(ours, event__type="lead.ignored"))
+    assert event.mismatched_fields == ["event.type"]
+    silent = compare(decision(), ours, intended=recorded(ours, notify=None))
+    assert silent.mismatched_fields == ["notify.to", "notify.follow_up"]
+    assert silent.effects["notify.to"].note == "leadflow would not do this"
+    # a different decision shows in the effects that carry it
+    hot = decision(tier="warm")
+    assert compare(hot, ours, intended=recorded(ours)).mismatched_fields == ["tier", "crm.tier"]
+
+
+def test_effects_follow_the_rep_equivalence_ignore_normalise_and_selection():
+    ours = decision()
+    other_pick = decision(rep="bob@x")
+    team = compare(other_pick, ours, rep_teams=TEAMS, intended=recorded(ours))
+    assert team.outcome is Outcome.MATCHED
+    assert team.effects["notify.to"].note == "same team na"
+    exact = CompareRules(rep_equivalence="exact")
+    strict = compare(other_pick, ours, rules=exact, rep_teams=TEAMS, intended=recorded(ours))
+    assert strict.mismatched_fields == ["rep", "crm.owner", "notify.to"]
+    ignored = CompareRules(ignore=["event.type"])
+    odd = recorded(ours, event__type="lead.ignored")
+    assert compare(decision(), ours, rules=ignored, intended=odd).outcome is Outcome.MATCHED
+    assert (
+        compare(decision(), ours, rules=ignored, intended=odd).effects["event.type"].outcome
+        is Outcome.IGNORED
+    )
+    mapped = CompareRules(normalise={"notify.follow_up": {"phone": "call"}})
+    phoned = recorded(ours, notify__follow_up="phone")
+    assert compare(decision(), ours, rules=mapped, intended=phoned).outcome is Outcome.MATCHED
+    only = CompareRules(effects=["event.type"])
+    assert list(compare(decision(), ours, rules=only, intended=recorded(ours)).effects) == [
+        "event.type"
+    ]
+    assert compare(decision(), ours).effects == {}  # no recording (baseline, pilot): none
+    # an effect carrying a field the current process does not provide is not compared
+    observed = compare(decision(), ours, provides=["score", "rep"], intended=recorded(ours))
+    assert observed.effects["crm.tier"].outcome is Outcome.IGNORED
+    assert observed.effects["crm.owner"].outcome is Outcome.MATCHED
+    failed = compare(decision(), None, intended={})
+    assert {r.outcome for r in failed.effects.values()} == {Outcome.ERROR}
+
+
 def test_ignore_and_normalise_rules():
     rules = CompareRules(ignore=["sla_minutes"], normalise={"tier": {"SQL": "hot"}})
     result = compare(decision(tier="sql", sla_minutes=60), decision(), rules=rules)
@@ -94,7 +186,9 @@ async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
         lead_id="l1",
         email="a@b.test",
         compared_at=now,
-        comparison=compare(decision(score=60), decision()),
+        comparison=compare(
+            decision(score=60), decision(), intended=recorded(decision(), crm__owner="ivan@x")
+        ),
         control=decision(score=60),
         candidate=decision(),
         candidate_error=None,
@@ -106,7 +200,8 @@ async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
     await store.add_many([old, new])
     found = await store.in_window(now - timedelta(days=14))
     assert [r.lead_id for r in found] == ["l1"]
-    assert found[0].comparison.mismatched_fields == ["score"]
+    assert found[0].comparison.mismatched_fields == ["score", "crm.owner"]
+    assert found[0].comparison == new.comparison  # the effects' outcomes read back too
     assert found[0].control.score == 60 and found[0].control_ms == 12.5
     assert found[0].intended == {"crm": {"rep": "alice@x"}}
     assert len(await store.in_window(now - timedelta(days=30))) == 2

@@ -223,3 +223,38 @@ def test_a_lead_compared_twice_counts_once_with_its_latest_comparison():
     r = report([*rows, redo])
     assert r.sample == 10
     assert r.outcomes == {"matched": 7, "mismatched": 2, "error": 1}
+
+
+def test_intended_effects_get_agreement_noise_gates_and_patterns():
+    """Four shadow leads with recorded effects: two agree, one differs in tier (its
+    `crm.tier` and `notify.follow_up` carry the same difference and add nothing to its
+    pattern), one would
+    write another CRM owner than the rep it decided (an effect-only pattern)."""
+    from leadflow.compare import implied_effects
+
+    def shadowed(i, control, candidate, owner=None):
+        row = record(i, control, candidate)
+        effects = implied_effects(candidate)
+        intended = {
+            "crm": dict(effects["crm"], owner=owner or candidate.rep),
+            "notify": effects["notify"],
+            "event": effects["event"],
+        }
+        row.comparison = compare(control, candidate, rep_teams=TEAMS, intended=intended)
+        return row
+
+    rows = [shadowed(i, decision(f"l{i}"), decision(f"l{i}")) for i in (0, 1)]
+    rows.append(shadowed(2, decision("l2", 75), decision("l2", 75, "hot")))
+    rows.append(shadowed(3, decision("l3"), decision("l3"), owner="ivan@x"))
+    r = build_report(rows, since=NOW - timedelta(days=1), until=NOW, gates=Gates(min_sample=4))
+    assert r.agreement["crm.tier"] == 0.75 and r.agreement["crm.owner"] == 0.75
+    assert r.agreement["notify.to"] == 1.0 and r.agreement["event.type"] == 1.0
+    assert {"agreement:crm.tier", "agreement:crm.owner"} <= {g.name for g in r.failed_gates}
+    labels = sorted(p.label for p in r.patterns)
+    assert labels == [
+        "crm.owner: alice@x -> ivan@x",
+        "tier: warm -> hot; follow_up: email_sequence -> call; sla_minutes: 1440 -> 15",
+    ]
+    assert "crm.owner" in as_markdown(r)
+    header = next(csv.reader(io.StringIO(mismatches_csv(r))))
+    assert "crm.owner_leadflow" in header

@@ -1,0 +1,255 @@
+"""Every run reads the mode when it starts: `process-file`, `process-file-batched` and
+`process-lead` on a real Prefect API, with the embedded adapters, in each mode; a
+switch in the middle of a file; and the `mode:` tag on the runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+
+from leadflow.app.runtime import use_runtime
+from leadflow.db import ensure_tables
+from leadflow.flows.batch import process_file_batched
+from leadflow.flows.cutover import RoutedLead
+from leadflow.flows.files import process_file
+from leadflow.flows.lead import process_lead
+from leadflow.flows.mode import ModeError, set_mode
+from leadflow.integrations.local_crm import contacts
+from leadflow.integrations.sql_events import lead_events
+from leadflow.shadow_settings import ShadowSettings
+from leadflow.shadow_store import ComparisonStore
+from tests.conftest import EXAMPLES
+from tests.flows.test_cutover import (  # noqa: F401
+    BrokenNotifier,
+    SwitchingNotifier,
+    mode_variable,
+)
+
+LEGACY = "python:examples.legacy.process:decide"
+SEEDED_CONTACTS = 3
+
+
+# A clean mode Variable and cache, the shadow store in tmp_path, the mode re-read
+# before every lead.
+pytestmark = pytest.mark.usefixtures("mode_variable")
+
+
+def first_rows(tmp_path, n: int):
+    path = tmp_path / "leads.csv"
+    path.write_text("".join(EXAMPLES.joinpath("leads.csv").read_text().splitlines(True)[: n + 1]))
+    return path
+
+
+class Effects:
+    """What leadflow did for real: notifications in the outbox, CRM contacts, events."""
+
+    def __init__(self, runtime, tmp_path) -> None:
+        self.url = runtime.settings.database_url
+        self.outbox = tmp_path / "outbox.jsonl"
+
+    async def _count(self, table: sa.Table) -> int:
+        engine = await ensure_tables(self.url, table.metadata)
+        async with engine.connect() as connection:
+            query = sa.select(sa.func.count()).select_from(table)
+            return (await connection.execute(query)).scalar()
+
+    async def counts(self) -> tuple[int, int, int]:
+        sent = len(self.outbox.read_text().splitlines()) if self.outbox.exists() else 0
+        # the seed goes in with the first look-up, before any upsert
+        upserted = max(await self._count(contacts) - SEEDED_CONTACTS, 0)
+        return sent, upserted, await self._count(lead_events)
+
+
+async def stored(kind: str | None = None):
+    records = await ComparisonStore(ShadowSettings().database_url).in_window(
+        datetime.now(UTC) - timedelta(hours=1)
+    )
+    return [r for r in records if kind is None or r.kind == kind]
+
+
+async def run_tags(state) -> set[str]:
+    async with get_client() as client:
+        run = await client.read_flow_run(state.state_details.flow_run_id)
+    return set(run.tags)
+
+
+async def test_legacy_mode_process_file_does_nothing_and_marks_nothing_done(make_runtime, tmp_path):
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    path = first_rows(tmp_path, 6)
+    await set_mode("legacy")
+    with use_runtime(runtime):
+        state = await process_file(path=path, return_state=True)
+        summary = await state.aresult()
+        assert summary.routes == {"current process": 6}
+        assert summary.processed == 0 and summary.modes == ["legacy"]
+        assert await effects.counts() == (0, 0, 0)
+        assert await stored() == []  # legacy stores no comparison either
+        assert "mode:legacy" in await run_tags(state)
+
+        # Back to live: the leads were not marked done, so leadflow does them now.
+        await set_mode("live")
+        again = await process_file(path=path)
+    await runtime.aclose()
+    assert again.processed == 6 and again.already_done == 0 and again.routes == {}
+    assert await effects.counts() == (6, 6, 6)
+
+
+async def test_batch_path_in_legacy_mode_does_nothing(make_runtime, tmp_path):
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    await set_mode("legacy")
+    with use_runtime(runtime):
+        summary = await process_file_batched(path=first_rows(tmp_path, 5), batch_size=2)
+    await runtime.aclose()
+    assert summary.routes == {"current process": 5}
+    assert await effects.counts() == (0, 0, 0)
+
+
+async def test_kill_switch_in_the_middle_of_a_process_file_run(make_runtime, tmp_path):
+    """Leads started before the switch finish; every lead that starts after it is left
+    to the current process and not marked done, so a later live run picks them up."""
+    notifier = SwitchingNotifier(tmp_path / "outbox.jsonl")
+    runtime = make_runtime(notifier=notifier)
+    effects = Effects(runtime, tmp_path)
+    path = first_rows(tmp_path, 8)
+    await set_mode("live")
+    with use_runtime(runtime):
+        summary = await process_file(path=path, concurrency=1)
+        assert summary.modes == ["live", "legacy"]
+        assert summary.routes == {"leadflow": 3, "current process": 5}
+        assert await effects.counts() == (3, 3, 3)
+
+        await set_mode("live")
+        again = await process_file(path=path, concurrency=1)
+    await runtime.aclose()
+    assert again.already_done == 3 and again.routes == {}
+    assert await effects.counts() == (8, 8, 8)  # the five left, once each
+
+
+class BatchSwitchingNotifier(SwitchingNotifier):
+    """The kill switch after the third lead, on the batch path's bulk call."""
+
+    async def notify_many(self, items):
+        await super(SwitchingNotifier, self).notify_many(items)
+        for _ in items:
+            self.sent += 1
+            if self.sent == 3:
+                await set_mode("legacy")
+
+
+async def test_kill_switch_in_the_middle_of_a_batched_run(make_runtime, tmp_path):
+    """The batch path checks the mode as it reads each batch: batches already read
+    finish, the rest are left; nothing left is sent, and every lead is one or the other."""
+    notifier = BatchSwitchingNotifier(tmp_path / "outbox.jsonl")
+    runtime = make_runtime(notifier=notifier)
+    effects = Effects(runtime, tmp_path)
+    await set_mode("live")
+    with use_runtime(runtime):
+        summary = await process_file_batched(path=first_rows(tmp_path, 24), batch_size=1)
+    await runtime.aclose()
+    assert summary.modes == ["live", "legacy"]
+    ours, left = summary.routes["leadflow"], summary.routes["current process"]
+    assert left > 0 and ours >= 3
+    assert ours + left + summary.set_aside_total + len(summary.merged) == summary.records == 24
+    assert await effects.counts() == (ours, ours, ours) and notifier.sent == ours
+
+
+async def test_pilot_leads_of_a_file_run_fall_back_when_leadflow_fails(
+    make_runtime, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
+    runtime = make_runtime(notifier=BrokenNotifier(), pipeline={"retries": 0})
+    await set_mode("pilot")
+    with use_runtime(runtime):
+        summary = await process_file(path=first_rows(tmp_path, 3))
+    await runtime.aclose()
+    assert summary.routes == {"fallback": 3} and summary.failed == []
+    assert [r.fallback for r in await stored("pilot")] == [True] * 3
+
+
+async def test_shadow_mode_process_file_compares_and_does_nothing(
+    make_runtime, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    await set_mode("shadow")
+    with use_runtime(runtime):
+        state = await process_file(path=first_rows(tmp_path, 5), return_state=True)
+        summary = await state.aresult()
+        tags = await run_tags(state)
+    await runtime.aclose()
+    assert summary.routes == {"shadow": 5} and summary.processed == 0
+    assert await effects.counts() == (0, 0, 0)
+    shadowed = await stored("shadow")
+    assert len(shadowed) == 5 and all(r.candidate and r.control for r in shadowed)
+    assert all(set(r.intended) == {"crm", "notify", "event"} for r in shadowed)
+    assert "mode:shadow" in tags
+
+
+async def test_shadow_mode_without_a_current_process_fails_having_done_nothing(
+    make_runtime, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("LEADFLOW_SHADOW__LEGACY", raising=False)
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    await set_mode("shadow")
+    with use_runtime(runtime):
+        state = await process_file(path=first_rows(tmp_path, 3), return_state=True)
+    await runtime.aclose()
+    assert state.is_failed()
+    with pytest.raises(ModeError, match="LEADFLOW_SHADOW__LEGACY"):
+        await state.aresult()
+    assert await effects.counts() == (0, 0, 0)
+
+
+async def test_pilot_mode_process_file_sends_only_the_pilot_share(
+    make_runtime, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "0.5")
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    await set_mode("pilot")
+    with use_runtime(runtime):
+        summary = await process_file(path=first_rows(tmp_path, 10))
+    await runtime.aclose()
+    ours = summary.routes["leadflow"]
+    assert set(summary.routes) == {"leadflow", "current process"}
+    assert summary.processed == ours and sum(summary.by_tier.values()) == ours
+    assert await effects.counts() == (ours, ours, ours)
+    pilot = await stored("pilot")
+    assert len(pilot) == ours and not any(r.fallback for r in pilot)
+
+
+async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch):
+    """The per-lead path (webhooks, `leadflow run-one`): legacy leaves the lead, shadow
+    compares it with nothing sent, live processes it; each run tagged with its mode."""
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    record = json.loads(json.dumps({"email": "ada@bigco.com", "title": "CTO", "country": "US"}))
+    results = {}
+    with use_runtime(runtime):
+        for mode in ("legacy", "shadow", "live"):
+            await set_mode(mode)
+            state = await process_lead(record=record, origin="webhook", return_state=True)
+            results[mode] = (await state.aresult(), await run_tags(state))
+            if mode != "live":
+                assert await effects.counts() == (0, 0, 0)
+    await runtime.aclose()
+    legacy, legacy_tags = results["legacy"]
+    assert isinstance(legacy, RoutedLead) and legacy.route == "current process"
+    shadow, shadow_tags = results["shadow"]
+    assert shadow.route == "shadow" and shadow.comparison in ("matched", "mismatched")
+    assert len(await stored("shadow")) == 1
+    live, live_tags = results["live"]
+    assert live.decision.tier and await effects.counts() == (1, 1, 1)
+    assert "mode:legacy" in legacy_tags and "mode:shadow" in shadow_tags
+    assert "mode:live" in live_tags
