@@ -20,12 +20,12 @@ from leadflow.flows.lead import process_lead
 from leadflow.flows.mode import ModeError, set_mode
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
+from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
+from tests.fakes import MemoryNotifier
 from tests.flows.test_cutover import (  # noqa: F401
-    BrokenNotifier,
-    SwitchingNotifier,
     mode_variable,
 )
 
@@ -42,6 +42,22 @@ def first_rows(tmp_path, n: int):
     path = tmp_path / "leads.csv"
     path.write_text("".join(EXAMPLES.joinpath("leads.csv").read_text().splitlines(True)[: n + 1]))
     return path
+
+
+class SwitchingNotifier(TerminalNotifier):
+    """Notifies for real (into the outbox the effects are counted from), and flips the
+    mode to `legacy` after the third lead: the operator's kill switch, thrown in the
+    middle of a file."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path, echo=False)
+        self.sent = 0
+
+    async def notify(self, lead, decision, *, idempotency_key):
+        await super().notify(lead, decision, idempotency_key=idempotency_key)
+        self.sent += 1
+        if self.sent == 3:
+            await set_mode("legacy")
 
 
 class Effects:
@@ -164,7 +180,10 @@ async def test_pilot_leads_of_a_file_run_fall_back_when_leadflow_fails(
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
     monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
-    runtime = make_runtime(notifier=BrokenNotifier(), pipeline={"retries": 0})
+    runtime = make_runtime(
+        notifier=MemoryNotifier(failures={"notify_team": [RuntimeError("notifier down")] * 100}),
+        pipeline={"retries": 0},
+    )
     await set_mode("pilot")
     with use_runtime(runtime):
         summary = await process_file(path=first_rows(tmp_path, 3))
