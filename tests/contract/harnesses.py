@@ -19,6 +19,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from leadflow.integrations.legacy_rules import RulesLegacy
 from leadflow.integrations.local_crm import LocalCRM
 from leadflow.integrations.model_scorer import ModelScorer, ModelScorerSettings
 from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.integrations.registry import ENTRY_POINT_GROUP
 from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.integrations.salesforce import SalesforceCRM, SalesforceSettings
 from leadflow.integrations.segment import SegmentEventSink, SegmentSettings
@@ -74,10 +76,13 @@ class Harness:
 
 
 HARNESSES: dict[str, Harness] = {}
+OURS = {e.name for e in entry_points(group=ENTRY_POINT_GROUP) if e.dist.name == "leadflow"}
 
 
 def harness(h: Harness) -> Harness:
-    HARNESSES[h.entry_point] = h
+    """Keep the harness while leadflow registers its entry point."""
+    if h.entry_point in OURS:
+        HARNESSES[h.entry_point] = h
     return h
 
 
