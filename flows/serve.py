@@ -59,7 +59,10 @@ def _schedule(spec: dict[str, Any], poll_interval: float | None) -> Schedule:
 
 
 def load_flow(entrypoint: str):
-    """The flow object behind a `path/to/module.py:name` entrypoint."""
+    """The flow object behind a `path/to/module.py:name` entrypoint.
+
+    The entrypoints name files under the repository's folders (flows/lead.py), which
+    install as subpackages of `leadflow` (leadflow.flows.lead)."""
     path, name = entrypoint.split(":")
-    module = ".".join(Path(path).with_suffix("").parts)
+    module = ".".join(("leadflow", *Path(path).with_suffix("").parts))
     return getattr(importlib.import_module(module), name)
