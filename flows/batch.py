@@ -9,12 +9,11 @@ called through its bulk method:
          (bad records to the   (N+2)       (N+1)      (N)
           quarantine as read)
 
-- The file is read as the per-lead path reads it (`leadflow.flows.files.read_leads`: encoding
-  and delimiter detection, column mapping, rows with the same email merged into one
-  lead), then fed to the pipeline a batch at a time through a bounded queue. The
-  merge needs the whole file, so the validated leads are held in memory (one `Lead`
-  per person); finished batches are dropped once counted (the summary aggregates as
-  it goes).
+- The file is streamed (`leadflow.flows.batch_intake`): encoding, delimiter and
+  columns found as the per-lead path finds them, rows with the same email merged
+  into one lead, but read twice a row at a time instead of held: the leads are in
+  memory only a batch at a time, and finished batches are dropped once counted (the
+  summary aggregates as it goes).
 - Batches are pipelined, one stage per step: batch N+2 is looked up while N+1 is
   decided and N fans out; each stage takes batches in file order.
 - A failing lead fails alone: when a bulk call fails for a reason retrying will not
@@ -54,6 +53,7 @@ from pydantic import Field
 from leadflow.app.runtime import Runtime, current_runtime
 from leadflow.decide import decide, decide_many
 from leadflow.done import DoneLead
+from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.flows.files import (
     FailedBranch,
     FileRunSummary,
@@ -62,7 +62,7 @@ from leadflow.flows.files import (
     Merged,
     SetAside,
     _listener,
-    read_leads,
+    open_contents,
 )
 from leadflow.flows.lead import once_key
 from leadflow.flows.retries import retry_options
@@ -413,24 +413,30 @@ _DONE = object()
 async def _produce(
     runtime: Runtime, path: Path, size: int, out: asyncio.Queue, tally: _Tally
 ) -> None:
-    """Read the file as the per-lead path does (detection, column mapping, one lead
-    per email), set aside the bad records, answer the leads already done from
-    `runtime.done`, and put the rest into `out` a batch at a time (bounded: waits
-    while the pipeline is full)."""
+    """Stream the file (`StreamedIntake`: encoding, delimiter and columns as the
+    per-lead path finds them, one lead per email), set aside the bad records, answer
+    the leads already done from `runtime.done`, and put the rest into `out` a batch
+    at a time (bounded: waits while the pipeline is full). The file is read in a
+    worker thread, a piece at a time."""
     with _ends(out):
-        intake = await asyncio.to_thread(read_leads, path, runtime)
-        log.info("file read", file=str(path), report=intake.contents_report)
+        stream = await asyncio.to_thread(open_contents, path, runtime)
+        tally.summary.columns = stream.report()
+        log.info("file opened", file=str(path), report=tally.summary.columns)
+        intake = StreamedIntake(stream)
+        total = await asyncio.to_thread(intake.count)
         if tally.listener:
-            tally.listener.started(len(intake.leads))
-        await runtime.quarantine.put(intake.bad)
-        tally.set_aside(intake.bad)
-        tally.merged(intake.merged)
+            tally.listener.started(total)
+        pieces = intake.pieces(size)
         number = 0
-        for start in range(0, len(intake.leads), size):
-            chunk = intake.leads[start : start + size]
-            done = await runtime.done.find(chunk)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            await runtime.quarantine.put(piece.bad)
+            tally.set_aside(piece.bad)
+            tally.merged(piece.merged)
+            if not piece.leads:
+                continue
+            done = await runtime.done.find(piece.leads)
             tally.already_done(done)
-            leads = [lead for lead in chunk if lead.id not in done]
+            leads = [lead for lead in piece.leads if lead.id not in done]
             if leads:
                 number += 1
                 await out.put(Batch(number, leads))
