@@ -28,6 +28,9 @@ called through its bulk method:
   calling anything.
 - Task parameters are a plain `Batch` object, which Prefect neither walks nor
   hashes, and no result is persisted: a task run costs the same for 1 or 1,000 leads.
+  The tasks write into the batch and return None: Prefect keeps, for the whole flow
+  run, a state per object a task returns (and per item of a returned collection),
+  which grew memory with every batch.
 - An interrupted run stops reading and gives the batches it already took
   `LEADFLOW_PIPELINE__DRAIN_SECONDS` to finish before cancelling them.
 """
@@ -159,7 +162,7 @@ def _scope(adapter: Adapter) -> str:
 
 
 @task(name="look-up-batch", cache_policy=NO_CACHE, persist_result=False)
-async def look_up_batch(batch: Batch) -> int:
+async def look_up_batch(batch: Batch) -> None:
     """The CRM look-up for every lead of the batch, in one bulk call."""
     crm = current_runtime().adapters.crm
     leads = batch.live()
@@ -172,11 +175,10 @@ async def look_up_batch(batch: Batch) -> int:
     )
     by_id = {lead.id: match for lead, match in zip(leads, matches, strict=True)}
     batch.matches = [by_id.get(lead.id) for lead in batch.leads]
-    return len(leads)
 
 
 @task(name="decide-batch", cache_policy=NO_CACHE, persist_result=False)
-async def decide_batch(batch: Batch) -> int:
+async def decide_batch(batch: Batch) -> None:
     """Score, follow-up and assignment for the batch: one bulk scoring call and one
     assignment transaction."""
     runtime = current_runtime()
@@ -200,7 +202,6 @@ async def decide_batch(batch: Batch) -> int:
     for lead, decision in zip(leads, decisions, strict=True):
         if isinstance(decision, Decision):
             batch.decisions[lead.id] = decision
-    return len(batch.decisions)
 
 
 async def _side_effect(
@@ -252,9 +253,9 @@ async def _side_effect(
 
 
 @task(name="update-crm-batch", cache_policy=NO_CACHE, persist_result=False)
-async def update_crm_batch(batch: Batch) -> dict[str, str]:
+async def update_crm_batch(batch: Batch) -> None:
     crm = current_runtime().adapters.crm
-    return await _side_effect(
+    batch.outcomes["update_crm"] = await _side_effect(
         batch,
         "update_crm",
         "crm",
@@ -265,9 +266,9 @@ async def update_crm_batch(batch: Batch) -> dict[str, str]:
 
 
 @task(name="notify-team-batch", cache_policy=NO_CACHE, persist_result=False)
-async def notify_team_batch(batch: Batch) -> dict[str, str]:
+async def notify_team_batch(batch: Batch) -> None:
     notifier = current_runtime().adapters.notifier
-    return await _side_effect(
+    batch.outcomes["notify_team"] = await _side_effect(
         batch,
         "notify_team",
         "notify",
@@ -285,9 +286,9 @@ def _event(item: tuple[Lead, Decision, str]) -> LeadEvent:
 
 
 @task(name="log-event-batch", cache_policy=NO_CACHE, persist_result=False)
-async def log_event_batch(batch: Batch) -> dict[str, str]:
+async def log_event_batch(batch: Batch) -> None:
     sink = current_runtime().adapters.event_sink
-    return await _side_effect(
+    batch.outcomes["log_event"] = await _side_effect(
         batch,
         "log_event",
         "event",
@@ -487,9 +488,7 @@ async def _fan_out_stage(tasks: dict[str, Any], inbox: asyncio.Queue, tally: _Ta
                 *(tasks[name](batch, return_state=True) for name in names)
             )
             for name, state in zip(names, states, strict=True):
-                if state.is_completed():
-                    batch.outcomes[name] = await state.aresult()
-                else:
+                if not state.is_completed():
                     exc = await state.aresult(raise_on_failure=False)
                     reason = f"{type(exc).__name__}: {exc}"
                     batch.outcomes[name] = dict.fromkeys(batch.decisions, reason)
