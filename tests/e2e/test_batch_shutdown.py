@@ -75,3 +75,13 @@ def test_ctrl_c_drains_in_bounded_time_and_leaves_no_task_run_running(tmp_path: 
 
         keys = [json.loads(line)["key"] for line in (tmp_path / "outbox.jsonl").open()]
         assert len(keys) == len(set(keys))
+
+        # readable at volume: no line per finished task run or per notification; only
+        # the task runs in flight when cancelled (at most five: one look-up, one
+        # decision, three branches) say they crashed, in two lines each
+        terminal = run.tail(1_000_000)
+        lines = terminal.splitlines()
+        assert "Completed" not in terminal and "notify:" not in terminal, terminal[-3000:]
+        assert sum("Task run" in line for line in lines) <= 10, terminal[-3000:]
+        assert len(lines) < 40, terminal[-3000:]
+        print(f"exited {took:.1f} s after Ctrl-C, {sent} of {LEADS} notified")
