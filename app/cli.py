@@ -262,13 +262,13 @@ def run(
 def _report_file(runtime: Runtime, file: Path) -> None:
     """Read the file before any server starts: a file leadflow cannot read (not text,
     no email column) stops here; otherwise say once how it was read."""
-    from leadflow.flows.files import read_leads
+    from leadflow.flows.files import open_contents
 
     try:
-        intake = read_leads(file, runtime)
+        report = open_contents(file, runtime).report()  # the head and the encoding only
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    err.print(intake.contents_report, style="dim", highlight=False)
+    err.print(report, style="dim", highlight=False)
 
 
 @contextmanager

@@ -9,12 +9,11 @@ called through its bulk method:
          (bad records to the   (N+2)       (N+1)      (N)
           quarantine as read)
 
-- The file is read as the per-lead path reads it (`leadflow.flows.files.read_leads`: encoding
-  and delimiter detection, column mapping, rows with the same email merged into one
-  lead), then fed to the pipeline a batch at a time through a bounded queue. The
-  merge needs the whole file, so the validated leads are held in memory (one `Lead`
-  per person); finished batches are dropped once counted (the summary aggregates as
-  it goes).
+- The file is streamed (`leadflow.flows.batch_intake`): encoding, delimiter and
+  columns found as the per-lead path finds them, rows with the same email merged
+  into one lead, but read twice a row at a time instead of held: the leads are in
+  memory only a batch at a time, and finished batches are dropped once counted (the
+  summary aggregates as it goes).
 - Batches are pipelined, one stage per step: batch N+2 is looked up while N+1 is
   decided and N fans out; each stage takes batches in file order.
 - A failing lead fails alone: when a bulk call fails for a reason retrying will not
@@ -29,6 +28,9 @@ called through its bulk method:
   calling anything.
 - Task parameters are a plain `Batch` object, which Prefect neither walks nor
   hashes, and no result is persisted: a task run costs the same for 1 or 1,000 leads.
+  The tasks write into the batch and return None: Prefect keeps, for the whole flow
+  run, a state per object a task returns (and per item of a returned collection),
+  which grew memory with every batch.
 - An interrupted run stops reading and gives the batches it already took
   `LEADFLOW_PIPELINE__DRAIN_SECONDS` to finish before cancelling them.
 """
@@ -53,6 +55,7 @@ from pydantic import Field
 
 from leadflow.decide import decide, decide_many
 from leadflow.done import DoneLead
+from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.flows.context import current_runtime
 from leadflow.flows.files import (
     FailedBranch,
@@ -62,7 +65,7 @@ from leadflow.flows.files import (
     Merged,
     SetAside,
     _listener,
-    read_leads,
+    open_contents,
 )
 from leadflow.flows.lead import once_key
 from leadflow.flows.mode import mode_now, start_run
@@ -163,7 +166,7 @@ def _scope(adapter: Adapter) -> str:
 
 
 @task(name="look-up-batch", cache_policy=NO_CACHE, persist_result=False)
-async def look_up_batch(batch: Batch) -> int:
+async def look_up_batch(batch: Batch) -> None:
     """The CRM look-up for every lead of the batch, in one bulk call."""
     crm = current_runtime().adapters.crm
     leads = batch.live()
@@ -176,11 +179,10 @@ async def look_up_batch(batch: Batch) -> int:
     )
     by_id = {lead.id: match for lead, match in zip(leads, matches, strict=True)}
     batch.matches = [by_id.get(lead.id) for lead in batch.leads]
-    return len(leads)
 
 
 @task(name="decide-batch", cache_policy=NO_CACHE, persist_result=False)
-async def decide_batch(batch: Batch) -> int:
+async def decide_batch(batch: Batch) -> None:
     """Score, follow-up and assignment for the batch: one bulk scoring call and one
     assignment transaction."""
     runtime = current_runtime()
@@ -204,7 +206,6 @@ async def decide_batch(batch: Batch) -> int:
     for lead, decision in zip(leads, decisions, strict=True):
         if isinstance(decision, Decision):
             batch.decisions[lead.id] = decision
-    return len(batch.decisions)
 
 
 async def _side_effect(
@@ -256,9 +257,9 @@ async def _side_effect(
 
 
 @task(name="update-crm-batch", cache_policy=NO_CACHE, persist_result=False)
-async def update_crm_batch(batch: Batch) -> dict[str, str]:
+async def update_crm_batch(batch: Batch) -> None:
     crm = current_runtime().adapters.crm
-    return await _side_effect(
+    batch.outcomes["update_crm"] = await _side_effect(
         batch,
         "update_crm",
         "crm",
@@ -269,9 +270,9 @@ async def update_crm_batch(batch: Batch) -> dict[str, str]:
 
 
 @task(name="notify-team-batch", cache_policy=NO_CACHE, persist_result=False)
-async def notify_team_batch(batch: Batch) -> dict[str, str]:
+async def notify_team_batch(batch: Batch) -> None:
     notifier = current_runtime().adapters.notifier
-    return await _side_effect(
+    batch.outcomes["notify_team"] = await _side_effect(
         batch,
         "notify_team",
         "notify",
@@ -289,9 +290,9 @@ def _event(item: tuple[Lead, Decision, str]) -> LeadEvent:
 
 
 @task(name="log-event-batch", cache_policy=NO_CACHE, persist_result=False)
-async def log_event_batch(batch: Batch) -> dict[str, str]:
+async def log_event_batch(batch: Batch) -> None:
     sink = current_runtime().adapters.event_sink
-    return await _side_effect(
+    batch.outcomes["log_event"] = await _side_effect(
         batch,
         "log_event",
         "event",
@@ -431,27 +432,33 @@ _DONE = object()
 async def _produce(
     runtime: Runtime, path: Path, size: int, out: asyncio.Queue, tally: _Tally
 ) -> None:
-    """Read the file as the per-lead path does (detection, column mapping, one lead
-    per email), set aside the bad records, answer the leads already done from
-    `runtime.done`, and put the rest into `out` a batch at a time (bounded: waits
-    while the pipeline is full)."""
+    """Stream the file (`StreamedIntake`: encoding, delimiter and columns as the
+    per-lead path finds them, one lead per email), set aside the bad records, answer
+    the leads already done from `runtime.done`, and put the rest into `out` a batch
+    at a time (bounded: waits while the pipeline is full). The file is read in a
+    worker thread, a piece at a time."""
     with _ends(out):
-        intake = await asyncio.to_thread(read_leads, path, runtime)
-        log.info("file read", file=str(path), report=intake.contents_report)
+        stream = await asyncio.to_thread(open_contents, path, runtime)
+        tally.summary.columns = stream.report()
+        log.info("file opened", file=str(path), report=tally.summary.columns)
+        intake = StreamedIntake(stream)
+        total = await asyncio.to_thread(intake.count)
         if tally.listener:
-            tally.listener.started(len(intake.leads))
-        await runtime.quarantine.put(intake.bad)
-        tally.set_aside(intake.bad)
-        tally.merged(intake.merged)
+            tally.listener.started(total)
+        pieces = intake.pieces(size)
         number = 0
-        for start in range(0, len(intake.leads), size):
-            chunk = intake.leads[start : start + size]
-            if (mode := await mode_now()) != "live":  # switched since the run started
-                tally.left(chunk, mode)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            await runtime.quarantine.put(piece.bad)
+            tally.set_aside(piece.bad)
+            tally.merged(piece.merged)
+            if not piece.leads:
                 continue
-            done = await runtime.done.find(chunk)
+            if (mode := await mode_now()) != "live":  # switched since the run started
+                tally.left(piece.leads, mode)
+                continue
+            done = await runtime.done.find(piece.leads)
             tally.already_done(done)
-            leads = [lead for lead in chunk if lead.id not in done]
+            leads = [lead for lead in piece.leads if lead.id not in done]
             if leads:
                 number += 1
                 await out.put(Batch(number, leads))
@@ -504,9 +511,7 @@ async def _fan_out_stage(
                 *(tasks[name](batch, return_state=True) for name in names)
             )
             for name, state in zip(names, states, strict=True):
-                if state.is_completed():
-                    batch.outcomes[name] = await state.aresult()
-                else:
+                if not state.is_completed():
                     exc = await state.aresult(raise_on_failure=False)
                     reason = f"{type(exc).__name__}: {exc}"
                     batch.outcomes[name] = dict.fromkeys(batch.decisions, reason)

@@ -35,7 +35,13 @@ from leadflow.flows.lead import run_pipeline
 from leadflow.flows.mode import mode_now, start_run
 from leadflow.flows.naming import file_run_name
 from leadflow.intake import Rejection, validate_record
-from leadflow.integrations.file_source import SUFFIXES, FileContents, read_file
+from leadflow.integrations.file_source import (
+    SUFFIXES,
+    FileContents,
+    FileStream,
+    open_file,
+    read_file,
+)
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import BranchStatus, Lead, LeadOutcome
@@ -267,11 +273,19 @@ def read_leads(path: Path, runtime: Runtime) -> Intake:
 def read_contents(path: Path, runtime: Runtime) -> FileContents:
     """The file's records with their columns mapped to lead fields (the settings'
     mapping, the aliases, and the rules' engagement columns kept)."""
-    return read_file(
-        path,
-        columns=runtime.settings.columns,
-        rule_attributes=[rule.attribute for rule in runtime.rules.scoring.engagement.rules],
-    )
+    return read_file(path, **_column_options(runtime))
+
+
+def open_contents(path: Path, runtime: Runtime) -> FileStream:
+    """`read_contents`, streamed: the records are read one at a time when asked for."""
+    return open_file(path, **_column_options(runtime))
+
+
+def _column_options(runtime: Runtime) -> dict:
+    return {
+        "columns": runtime.settings.columns,
+        "rule_attributes": [rule.attribute for rule in runtime.rules.scoring.engagement.rules],
+    }
 
 
 def split_records(contents: FileContents) -> Intake:

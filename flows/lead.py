@@ -23,6 +23,7 @@ import asyncio
 import functools
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -257,22 +258,33 @@ async def process_lead(
         await runtime.quarantine.put([checked])
         log.warning("lead set aside", where=checked.where, reason=checked.reason)
         raise InvalidLeadError(checked)
-    outcome = await run_pipeline(checked, runtime, steps, started=started)
-    # For the UI; independent API calls, so at once.
-    await asyncio.gather(
-        _tag_this_run(checked, outcome.decision), publish_decision(checked, outcome)
+    # The run's tags (for the UI) need only the decision: they are set while the side
+    # effects run, one API round trip fewer on the lead's path.
+    outcome = await run_pipeline(
+        checked,
+        runtime,
+        steps,
+        started=started,
+        alongside=lambda decision: _tag_this_run(checked, decision),
     )
+    await publish_decision(checked, outcome)
     if not outcome.ok:
         raise BranchesFailedError(outcome)
     return outcome
 
 
 async def run_pipeline(
-    lead: Lead, runtime: Runtime, steps: list[StepTiming], *, started: float | None = None
+    lead: Lead,
+    runtime: Runtime,
+    steps: list[StepTiming],
+    *,
+    started: float | None = None,
+    alongside: Callable[[Decision], Awaitable[None]] | None = None,
 ) -> LeadOutcome:
     """The steps after validation, inside the current flow run: look up and decide in
-    order, then the three branches at once. A failed branch is reported in the outcome,
-    not raised; a failed look-up or decision raises, since nothing can follow it."""
+    order, then the three branches at once (and `alongside(decision)`, if given). A
+    failed branch is reported in the outcome, not raised; a failed look-up or decision
+    raises, since nothing can follow it."""
     started = started or time.perf_counter()
     adapters = runtime.adapters
     tasks = _configured(
@@ -294,7 +306,9 @@ async def run_pipeline(
             return name, await _branch_result(state, elapsed)
 
         with tags(*task_tags(decision_tags(decision))):
-            results = dict(await asyncio.gather(*(branch(name) for name in BRANCHES)))
+            also = asyncio.gather(*([alongside(decision)] if alongside else []))
+            *branched, _ = await asyncio.gather(*(branch(name) for name in BRANCHES), also)
+            results = dict(branched)
         steps.extend(
             StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()
         )

@@ -13,17 +13,23 @@ detected (`leadflow.textfiles`) and headers are mapped to lead fields
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from leadflow.columns import ColumnMap, map_columns
 from leadflow.integrations.base import RawRecord
-from leadflow.textfiles import decode_file, delimiter_note, sniff_delimiter
+from leadflow.textfiles import (
+    DEFAULT_DELIMITER,
+    delimiter_note,
+    detect_encoding,
+    encoding_note,
+    sniff_delimiter,
+)
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+HEAD_CHARS = 64 * 1024  # text the CSV delimiter is sniffed from (its first 20 lines)
 
 
 @dataclass
@@ -36,8 +42,46 @@ class FileContents:
 
     def report(self) -> str:
         """What to tell the user once per run: the columns, and how the file was read."""
-        read_as = f"read as {', '.join(self.notes)}\n" if self.notes else ""
-        return read_as + self.columns.report()
+        return _report(self.notes, self.columns)
+
+
+def _report(notes: list[str], columns: ColumnMap) -> str:
+    read_as = f"read as {', '.join(notes)}\n" if notes else ""
+    return read_as + columns.report()
+
+
+@dataclass
+class FileStream:
+    """A lead file whose encoding, delimiter and columns are known, read a record at
+    a time: `records()` opens the file anew on each call and holds one row at once,
+    so a file of any length can be read (and read twice) in flat memory."""
+
+    path: Path
+    kind: str
+    encoding: str
+    delimiter: str
+    columns: ColumnMap | None  # None: no header could be found (every line malformed)
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        return _report(self.notes, self.columns or ColumnMap())
+
+    def records(self) -> Iterator[RawRecord]:
+        """The records, in order, keys mapped to lead fields."""
+        for record in self._raw(None):
+            if record.error is None and self.columns is not None:
+                record.data = self.columns.apply(record.data)
+            yield record
+
+    def _raw(self, keys: dict[str, None] | None) -> Iterator[RawRecord]:
+        origin = str(self.path)
+        if self.kind == "csv":
+            with self.path.open(encoding=self.encoding, newline="") as handle:
+                reader = csv.reader(handle, delimiter=self.delimiter)
+                yield from _csv_records(reader, _csv_header(reader, origin), origin)
+        else:
+            with self.path.open(encoding=self.encoding, newline="\n") as handle:
+                yield from _jsonl_records(handle, origin, {} if keys is None else keys)
 
 
 def read_records(path: Path) -> list[RawRecord]:
@@ -54,57 +98,70 @@ def read_file(
     """All records of a CSV or JSONL file, in order, with their keys mapped to lead
     fields. Raises ValueError naming the file for one leadflow cannot read at all
     (unknown suffix, not text, no header, no email column)."""
+    stream = open_file(path, columns=columns, rule_attributes=rule_attributes)
+    return FileContents(list(stream.records()), stream.columns or ColumnMap(), stream.notes)
+
+
+def open_file(
+    path: Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    rule_attributes: Iterable[str] = (),
+) -> FileStream:
+    """The file ready to stream: its encoding checked over the whole file (in
+    blocks), the CSV delimiter sniffed from its first lines, its columns mapped from
+    the CSV header or the keys of every JSONL line. Raises ValueError as `read_file`."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: expected a .csv or .jsonl file")
-    decoded = decode_file(path)
-    notes = [decoded.note] if decoded.note else []
     origin = str(path)
+    encoding = detect_encoding(path)
+    notes = [encoding_note(encoding)] if encoding_note(encoding) else []
+    delimiter = DEFAULT_DELIMITER
     if kind == "csv":
-        delimiter = sniff_delimiter(decoded.text)
+        with path.open(encoding=encoding, newline="") as handle:
+            delimiter = sniff_delimiter(handle.read(HEAD_CHARS))
         notes += [delimiter_note(delimiter)] if delimiter_note(delimiter) else []
-        records, headers = _read_csv(io.StringIO(decoded.text, newline=""), origin, delimiter)
-    else:
-        records, headers = _read_jsonl(io.StringIO(decoded.text), origin)
-    if not headers:  # every line malformed: each is set aside with its reason
-        return FileContents(records, ColumnMap(), notes)
-    mapping = map_columns(headers, custom=columns, rule_attributes=rule_attributes, origin=origin)
-    for record in records:
-        if record.error is None:
-            record.data = mapping.apply(record.data)
-    return FileContents(records, mapping, notes)
+        with path.open(encoding=encoding, newline="") as handle:
+            headers = _csv_header(csv.reader(handle, delimiter=delimiter), origin)
+    stream = FileStream(path, kind, encoding, delimiter, None, notes)
+    if kind == "jsonl":
+        keys: dict[str, None] = {}
+        for _record in stream._raw(keys):
+            pass
+        headers = list(keys)
+    if headers:  # none: every line malformed, each is set aside with its reason
+        stream.columns = map_columns(
+            headers, custom=columns, rule_attributes=rule_attributes, origin=origin
+        )
+    return stream
 
 
-def _read_csv(handle, origin: str, delimiter: str) -> tuple[list[RawRecord], list[str]]:
-    reader = csv.reader(handle, delimiter=delimiter)
+def _csv_header(reader, origin: str) -> list[str]:
     header = next(reader, None)
     if not header:
         raise ValueError(f"{origin}: the CSV file has no header row")
-    header = [name.strip() for name in header]
-    records = []
+    return [name.strip() for name in header]
+
+
+def _csv_records(reader, header: list[str], origin: str) -> Iterator[RawRecord]:
     for row in reader:
         position = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines are not records
         if len(row) != len(header):
-            records.append(
-                RawRecord(
-                    position=position,
-                    data={f"column_{i + 1}": cell for i, cell in enumerate(row)},
-                    error=f"malformed row: {len(row)} fields, the header has {len(header)}",
-                    origin=origin,
-                )
+            yield RawRecord(
+                position=position,
+                data={f"column_{i + 1}": cell for i, cell in enumerate(row)},
+                error=f"malformed row: {len(row)} fields, the header has {len(header)}",
+                origin=origin,
             )
             continue
-        records.append(
-            RawRecord(position=position, data=dict(zip(header, row, strict=True)), origin=origin)
-        )
-    return records, header
+        yield RawRecord(position=position, data=dict(zip(header, row, strict=True)), origin=origin)
 
 
-def _read_jsonl(handle, origin: str) -> tuple[list[RawRecord], list[str]]:
-    records = []
-    keys: dict[str, None] = {}
+def _jsonl_records(handle, origin: str, keys: dict[str, None]) -> Iterator[RawRecord]:
+    """The lines as records; the keys of the objects are added to `keys`."""
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -117,15 +174,12 @@ def _read_jsonl(handle, origin: str) -> tuple[list[RawRecord], list[str]]:
             error = f"not JSON ({exc.msg})"
         if error:
             kept = {"line": line.rstrip("\n")}
-            records.append(
-                RawRecord(
-                    position=number, data=kept, error=f"malformed line: {error}", origin=origin
-                )
+            yield RawRecord(
+                position=number, data=kept, error=f"malformed line: {error}", origin=origin
             )
         else:
             keys.update(dict.fromkeys(data))
-            records.append(RawRecord(position=number, data=data, origin=origin))
-    return records, list(keys)
+            yield RawRecord(position=number, data=data, origin=origin)
 
 
 def count_records(path: Path) -> int:

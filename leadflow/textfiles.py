@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,8 @@ _BOMS = (
 )
 # Bytes that never appear in a text export (NUL and C0 controls other than tab,
 # newline, carriage return, form feed).
-_BINARY = set(range(0x00, 0x09)) | {0x0B} | set(range(0x0E, 0x1B)) | set(range(0x1C, 0x20))
+_BINARY_RE = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
+BLOCK = 1 << 20  # bytes read at a time when a file is checked without loading it
 
 
 class UndecodableFileError(ValueError):
@@ -42,10 +45,14 @@ class Decoded:
 
     @property
     def note(self) -> str | None:
-        """What to tell the user, when the encoding is not plain UTF-8."""
-        if self.encoding in ("utf-8", "utf-8-sig"):
-            return None
-        return f"encoding {self.encoding}"
+        return encoding_note(self.encoding)
+
+
+def encoding_note(encoding: str) -> str | None:
+    """What to tell the user, when the encoding is not plain UTF-8."""
+    if encoding in ("utf-8", "utf-8-sig"):
+        return None
+    return f"encoding {encoding}"
 
 
 def decode_file(path: Path) -> Decoded:
@@ -63,20 +70,84 @@ def decode_bytes(data: bytes, origin: str) -> Decoded:
     try:
         return Decoded(data.decode("utf-8"), "utf-8")
     except UnicodeDecodeError as exc:
-        first_bad = exc.start
-    control = next((i for i, byte in enumerate(data) if byte in _BINARY), None)
-    if control is not None:
-        raise UndecodableFileError(
-            f"{origin}: not a text file: byte 0x{data[control]:02x} at offset {control} is a "
-            f"control character, and byte 0x{data[first_bad]:02x} at offset {first_bad} is not "
-            "UTF-8. Export the sheet again as CSV (UTF-8)."
-        )
+        first_bad = (exc.start, data[exc.start])
+    found = _BINARY_RE.search(data)
+    if found is not None:
+        raise _not_text(origin, (found.start(), data[found.start()]), first_bad)
     for encoding in ("cp1252", "latin-1"):
         try:
             return Decoded(data.decode(encoding), encoding)
         except UnicodeDecodeError:
             continue
     raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
+
+
+def detect_encoding(path: Path) -> str:
+    """The encoding `decode_file` chooses for the file, with the same errors, found
+    by reading it in blocks: memory stays flat whatever the file's size (the batch
+    path streams files of any length)."""
+    origin = str(path)
+    with path.open("rb") as handle:
+        head = handle.read(4000)
+    utf16 = _utf16_without_bom(head)
+    chosen = next((encoding for bom, encoding in _BOMS if head.startswith(bom)), utf16)
+    if chosen:
+        bad = _first_undecodable(path, chosen)
+        if bad is not None:
+            raise _invalid(origin, bad, chosen)
+        return chosen
+    first_bad = _first_undecodable(path, "utf-8")
+    if first_bad is None:
+        return "utf-8"
+    control = _first_control(path)
+    if control is not None:
+        raise _not_text(origin, control, first_bad)
+    return "cp1252" if _first_undecodable(path, "cp1252") is None else "latin-1"
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK):
+            yield block
+
+
+def _first_undecodable(path: Path, encoding: str) -> tuple[int, int] | None:
+    """Offset and value of the first byte `encoding` cannot decode, or None."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    offset = 0
+    for block in [*_blocks(path), b""]:
+        pending = len(decoder.getstate()[0])  # bytes of a character split across blocks
+        try:
+            decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            return offset - pending + exc.start, exc.object[exc.start]
+        offset += len(block)
+    return None
+
+
+def _first_control(path: Path) -> tuple[int, int] | None:
+    offset = 0
+    for block in _blocks(path):
+        found = _BINARY_RE.search(block)
+        if found is not None:
+            return offset + found.start(), block[found.start()]
+        offset += len(block)
+    return None
+
+
+def _not_text(origin: str, control: tuple[int, int], first_bad: tuple[int, int]) -> ValueError:
+    return UndecodableFileError(
+        f"{origin}: not a text file: byte 0x{control[1]:02x} at offset {control[0]} is a "
+        f"control character, and byte 0x{first_bad[1]:02x} at offset {first_bad[0]} is not "
+        "UTF-8. Export the sheet again as CSV (UTF-8)."
+    )
+
+
+def _invalid(origin: str, bad: tuple[int, int], encoding: str) -> ValueError:
+    return UndecodableFileError(
+        f"{origin}: byte 0x{bad[1]:02x} at offset {bad[0]} is not valid "
+        f"{encoding} (the file starts like {encoding}). Export it again as CSV (UTF-8)."
+    )
 
 
 def _utf16_without_bom(data: bytes) -> str | None:
@@ -96,10 +167,7 @@ def _strict(data: bytes, encoding: str, origin: str) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise UndecodableFileError(
-            f"{origin}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not valid "
-            f"{encoding} (the file starts like {encoding}). Export it again as CSV (UTF-8)."
-        ) from None
+        raise _invalid(origin, (exc.start, data[exc.start]), encoding) from None
 
 
 def sniff_delimiter(text: str) -> str:

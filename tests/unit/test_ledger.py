@@ -90,3 +90,16 @@ async def test_take_over_only_the_claim_of_the_named_claimant(tmp_path: Path):
     assert not await ledger.take_over("abc", "a.csv", claimant="run-5", previous="child-run")
     (entry,) = await ledger.entries()
     assert (entry.status, entry.run_id) == (FileStatus.DONE, "child-run")
+
+
+def test_the_key_set_answers_like_a_set_across_merges(monkeypatch) -> None:
+    from leadflow.integrations.jsonl_ledger import KeySet
+
+    monkeypatch.setattr(KeySet, "RECENT", 7)  # merge often
+    keys = KeySet()
+    added = [f"notify:person_{n:05d}" for n in range(0, 300, 3)]
+    for key in added:
+        keys.add(key)
+    assert len(keys) == len(added)
+    assert all(key in keys for key in added)
+    assert not any(f"notify:person_{n:05d}" in keys for n in range(1, 300, 3))

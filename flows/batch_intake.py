@@ -1,0 +1,110 @@
+"""A lead file read for the batch path in flat memory, one lead per person.
+
+The per-lead path (`leadflow.flows.files.read_leads`) holds the whole file: rows with
+the same email are merged into the first row's lead, and that needs every row seen
+before any lead runs. Here the file is read twice instead, a row at a time:
+
+1. `count()`: every valid row's email is kept as an 8-byte hash (in arrays, not
+   Python objects), and the hashes seen more than once are found: usually few.
+2. `pieces()`: each lead is yielded as its row is read, except a repeated person's
+   rows, which are held and merged (later non-empty values win, as in
+   `read_leads`) until that person's last row, then yielded as one lead with the
+   first row's id.
+
+Memory: 8 bytes per row during the first pass, the repeated people during the
+second; the leads themselves only a piece at a time.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from leadflow.flows.files import Merged, _updated
+from leadflow.intake import Rejection, validate_record
+from leadflow.integrations.file_source import FileStream
+from leadflow.models import Lead
+
+_BUCKETS = 256  # the first pass's hashes are kept in this many arrays
+_MASK = (1 << 64) - 1
+
+
+def _key(email: str) -> int:
+    """A 64-bit hash of a normalised email; stable within the process (both passes
+    run in it). A collision only holds two people's leads until both are complete."""
+    return hash(email) & _MASK
+
+
+@dataclass
+class Piece:
+    """What the next rows of the file gave: up to `size` leads, and the rows set
+    aside or merged on the way."""
+
+    leads: list[Lead] = field(default_factory=list)
+    bad: list[Rejection] = field(default_factory=list)
+    merged: list[Merged] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.leads) + len(self.bad) + len(self.merged)
+
+
+class StreamedIntake:
+    def __init__(self, stream: FileStream) -> None:
+        self.stream = stream
+        self.repeated: dict[int, int] = {}  # hash -> rows with that email
+
+    def count(self) -> int:
+        """The first pass: the number of leads (people) in the file, for the progress
+        bar (people whose emails' hashes collide count once)."""
+        buckets = [array("Q") for _ in range(_BUCKETS)]
+        rows = 0
+        for record in self.stream.records():
+            checked = validate_record(record)
+            if isinstance(checked, Lead):
+                key = _key(checked.email)
+                buckets[key % _BUCKETS].append(key)
+                rows += 1
+        for bucket in buckets:
+            self.repeated.update((k, n) for k, n in Counter(bucket).items() if n > 1)
+        return rows - sum(self.repeated.values()) + len(self.repeated)
+
+    def pieces(self, size: int) -> Iterator[Piece]:
+        """The second pass (after `count`), at most `size` leads at a time."""
+        for piece in self._pieces(size):
+            yield Piece(piece.leads[:size], piece.bad, piece.merged)
+            for start in range(size, len(piece.leads), size):
+                yield Piece(piece.leads[start : start + size])
+
+    def _pieces(self, size: int) -> Iterator[Piece]:
+        left = dict(self.repeated)
+        held: dict[int, dict[str, tuple[Lead, int]]] = {}
+        piece = Piece()
+        for record in self.stream.records():
+            checked = validate_record(record)
+            if isinstance(checked, Rejection):
+                piece.bad.append(checked)
+            elif (key := _key(checked.email)) not in left:
+                piece.leads.append(checked)
+            else:
+                people = held.setdefault(key, {})
+                first = people.get(checked.email)
+                if first is None:
+                    people[checked.email] = (checked, record.position)
+                else:
+                    lead, row = first
+                    people[checked.email] = (_updated(lead, checked), row)
+                    piece.merged.append(
+                        Merged(position=record.position, email=checked.email, into_row=row)
+                    )
+                left[key] -= 1
+                if not left[key]:
+                    del left[key]
+                    piece.leads += [lead for lead, _row in held.pop(key).values()]
+            if len(piece.leads) >= size or len(piece) >= 10 * size:
+                yield piece
+                piece = Piece()
+        piece.leads += [lead for people in held.values() for lead, _row in people.values()]
+        if len(piece):
+            yield piece
