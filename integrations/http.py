@@ -3,6 +3,7 @@ place that turns httpx outcomes into the `integrations.errors` tree."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -89,10 +90,29 @@ def error_for_exception(exc: httpx.HTTPError, operation: str) -> AdapterError:
     return PermanentError(f"{operation}: {kind}")
 
 
+async def send_within_deadline(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """`client.send`, with the client's timeout as a deadline on the whole call.
+
+    httpx's timeouts bound each network operation, not the call: a vendor that drips
+    its answer a byte at a time, each byte inside the read timeout, would hold a task
+    (and the lead) for as long as it likes. Past the deadline the call ends as a
+    read timeout, which is transient."""
+    deadline = client.timeout.read
+    if deadline is None:
+        return await client.send(request)
+    try:
+        async with asyncio.timeout(deadline):
+            return await client.send(request)
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(
+            f"no complete answer within {deadline:g} s", request=request
+        ) from exc
+
+
 async def send(client: httpx.AsyncClient, request: httpx.Request, operation: str) -> httpx.Response:
     """Send a request and raise the matching adapter error on failure."""
     try:
-        response = await client.send(request)
+        response = await send_within_deadline(client, request)
     except httpx.HTTPError as exc:
         raise error_for_exception(exc, operation) from exc
     raise_for_response(response, operation)

@@ -23,7 +23,12 @@ from pydantic import Field
 
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError, RateLimited
-from leadflow.integrations.http import error_for_exception, make_client, raise_for_response
+from leadflow.integrations.http import (
+    error_for_exception,
+    make_client,
+    raise_for_response,
+    send_within_deadline,
+)
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.settings import AdapterSettings
 
@@ -121,7 +126,7 @@ class VendorHttp:
         request = self.client.build_request(method, target, headers=headers, **kwargs)
         async with self.limiter.slot():
             try:
-                response = await self.client.send(request)
+                response = await send_within_deadline(self.client, request)
             except httpx.HTTPError as exc:
                 raise error_for_exception(exc, f"{self.name} {operation}") from exc
         if response.status_code in allow:

@@ -207,7 +207,9 @@ def _adapter_settings_classes() -> list[type[AdapterSettings]]:
 
     for info in list_adapters():
         assert info.load_error is None, info
-    found = [c for c in adapter_settings_classes() if c.__module__.startswith("leadflow.integrations.")]
+    found = [
+        c for c in adapter_settings_classes() if c.__module__.startswith("leadflow.integrations.")
+    ]
     return sorted(found, key=lambda cls: cls.__name__)
 
 
