@@ -95,7 +95,16 @@ def _read_csv(handle, origin: str, delimiter: str) -> tuple[list[RawRecord], lis
         raise ValueError(f"{origin}: the CSV file has no header row")
     header = [name.strip() for name in header]
     records = []
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field past csv's size limit: this row only
+            records.append(
+                RawRecord(position=reader.line_num, error=f"malformed row: {exc}", origin=origin)
+            )
+            continue
         position = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines are not records

@@ -77,8 +77,18 @@ def describe_validation_error(exc: ValidationError) -> str:
         elif "is not an email address" in message:
             parts.append(f"{field}: {message}")
         else:
-            parts.append(f"{field}: {message} (got {error.get('input')!r})")
+            parts.append(f"{field}: {message} (got {_shown(error.get('input'))})")
     return "; ".join(parts)
+
+
+SHOWN_CHARS = 80  # of a bad value, in a reason: enough to find it, never a 50 MB cell
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def rejection_key(record: RawRecord) -> str:

@@ -11,7 +11,6 @@ same adapter writes normally: the vendor then holds the effect exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,7 +18,7 @@ from leadflow.flows.lead import once_key
 from leadflow.integrations.errors import AdapterError, RateLimited, TransientError
 from tests.contract.conftest import make_decision, make_lead
 from tests.reliability.faultserver import Fault, FaultServer
-from tests.reliability.vendors import TIMEOUT, VENDORS, Vendor
+from tests.reliability.vendors import TIMEOUT, Vendor
 
 FAULTS = {
     "http_500": lambda: Fault.status_code(500),
@@ -32,17 +31,6 @@ FAULTS = {
     "malformed_json": Fault.malformed_json,
 }
 TRANSIENT = {"http_500", "http_503", "connection_reset", "read_timeout", "slow_drip"}
-
-
-@pytest.fixture(params=VENDORS, ids=lambda v: v.id)
-def vendor(request) -> Vendor:
-    return request.param
-
-
-@pytest.fixture
-def server(vendor: Vendor) -> Iterator[FaultServer]:
-    with FaultServer(vendor.ok(), is_write=vendor.is_write) as server:
-        yield server
 
 
 async def attempt(vendor: Vendor, adapter, n: int = 1):

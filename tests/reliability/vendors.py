@@ -60,8 +60,9 @@ def _s(cls, **values):
 
 
 def hubspot_ok(request: httpx.Request) -> httpx.Response:
-    if request.url.path.endswith("/search"):
-        return httpx.Response(200, json={"total": 0, "results": []})
+    """The contract fake, plus the look-up's read: no contact with that email yet."""
+    if request.method == "GET" and request.url.path.startswith("/crm/v3/objects/contacts/"):
+        return httpx.Response(404, json={"status": "error", "category": "OBJECT_NOT_FOUND"})
     return h.hubspot_ok(request)
 
 
