@@ -4,6 +4,7 @@ place that turns httpx outcomes into the `integrations.errors` tree."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -19,6 +20,36 @@ from leadflow.integrations.errors import (
 )
 
 USER_AGENT = "leadflow/0.1 (+https://github.com/leadflow)"
+
+_SECRET_URLS: set[str] = set()
+
+
+def hide_in_logs(url: str) -> None:
+    """Keep a URL that is itself a credential (a chat webhook) out of httpx's log."""
+    _SECRET_URLS.add(str(httpx.URL(url).copy_with(query=None, fragment=None)))
+
+
+class _HideSecretUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO (`HTTP Request: POST https://...`).
+    A webhook URL whose path is the credential (registered with `hide_in_logs`) is
+    shown as its host only, and no query string is shown (a signature or a token
+    can ride there), whoever configures logging and at whatever level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
+            url: httpx.URL = args[1]
+            bare = str(url.copy_with(query=None, fragment=None))
+            shown = (
+                f"{url.scheme}://{url.netloc.decode()}/<secret URL>"
+                if bare in _SECRET_URLS
+                else bare + ("?<query hidden>" if url.query else "")
+            )
+            record.args = (args[0], shown, *args[2:])
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HideSecretUrls())
 
 
 def make_client(

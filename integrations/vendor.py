@@ -25,6 +25,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError, RateLimited
 from leadflow.integrations.http import (
     error_for_exception,
+    hide_in_logs,
     make_client,
     raise_for_response,
     send_within_deadline,
@@ -123,6 +124,8 @@ class VendorHttp:
         path out of error messages, for webhooks whose URL is the credential."""
         headers = {**(await self.auth_headers()), **kwargs.pop("headers", {})}
         target = url if url.startswith(("http://", "https://")) else self.base_url + url
+        if secret_url:
+            hide_in_logs(target)
         request = self.client.build_request(method, target, headers=headers, **kwargs)
         async with self.limiter.slot():
             try:

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 BURST = (
     lambda: Fault.status_code(500),
     Fault.reset,
-    lambda: Fault.hang(TIMEOUT * 3),
-    lambda: Fault.drip(TIMEOUT * 10),
+    lambda: Fault.hang(TIMEOUT * 2),
+    lambda: Fault.drip(TIMEOUT * 4),
     lambda: Fault.retry_after("0"),
 )
 BUDGET = {"retries": len(BURST), "retry_backoff_seconds": 0.05, "retry_jitter_factor": 0}

@@ -37,7 +37,7 @@ from leadflow.integrations.webhook_notifier import WebhookNotifier
 from leadflow.models import Decision, Lead
 from tests.contract import harnesses as h
 
-TIMEOUT = 0.5  # seconds: a hung vendor costs the tests little
+TIMEOUT = 1.0  # seconds: a hung vendor costs the tests little, a busy machine no retry
 
 # Known secret values: nothing leadflow writes may contain them.
 SECRETS = {
