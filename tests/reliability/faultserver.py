@@ -97,9 +97,16 @@ def _default_write(request: httpx.Request) -> bool:
 
 
 class FaultServer:
-    def __init__(self, ok: Handler, *, is_write: Callable[[httpx.Request], bool] = _default_write):
+    def __init__(
+        self,
+        ok: Handler,
+        *,
+        is_write: Callable[[httpx.Request], bool] = _default_write,
+        latency: float = 0.0,
+    ):
         self.ok = ok
         self.is_write = is_write
+        self.latency = latency  # seconds before each `ok` answer, as a vendor takes
         self.down = False
         self.port = 0
         self._faults: deque[Fault] = deque()
@@ -193,6 +200,8 @@ class FaultServer:
                 with self._lock:
                     self._received.append(Received(request, fault.kind if fault else None))
                 if fault is None:
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
                     await _write(writer, _answer(self.ok, request))
                 elif fault.kind == "connection_reset":
                     sock = writer.get_extra_info("socket")
