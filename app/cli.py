@@ -506,6 +506,14 @@ def bench(
     parts: Annotated[
         str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
     ] = "abc",
+    faults: Annotated[
+        bool,
+        typer.Option(
+            "--faults",
+            help="Instead: a run over failing stub vendors; what became of each side effect.",
+        ),
+    ] = False,
+    leads: Annotated[int, typer.Option(help="With --faults: leads in the file.", min=10)] = 200,
 ) -> None:
     """Measure the single-lead path, the backlog path and memory against stub vendors
     on loopback, and print the figures (see benchmarks/bench.py and the README)."""
@@ -514,6 +522,14 @@ def bench(
         raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
     _quiet_prefect_console()
     sys.path.insert(0, str(code))
+    if faults:
+        from fault_bench import run_fault_bench
+
+        figures = run_fault_bench(leads=leads)
+        bad = sum(
+            figures[k]["duplicated"] + figures[k]["lost"] for k in ("notifications", "events")
+        )
+        raise typer.Exit(1 if bad else 0)
     from bench import run_bench
 
     run_bench(quick=quick, json_path=json_path, chart_path=chart, parts=parts)

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from benchmarks.fault_vendor import Fault, FaultServer
 from leadflow.flows.lead import once_key
 from leadflow.integrations.errors import AdapterError, RateLimited, TransientError
 from tests.contract.conftest import make_decision, make_lead
-from tests.reliability.faultserver import Fault, FaultServer
 from tests.reliability.vendors import TIMEOUT, Vendor
 
 FAULTS = {

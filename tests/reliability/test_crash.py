@@ -33,9 +33,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.fault_vendor import FaultServer
 from tests.conftest import ROOT
 from tests.e2e.stack import clean_env, prefect_stack
-from tests.reliability.faultserver import FaultServer
 
 pytestmark = pytest.mark.e2e
 

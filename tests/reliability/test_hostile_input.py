@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.fault_vendor import FaultServer
 from leadflow.flows.files import split_records
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings
@@ -27,7 +28,6 @@ from leadflow.integrations.file_source import read_file
 from leadflow.models import Lead
 from leadflow.textfiles import UndecodableFileError
 from tests.contract.conftest import make_decision, start_smtp
-from tests.reliability.faultserver import FaultServer
 from tests.reliability.vendors import BY_ID
 
 # --- files ---------------------------------------------------------------------------

@@ -32,11 +32,11 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 from structlog.testing import capture_logs
 
+from benchmarks.fault_vendor import Fault, FaultServer
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.batch import process_file_batched
 from leadflow.flows.files import process_file
 from leadflow.flows.replay_effects import replay_side_effects
-from tests.reliability.faultserver import Fault, FaultServer
 from tests.reliability.vendors import BY_ID, SECRETS
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

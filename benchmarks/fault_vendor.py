@@ -1,4 +1,5 @@
-"""A stub vendor on a real loopback socket that misbehaves on request.
+"""A stub vendor on a real loopback socket that misbehaves on request (for
+`leadflow bench --faults` and the reliability tests in tests/reliability/).
 
 `FaultServer(ok)` listens on 127.0.0.1 (a free port, its own thread and event loop)
 and answers each request with `ok(request)` (an `httpx.Request` in, an
