@@ -27,22 +27,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
-from fault_vendor import Fault, FaultServer
+from fault_vendor import Fault, FaultServer, every_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0
 
-FAULTS = {
-    "http_500": lambda: Fault.status_code(500),
-    "http_503": lambda: Fault.status_code(503),
-    "429_seconds": lambda: Fault.retry_after("1"),
-    "429_http_date": lambda: Fault.retry_after_date(1),
-    "connection_reset": Fault.reset,
-    "read_timeout": lambda: Fault.hang(TIMEOUT * 2),
-    "slow_drip": lambda: Fault.drip(TIMEOUT * 3),
-    "malformed_json": Fault.malformed_json,
-}
-
+FAULTS = every_kind(TIMEOUT, retry_after=1)
 
 # Faults after which the vendor has acted: it answered 200, then the body was bad
 # or too slow, so the client cannot know and retries under the same key.
@@ -117,6 +107,7 @@ async def _run(workdir: Path, leads: int, per_kind: int) -> dict:
             "leads set aside": len(summary.set_aside) + len(down_summary.set_aside),
             "failed after retries": len(summary.failed) + len(down_summary.failed),
             "replayed": replay.counts.get("replayed", 0),
+            "replay": replay.line(),
             "notifications": _tally(hook, valid, "/hook"),
             "events": _tally(events, valid, "/events"),
             "seconds": round(seconds, 1),
@@ -185,6 +176,7 @@ def print_figures(f: dict) -> None:
         f"leads processed: {f['leads processed']}; set aside (bad records): {f['leads set aside']}",
         f"failed after their retries: {f['failed after retries']} side effects "
         f"(vendor down); replayed: {f['replayed']}",
+        f"replay: {f['replay']}",
     ]
     for name, t in (("notifications", n), ("events", e)):
         lines.append(

@@ -275,3 +275,18 @@ async def _drip(writer: asyncio.StreamWriter, seconds: float) -> None:
         await writer.drain()
         await asyncio.sleep(0.05)
     writer.close()
+
+
+def every_kind(timeout: float, retry_after: float) -> dict[str, Callable[[], Fault]]:
+    """One maker per fault kind, sized for a client with this timeout: a hang outlasts
+    it, a drip outlasts its deadline, a 429 asks for `retry_after` seconds."""
+    return {
+        "http_500": lambda: Fault.status_code(500),
+        "http_503": lambda: Fault.status_code(503),
+        "429_seconds": lambda: Fault.retry_after(f"{retry_after:g}"),
+        "429_http_date": lambda: Fault.retry_after_date(retry_after + 1),
+        "connection_reset": Fault.reset,
+        "read_timeout": lambda: Fault.hang(timeout * 2),
+        "slow_drip": lambda: Fault.drip(timeout * 4),
+        "malformed_json": Fault.malformed_json,
+    }
