@@ -46,9 +46,16 @@ def write_file(path: Path, prefix: str, count: int, bad: int = 0) -> Path:
     return path
 
 
-def interleaved(per_kind: int) -> list[Fault]:
-    """Each kind `per_kind` times, kinds taking turns."""
-    return [FAULTS[kind]() for _ in range(per_kind) for kind in FAULTS]
+def interleaved(per_kind: int, requests: int) -> list[Fault]:
+    """Each kind `per_kind` times, kinds taking turns, spread evenly over the first
+    `requests` requests (a normal answer between two faults), as faults come in
+    production: a retry usually finds the vendor answering again."""
+    faults = [FAULTS[kind]() for _ in range(per_kind) for kind in FAULTS]
+    gap = max(1, requests // len(faults) - 1)
+    spread: list[Fault] = []
+    for fault in faults:
+        spread += [fault, *(Fault.passes() for _ in range(gap))]
+    return spread
 
 
 async def _run(workdir: Path, leads: int, per_kind: int) -> dict:
@@ -64,8 +71,8 @@ async def _run(workdir: Path, leads: int, per_kind: int) -> dict:
     ok = lambda request: httpx.Response(200)  # noqa: E731
     hook, events = FaultServer(ok, latency=0.01), FaultServer(ok, latency=0.01)
     with hook, events:
-        hook.inject(*interleaved(per_kind))
-        events.inject(*interleaved(per_kind))
+        hook.inject(*interleaved(per_kind, leads))
+        events.inject(*interleaved(per_kind, leads))
         settings = Settings(
             _env_file=None,
             database_url=f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}",

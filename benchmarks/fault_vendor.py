@@ -59,6 +59,11 @@ class Fault:
         return cls.retry_after(format_datetime(when, usegmt=True), kind="429_http_date")
 
     @classmethod
+    def passes(cls) -> Fault:
+        """No fault: the request is answered normally (spaces faults out in a queue)."""
+        return cls("pass")
+
+    @classmethod
     def reset(cls) -> Fault:
         """The connection is reset (TCP RST) after the request arrives."""
         return cls("connection_reset")
@@ -189,7 +194,8 @@ class FaultServer:
             return None
         with self._lock:
             if self._faults:
-                return self._faults.popleft()
+                fault = self._faults.popleft()
+                return None if fault.kind == "pass" else fault
         if self.down:
             return Fault.status_code(503, kind="vendor_down")
         return None
