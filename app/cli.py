@@ -348,7 +348,11 @@ def _print_summary(summary: FileRunSummary) -> None:
             highlight=False,
         )
     if summary.failed:
-        failed = Table(title="Failed branches", title_justify="left", title_style="bold red")
+        failed = Table(
+            title="Failed branches (do them again, once: `leadflow replay`)",
+            title_justify="left",
+            title_style="bold red",
+        )
         for column in ("lead", "row", "branch", "reason"):
             failed.add_column(column)
         for f in summary.failed:
@@ -507,6 +511,14 @@ def bench(
     parts: Annotated[
         str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
     ] = "abc",
+    faults: Annotated[
+        bool,
+        typer.Option(
+            "--faults",
+            help="Instead: a run over failing stub vendors; what became of each side effect.",
+        ),
+    ] = False,
+    leads: Annotated[int, typer.Option(help="With --faults: leads in the file.", min=10)] = 200,
 ) -> None:
     """Measure the single-lead path, the backlog path and memory against stub vendors
     on loopback, and print the figures (see benchmarks/bench.py and the README)."""
@@ -515,6 +527,14 @@ def bench(
         raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
     _quiet_prefect_console()
     sys.path.insert(0, str(code))
+    if faults:
+        from fault_bench import run_fault_bench
+
+        figures = run_fault_bench(leads=leads)
+        bad = sum(
+            figures[k]["duplicated"] + figures[k]["lost"] for k in ("notifications", "events")
+        )
+        raise typer.Exit(1 if bad else 0)
     from bench import run_bench
 
     run_bench(quick=quick, json_path=json_path, chart_path=chart, parts=parts)
@@ -688,6 +708,63 @@ async def _pending(settings: Settings):
     try:
         return await Quarantine(settings.database_url).pending()
     finally:
+        await dispose_engines()
+
+
+@app.command()
+def replay(
+    list_only: Annotated[
+        bool, typer.Option("--list", help="Only show the open failures; replay nothing.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+) -> None:
+    """Do again, once, the side effects (CRM update, notification, event) that failed
+    after their retries, with the lead's decision and once-only key; report each."""
+    settings = _settings(verbose)
+    if list_only:
+        failures = asyncio.run(_open_failures(settings))
+        table = Table(title=f"{len(failures)} failed side effects open", title_justify="left")
+        for column in ("side effect", "lead", "attempts", "reason"):
+            table.add_column(column)
+        for f in failures:
+            table.add_row(f.branch, f.lead.email, str(f.attempts), f.reason)
+        out.print(table)
+        return
+    runtime = _runtime(settings)
+    report = _run(_replay_effects(runtime))
+    if report.effects:
+        table = Table(title="Replayed", title_justify="left")
+        for column in ("side effect", "lead", "result", "detail"):
+            table.add_column(column)
+        for e in report.effects:
+            table.add_row(e.branch, e.email, e.result, e.detail)
+        out.print(table)
+    out.print(report.line())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+async def _open_failures(settings: Settings):
+    from leadflow.db import dispose_engines
+    from leadflow.failed_effects import FailedEffects
+
+    try:
+        return await FailedEffects(settings.database_url).open()
+    finally:
+        await dispose_engines()
+
+
+async def _replay_effects(runtime: Runtime):
+    from leadflow.app.runtime import use_runtime
+    from leadflow.db import dispose_engines
+    from leadflow.flows.replay_effects import replay_side_effects
+    from leadflow.flows.temporary_server import prefect_api
+
+    try:
+        async with prefect_api():
+            with use_runtime(runtime):
+                return await replay_side_effects()
+    finally:
+        await runtime.aclose()
         await dispose_engines()
 
 

@@ -67,7 +67,7 @@ from leadflow.flows.files import (
     _listener,
     open_contents,
 )
-from leadflow.flows.lead import once_key
+from leadflow.flows.lead import once_key, record_failures
 from leadflow.flows.mode import mode_now, start_run
 from leadflow.flows.retries import retry_options
 from leadflow.intake import Rejection
@@ -515,6 +515,15 @@ async def _fan_out_stage(
                     exc = await state.aresult(raise_on_failure=False)
                     reason = f"{type(exc).__name__}: {exc}"
                     batch.outcomes[name] = dict.fromkeys(batch.decisions, reason)
+            await record_failures(
+                current_runtime(),
+                [
+                    (name, lead, batch.decisions[lead.id], result)
+                    for name, results in batch.outcomes.items()
+                    for lead in batch.leads
+                    if (result := results.get(lead.id)) not in (None, OK, SKIPPED)
+                ],
+            )
         finished = tally.batch_done(batch)
         await runtime.done.add(finished)
 

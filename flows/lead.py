@@ -35,6 +35,7 @@ from prefect.states import State
 from structlog.contextvars import bound_contextvars
 
 from leadflow.decide import decide, timed
+from leadflow.failed_effects import FailedEffect, FailedEffects
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.context import current_runtime
@@ -107,13 +108,39 @@ def once_key(branch: str, lead: Lead) -> str:
 
 
 _BRANCH_ADAPTER = {"crm": "crm", "notify": "notifier", "event": "event_sink"}
+# branch task name -> the side effect's name in its once-only key
+EFFECT_OF_BRANCH = {"update_crm": "crm", "notify_team": "notify", "log_event": "event"}
+
+
+def effect_scope(runtime: Runtime, effect: str) -> str:
+    """Where a side effect lands, as a short hash of the adapter's scope (which may
+    hold a database URL or a webhook URL, credentials included)."""
+    adapter = getattr(runtime.adapters, _BRANCH_ADAPTER[effect])
+    return hashlib.sha256(adapter.once_scope.encode()).hexdigest()[:12]
 
 
 def _cache_key(branch: str, _context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Prefect cache key of a branch task: the side effect, where it lands, the lead."""
-    adapter = getattr(current_runtime().adapters, _BRANCH_ADAPTER[branch])
-    scope = hashlib.sha256(adapter.once_scope.encode()).hexdigest()[:12]
+    scope = effect_scope(current_runtime(), branch)
     return f"{scope}-{once_key(branch, parameters['lead'])}"
+
+
+async def record_failures(runtime: Runtime, items: list[tuple[str, Lead, Decision, str]]) -> None:
+    """Keep (branch, lead, decision, reason) of side effects that failed after their
+    retries, for `leadflow replay`."""
+    if not items:
+        return
+    await FailedEffects(runtime.settings.database_url).record(
+        FailedEffect(
+            branch=branch,
+            once_key=once_key(EFFECT_OF_BRANCH[branch], lead),
+            scope=effect_scope(runtime, EFFECT_OF_BRANCH[branch]),
+            reason=reason,
+            lead=lead,
+            decision=decision,
+        )
+        for branch, lead, decision, reason in items
+    )
 
 
 # --- the steps that are tasks ------------------------------------------------------
@@ -215,6 +242,18 @@ def _configured(
     }
 
 
+def configured_tasks(runtime: Runtime) -> dict[str, Any]:
+    """The look-up and branch tasks with this runtime's retry policy and vendor tags."""
+    adapters = runtime.adapters
+    return _configured(
+        runtime.settings.pipeline,
+        tuple(
+            a.name if a.name in runtime.settings.limits else None
+            for a in (adapters.crm, adapters.notifier, adapters.event_sink)
+        ),
+    )
+
+
 # --- the flow ----------------------------------------------------------------------
 
 
@@ -286,14 +325,7 @@ async def run_pipeline(
     failed branch is reported in the outcome, not raised; a failed look-up or decision
     raises, since nothing can follow it."""
     started = started or time.perf_counter()
-    adapters = runtime.adapters
-    tasks = _configured(
-        runtime.settings.pipeline,
-        tuple(
-            a.name if a.name in runtime.settings.limits else None
-            for a in (adapters.crm, adapters.notifier, adapters.event_sink)
-        ),
-    )
+    tasks = configured_tasks(runtime)
     with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*task_tags(lead_tags(lead))):
         match = await timed(steps, "look_up", lambda: tasks["look_up"](lead))
         decision, decide_steps = await decide_lead(lead, match)
@@ -303,7 +335,7 @@ async def run_pipeline(
             began = time.perf_counter()
             state: State = await tasks[name](lead, decision, return_state=True)
             elapsed = (time.perf_counter() - began) * 1000
-            return name, await _branch_result(state, elapsed)
+            return name, await branch_result(state, elapsed)
 
         with tags(*task_tags(decision_tags(decision))):
             also = asyncio.gather(*([alongside(decision)] if alongside else []))
@@ -313,6 +345,14 @@ async def run_pipeline(
             StepTiming(step=name, duration_ms=r.duration_ms) for name, r in results.items()
         )
         outcome = LeadOutcome(lead_id=lead.id, decision=decision, branches=results, steps=steps)
+        await record_failures(
+            runtime,
+            [
+                (name, lead, decision, r.error or "failed")
+                for name, r in results.items()
+                if r.status is BranchStatus.FAILED
+            ],
+        )
         _log_outcome(outcome, time.perf_counter() - started)
     return outcome
 
@@ -353,7 +393,7 @@ def _log_outcome(outcome: LeadOutcome, seconds: float) -> None:
     )
 
 
-async def _branch_result(state: State, elapsed_ms: float) -> BranchResult:
+async def branch_result(state: State, elapsed_ms: float) -> BranchResult:
     if state.is_completed():
         detail = await state.aresult()
         if state.name == "Cached":

@@ -145,7 +145,14 @@ def _csv_header(reader, origin: str) -> list[str]:
 
 
 def _csv_records(reader, header: list[str], origin: str) -> Iterator[RawRecord]:
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field past csv's size limit: this row only
+            yield RawRecord(position=reader.line_num, error=f"malformed row: {exc}", origin=origin)
+            continue
         position = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines are not records

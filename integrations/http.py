@@ -3,6 +3,8 @@ place that turns httpx outcomes into the `integrations.errors` tree."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,6 +20,36 @@ from leadflow.integrations.errors import (
 )
 
 USER_AGENT = "leadflow/0.1 (+https://github.com/leadflow)"
+
+_SECRET_URLS: set[str] = set()
+
+
+def hide_in_logs(url: str) -> None:
+    """Keep a URL that is itself a credential (a chat webhook) out of httpx's log."""
+    _SECRET_URLS.add(str(httpx.URL(url).copy_with(query=None, fragment=None)))
+
+
+class _HideSecretUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO (`HTTP Request: POST https://...`).
+    A webhook URL whose path is the credential (registered with `hide_in_logs`) is
+    shown as its host only, and no query string is shown (a signature or a token
+    can ride there), whoever configures logging and at whatever level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
+            url: httpx.URL = args[1]
+            bare = str(url.copy_with(query=None, fragment=None))
+            shown = (
+                f"{url.scheme}://{url.netloc.decode()}/<secret URL>"
+                if bare in _SECRET_URLS
+                else bare + ("?<query hidden>" if url.query else "")
+            )
+            record.args = (args[0], shown, *args[2:])
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HideSecretUrls())
 
 
 def make_client(
@@ -89,10 +121,29 @@ def error_for_exception(exc: httpx.HTTPError, operation: str) -> AdapterError:
     return PermanentError(f"{operation}: {kind}")
 
 
+async def send_within_deadline(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """`client.send`, with the client's timeout as a deadline on the whole call.
+
+    httpx's timeouts bound each network operation, not the call: a vendor that drips
+    its answer a byte at a time, each byte inside the read timeout, would hold a task
+    (and the lead) for as long as it likes. Past the deadline the call ends as a
+    read timeout, which is transient."""
+    deadline = client.timeout.read
+    if deadline is None:
+        return await client.send(request)
+    try:
+        async with asyncio.timeout(deadline):
+            return await client.send(request)
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(
+            f"no complete answer within {deadline:g} s", request=request
+        ) from exc
+
+
 async def send(client: httpx.AsyncClient, request: httpx.Request, operation: str) -> httpx.Response:
     """Send a request and raise the matching adapter error on failure."""
     try:
-        response = await client.send(request)
+        response = await send_within_deadline(client, request)
     except httpx.HTTPError as exc:
         raise error_for_exception(exc, operation) from exc
     raise_for_response(response, operation)

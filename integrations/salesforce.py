@@ -42,6 +42,7 @@ from leadflow.integrations.errors import (
     RateLimited,
     TransientError,
 )
+from leadflow.integrations.http import parse_retry_after
 from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.settings import Settings, SettingsError
@@ -99,7 +100,7 @@ def check_salesforce_reply(response: httpx.Response, operation: str) -> None:
     if status == 401 or "INVALID_SESSION_ID" in codes:
         raise SessionExpired(message)
     if "REQUEST_LIMIT_EXCEEDED" in codes or status == 429:
-        raise RateLimited(message)
+        raise RateLimited(message, parse_retry_after(response.headers.get("retry-after")))
     if status >= 500 or TRANSIENT_CODES & set(codes):
         raise TransientError(message)
     if status == 403:

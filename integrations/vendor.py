@@ -23,7 +23,13 @@ from pydantic import Field
 
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError, RateLimited
-from leadflow.integrations.http import error_for_exception, make_client, raise_for_response
+from leadflow.integrations.http import (
+    error_for_exception,
+    hide_in_logs,
+    make_client,
+    raise_for_response,
+    send_within_deadline,
+)
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.settings import AdapterSettings
 
@@ -118,10 +124,12 @@ class VendorHttp:
         path out of error messages, for webhooks whose URL is the credential."""
         headers = {**(await self.auth_headers()), **kwargs.pop("headers", {})}
         target = url if url.startswith(("http://", "https://")) else self.base_url + url
+        if secret_url:
+            hide_in_logs(target)
         request = self.client.build_request(method, target, headers=headers, **kwargs)
         async with self.limiter.slot():
             try:
-                response = await self.client.send(request)
+                response = await send_within_deadline(self.client, request)
             except httpx.HTTPError as exc:
                 raise error_for_exception(exc, f"{self.name} {operation}") from exc
         if response.status_code in allow:

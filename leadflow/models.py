@@ -8,6 +8,7 @@ new pipeline can be compared field by field with one from the current process.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,6 +37,17 @@ LEAD_FIELDS = (
 )
 
 
+# Limits on what one lead may carry. CRMs cap their fields (Salesforce's Company, a
+# HubSpot single-line property: 255 characters), chat blocks and events cap their
+# size, so a longer value is refused at intake, naming the field, instead of being
+# cut silently or refused later by one vendor after the others took it whole.
+MAX_FIELD_CHARS = 255
+MAX_EMAIL_CHARS = 254  # RFC 5321's longest forward path, less the brackets
+MAX_ATTRIBUTE_CHARS = 10_000  # one extra column (a form's free-text message)
+MAX_ATTRIBUTES_CHARS = 50_000  # every extra column together, as JSON
+MAX_EMPLOYEES = 10_000_000  # more than the largest employer has
+
+
 def derive_lead_id(email: str, source: str | None) -> str:
     """A stable id for a record that brings none: the same person from the same
     source is the same lead, so reruns and retries find the work already done."""
@@ -60,18 +72,34 @@ class Lead(BaseModel):
 
     model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
 
-    id: str = Field(min_length=1)
-    email: str
-    first_name: str | None = None
-    last_name: str | None = None
-    company: str | None = None
-    domain: str
-    title: str | None = None
-    country: str | None = None
-    source: str | None = None
-    employee_count: int | None = Field(default=None, ge=0)
+    id: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+    email: str = Field(max_length=MAX_EMAIL_CHARS)
+    first_name: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    last_name: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    company: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    domain: str = Field(max_length=MAX_FIELD_CHARS)
+    title: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    country: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    source: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    employee_count: int | None = Field(default=None, ge=0, le=MAX_EMPLOYEES)
     created_at: datetime | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_within_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if isinstance(item, str) and len(item) > MAX_ATTRIBUTE_CHARS:
+                raise ValueError(
+                    f"column {key[:60]!r} has {len(item)} characters, "
+                    f"at most {MAX_ATTRIBUTE_CHARS} allowed"
+                )
+        size = len(json.dumps(value, default=str))
+        if size > MAX_ATTRIBUTES_CHARS:
+            raise ValueError(
+                f"the extra columns take {size} characters, at most {MAX_ATTRIBUTES_CHARS}"
+            )
+        return value
 
     @field_validator("id", mode="before")
     @classmethod

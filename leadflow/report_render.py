@@ -95,7 +95,8 @@ def _cell(value) -> str:
 
 def mismatches_csv(report: ShadowReport) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # RFC 4180 line ends: a lone \r or \n inside a cell is then quoted, not a row break.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     fields = list(report.agreement) or Decision.COMPARED_FIELDS
     writer.writerow(
         [

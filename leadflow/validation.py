@@ -59,9 +59,20 @@ def describe_errors(
         elif error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
         elif _shows_input(error, loc, message, hidden):
-            message += f" (got {error['input']!r})"
+            message += f" (got {shown_value(error['input'])})"
         lines.append(f"{key}: {message}" if key else message)
     return lines
+
+
+SHOWN_CHARS = 80  # of a bad value, in a reason: enough to find it, never a 50 MB cell
+
+
+def shown_value(value: object) -> str:
+    """`repr(value)`, cut to SHOWN_CHARS with the full length said."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def _shows_input(

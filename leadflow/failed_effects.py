@@ -1,0 +1,145 @@
+"""Side effects that failed after their retries, kept so they can be replayed.
+
+A failed branch leaves its lead's other side effects done; what it needs is to be
+done later, once, with the same decision. Both paths (one task per lead, and the
+micro-batch path) record each failure here: the side effect, where it lands (the
+adapter's scope), its once-only key, the reason, and the lead and decision it was
+for. `leadflow replay` reads the failures still open and does each side effect
+again under the same key, then closes it: `replayed` when it went through, `done
+before` when a later run had already done it.
+
+One row per (once-only key, scope): a side effect that fails again updates its
+row (reason, time, attempts), so the table says how often each has failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, update
+
+from leadflow.db import dialect_insert, ensure_tables
+from leadflow.models import Decision, Lead
+
+OPEN, REPLAYED, DONE_BEFORE = "open", "replayed", "done before"
+REASON_LIMIT = 1000  # characters of the error kept; a vendor's body can be long
+
+metadata = MetaData()
+
+failed_side_effects = Table(
+    "failed_side_effects",
+    metadata,
+    Column("once_key", String, primary_key=True),
+    Column("scope", String, primary_key=True),
+    Column("branch", String, nullable=False),
+    Column("lead_id", String, nullable=False),
+    Column("email", String, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("lead", Text, nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("status", String, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True)
+class FailedEffect:
+    branch: str  # update_crm | notify_team | log_event
+    once_key: str
+    scope: str
+    reason: str
+    lead: Lead
+    decision: Decision
+    attempts: int = 1
+    status: str = OPEN
+
+
+class FailedEffects:
+    """The `failed_side_effects` table in the leadflow database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    async def record(self, failures: Iterable[FailedEffect]) -> None:
+        rows = [
+            {
+                "once_key": f.once_key,
+                "scope": f.scope,
+                "branch": f.branch,
+                "lead_id": f.lead.id,
+                "email": f.lead.email,
+                "reason": f.reason[:REASON_LIMIT],
+                "lead": f.lead.model_dump_json(),
+                "decision": f.decision.model_dump_json(),
+                "status": OPEN,
+                "attempts": 1,
+                "failed_at": datetime.now(UTC),
+            }
+            for f in failures
+        ]
+        if not rows:
+            return
+        engine = await ensure_tables(self.database_url, metadata)
+        insert = dialect_insert(engine, failed_side_effects)
+        statement = insert.on_conflict_do_update(
+            index_elements=["once_key", "scope"],
+            set_={
+                "reason": insert.excluded.reason,
+                "failed_at": insert.excluded.failed_at,
+                "status": OPEN,
+                "closed_at": None,
+                "attempts": failed_side_effects.c.attempts + 1,
+                "lead": insert.excluded.lead,
+                "decision": insert.excluded.decision,
+            },
+        )
+        async with engine.begin() as connection:
+            for row in rows:
+                await connection.execute(statement, row)
+
+    async def open(self) -> list[FailedEffect]:
+        """The failures not yet replayed, oldest first."""
+        return await self._select(failed_side_effects.c.status == OPEN)
+
+    async def all(self) -> list[FailedEffect]:
+        return await self._select(None)
+
+    async def _select(self, where) -> list[FailedEffect]:
+        engine = await ensure_tables(self.database_url, metadata)
+        query = select(failed_side_effects).order_by(failed_side_effects.c.failed_at)
+        if where is not None:
+            query = query.where(where)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [
+            FailedEffect(
+                branch=row["branch"],
+                once_key=row["once_key"],
+                scope=row["scope"],
+                reason=row["reason"],
+                lead=Lead.model_validate_json(row["lead"]),
+                decision=Decision.model_validate_json(row["decision"]),
+                attempts=row["attempts"],
+                status=row["status"],
+            )
+            for row in rows
+        ]
+
+    async def close(self, closed: Sequence[tuple[FailedEffect, str]]) -> None:
+        """Mark failures `replayed` or `done before`."""
+        if not closed:
+            return
+        engine = await ensure_tables(self.database_url, metadata)
+        table = failed_side_effects
+        now = datetime.now(UTC)
+        async with engine.begin() as connection:
+            for failure, status in closed:
+                await connection.execute(
+                    update(table)
+                    .where(table.c.once_key == failure.once_key, table.c.scope == failure.scope)
+                    .values(status=status, closed_at=now)
+                )
