@@ -60,10 +60,17 @@ def build_adapter(kind: str, name: str, settings: Settings, rules: Rules | None 
         cls = get_adapter_class(kind, name)
     except UnknownAdapterError as exc:
         raise SettingsError(f"LEADFLOW_ADAPTERS__{kind.upper()}: {exc}") from None
+    return construct(cls, settings, rules)
+
+
+def construct(cls: type[Adapter], settings: Settings, rules: Rules | None = None) -> Adapter:
+    """`cls.from_settings` with its own settings (`settings_class`) loaded and
+    validated; a scorer also gets the scoring rules. The contract kit builds adapters
+    through this too, so a plug-in is tested as the wiring builds it."""
     own = own_settings(cls)
     if issubclass(cls, Scorer):
         if rules is None:
-            raise TypeError(f"the {name} scorer is built with the rules")
+            raise TypeError(f"the {cls.name} scorer is built with the rules")
         return cls.from_settings(settings, own, scoring=rules.scoring)
     return cls.from_settings(settings, own)
 

@@ -71,6 +71,7 @@ from leadflow.integrations.base import (
 )
 from leadflow.integrations.errors import PermanentError, RateLimited, TransientError
 from leadflow.integrations.registry import ENTRY_POINT_GROUP, get_adapter_class
+from leadflow.integrations.wiring import construct, own_settings
 from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
 from leadflow.rules import Rules
 from leadflow.settings import Settings, load_settings
@@ -309,30 +310,15 @@ class LocalStore:
 
 
 def build_from_settings(cls: type[Adapter], settings: Settings, rules: Rules) -> Adapter:
-    """`cls.from_settings` called as the wiring calls it: with the adapter's own
-    settings (`settings_class`, loaded from the environment), a scorer with the
-    scoring rules; an adapter whose `from_settings` takes `rules` gets them instead."""
-    params = inspect.signature(cls.from_settings).parameters
-    if "rules" in params:
-        return cls.from_settings(settings, rules)
-    own = _own_settings(cls)
-    if "scoring" in params:
-        return cls.from_settings(settings, own, scoring=rules.scoring)
-    return cls.from_settings(settings, own)
+    """`cls.from_settings` called as the wiring calls it (its own settings from
+    `settings_class`; a scorer also gets the scoring rules)."""
+    return construct(cls, settings, rules)
 
 
 def build_from_target(cls: type[LegacyProcess], target: str, settings: Settings, rules: Rules):
     """`cls.from_target` called as `leadflow shadow --legacy KIND:TARGET` calls it."""
-    params = inspect.signature(cls.from_target).parameters
-    if "rules" in params:
-        return cls.from_target(target, settings, rules)
     shadow = load_settings(ShadowSettings)
-    return cls.from_target(target, settings, _own_settings(cls), shadow=shadow)
-
-
-def _own_settings(cls: type[Adapter]) -> Any:
-    own = getattr(cls, "settings_class", None)
-    return load_settings(own) if own is not None else None
+    return cls.from_target(target, settings, own_settings(cls), shadow=shadow)
 
 
 class AdapterContract:
