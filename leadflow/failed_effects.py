@@ -18,15 +18,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select, update
 
-from leadflow.db import dialect_insert, ensure_tables
+from leadflow.db import dialect_insert, get_engine
 from leadflow.models import Decision, Lead
+from leadflow.schema import metadata
 
 OPEN, REPLAYED, DONE_BEFORE = "open", "replayed", "done before"
 REASON_LIMIT = 1000  # characters of the error kept; a vendor's body can be long
-
-metadata = MetaData()
 
 failed_side_effects = Table(
     "failed_side_effects",
@@ -83,7 +82,7 @@ class FailedEffects:
         ]
         if not rows:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         insert = dialect_insert(engine, failed_side_effects)
         statement = insert.on_conflict_do_update(
             index_elements=["once_key", "scope"],
@@ -109,7 +108,7 @@ class FailedEffects:
         return await self._select(None)
 
     async def _select(self, where) -> list[FailedEffect]:
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         query = select(failed_side_effects).order_by(failed_side_effects.c.failed_at)
         if where is not None:
             query = query.where(where)
@@ -133,7 +132,7 @@ class FailedEffects:
         """Mark failures `replayed` or `done before`."""
         if not closed:
             return
-        engine = await ensure_tables(self.database_url, metadata)
+        engine = get_engine(self.database_url)
         table = failed_side_effects
         now = datetime.now(UTC)
         async with engine.begin() as connection:

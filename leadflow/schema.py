@@ -1,9 +1,9 @@
 """leadflow's own tables: one MetaData, and the Alembic migrations that build it.
 
 Every core table (quarantine, processed_files, done_leads, side_effects_done,
-assignments, round_robin_credit, shadow_comparisons) is declared on `metadata`, in the
-module that uses it; `core_metadata()` imports those modules so the collection is
-complete. The schema changes only through the revisions in leadflow/migrations/
+assignments, round_robin_credit, shadow_comparisons, failed_side_effects) is declared
+on `metadata`, in the module that uses it; `core_metadata()` imports those modules
+so the collection is complete. The schema changes only through the revisions in leadflow/migrations/
 versions/, and the database records its revision in `leadflow_alembic_version`.
 
 - SQLite: `prepare_schema` upgrades to the newest revision when the runtime opens.
@@ -48,6 +48,7 @@ _TABLE_MODULES = (
     "leadflow.once",
     "leadflow.assignment",
     "leadflow.shadow_store",
+    "leadflow.failed_effects",
 )
 
 

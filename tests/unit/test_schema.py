@@ -37,6 +37,7 @@ CORE_TABLES = {
     "round_robin_credit",
     "assignments",
     "shadow_comparisons",
+    "failed_side_effects",
 }
 HEAD = ",".join(head_revisions())
 
