@@ -15,10 +15,10 @@ time by the control, to measure its own noise.
 one record, for leads that arrive one at a time (polls, webhooks).
 
 A backlog (a file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records, where `leadflow
-run` switches to micro-batches) is shadowed on the backlog path: leadflow's same steps
-(look-up, decide, the three recorded side effects at once) run in-process per lead,
-without a Prefect task run per step, as the micro-batch path runs them without one per
-lead. Five task runs per lead would make a shadow run of a backlog many times slower
+run` switches to micro-batches) is shadowed in chunks of `LEADFLOW_PIPELINE__BATCH_SIZE`
+leads: leadflow decides each chunk in bulk, without task runs, as the micro-batch path
+does (flows/shadow_backlog.py), while the current process decides the chunk's leads one
+by one. Five task runs per lead would make a shadow run of a backlog many times slower
 than the run it is meant to judge.
 """
 
@@ -28,8 +28,8 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +40,14 @@ from pydantic import BaseModel, Field
 
 from leadflow.assignment import Assigner
 from leadflow.compare import EFFECT_FIELDS, compare
-from leadflow.decide import decide, timed
 from leadflow.done import DoneLeads
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
-from leadflow.flows.lead import once_key, run_pipeline
-from leadflow.flows.limits import vendor_limit
+from leadflow.flows.lead import run_pipeline
 from leadflow.flows.mode import in_mode, tag_run
+from leadflow.flows.shadow_backlog import Decided, decide_chunk
 from leadflow.intake import RawRecord, Rejection, validate_record
-from leadflow.integrations.base import LeadEvent, LegacyProcess
+from leadflow.integrations.base import LegacyProcess
 from leadflow.integrations.file_source import FileContents
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
@@ -63,6 +62,10 @@ if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
+
+# Chunks of a backlog decided at once: one chunk's look-up overlaps the other's
+# assignment transaction, which the database serialises anyway.
+CHUNKS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -79,13 +82,19 @@ async def _guarded(work, limit_s: float) -> Side:
     """Run one side; whatever it raises, or a timeout, becomes its recorded error."""
     began = time.perf_counter()
     try:
-        decision, steps = await asyncio.wait_for(work(), limit_s)
-        error = None
-    except TimeoutError:
-        decision, steps, error = None, [], f"TimeoutError: no answer within {limit_s:g} s"
+        answer = await asyncio.wait_for(work(), limit_s)
     except Exception as exc:
-        decision, steps, error = None, [], f"{type(exc).__name__}: {exc}"
-    return Side(decision, steps, error, (time.perf_counter() - began) * 1000)
+        answer = exc
+    return _side(answer, (time.perf_counter() - began) * 1000, limit_s)
+
+
+def _side(answer: Decided | BaseException, ms: float, limit_s: float) -> Side:
+    if isinstance(answer, TimeoutError):
+        return Side(None, [], f"TimeoutError: no answer within {limit_s:g} s", ms)
+    if isinstance(answer, BaseException):
+        return Side(None, [], f"{type(answer).__name__}: {answer}", ms)
+    decision, steps = answer
+    return Side(decision, steps, None, ms)
 
 
 @dataclass
@@ -98,7 +107,6 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
-    backlog: bool = False  # leadflow's steps in-process, without task runs (module docstring)
 
     @property
     def rep_teams(self) -> dict[str, list[str]]:
@@ -155,8 +163,6 @@ async def shadow_one(
     timeout = context.settings.timeout_seconds
 
     async def candidate():
-        if context.backlog:
-            return await _in_process(lead, context.runtime)
         outcome = await run_pipeline(lead, context.runtime, [])
         return outcome.decision, outcome.steps
 
@@ -171,39 +177,55 @@ async def shadow_one(
     return records
 
 
-async def _in_process(lead: Lead, runtime: Runtime) -> tuple[Decision, list[StepTiming]]:
-    """leadflow's pipeline for one lead without task runs: the look-up, the decision,
-    then the three (recorded) side effects at once, each step timed."""
-    steps: list[StepTiming] = []
-    adapters = runtime.adapters
+async def shadow_chunk(
+    leads: Sequence[Lead],
+    raw: dict[str, dict[str, Any]],
+    context: ShadowContext,
+    calls: asyncio.Semaphore,
+    baseline: set[str],
+) -> list[ComparisonRecord]:
+    """Both sides for a chunk of a backlog, at once: leadflow decides the whole chunk
+    in bulk (flows/shadow_backlog.py) while the current process decides its leads one
+    by one, at most `calls` at a time. A lead of the chunk waits for all of it, so
+    leadflow's time for each lead is the chunk's. The leads in `baseline` are decided a
+    second time by the current process."""
+    timeout = context.settings.timeout_seconds
 
-    async def look_up():
-        async with vendor_limit(adapters.crm):  # a real CRM's limits hold here too
-            return await adapters.crm.look_up(lead)
+    async def control(lead: Lead) -> Side:
+        async with calls:
+            return await _guarded(lambda: context.legacy.decide_with_steps(raw[lead.id]), timeout)
 
-    match = await timed(steps, "look_up", look_up)
-    decision, decided = await decide(
-        lead, match, rules=runtime.rules, scorer=adapters.scorer, assigner=runtime.assigner
+    async def candidates() -> list[Side]:
+        began = time.perf_counter()
+        try:
+            answers = await asyncio.wait_for(decide_chunk(leads, context.runtime), timeout)
+        except Exception as exc:
+            answers = [exc] * len(leads)
+        ms = (time.perf_counter() - began) * 1000
+        return [_side(answer, ms, timeout) for answer in answers]
+
+    controls, ours = await asyncio.gather(
+        asyncio.gather(*(control(lead) for lead in leads)), candidates()
     )
-    steps.extend(decided)
-    event = LeadEvent(
-        event_id=once_key("event", lead),
-        lead_id=lead.id,
-        occurred_at=datetime.now(UTC),
-        decision=decision,
+    twice = [lead for lead in leads if lead.id in baseline]
+    again = dict(
+        zip(
+            (lead.id for lead in twice),
+            await asyncio.gather(*(control(lead) for lead in twice)),
+            strict=True,
+        )
     )
-    effects = {
-        "update_crm": lambda: adapters.crm.upsert(
-            lead, decision, idempotency_key=once_key("crm", lead)
-        ),
-        "notify_team": lambda: adapters.notifier.notify(
-            lead, decision, idempotency_key=once_key("notify", lead)
-        ),
-        "log_event": lambda: adapters.event_sink.record(event),
-    }
-    branches: list[StepTiming] = []
-    await asyncio.gather(*(timed(branches, name, work) for name, work in effects.items()))
-    return decision, steps + sorted(branches, key=lambda s: list(effects).index(s.step))
+    records: list[ComparisonRecord] = []
+    for lead, control_side, candidate_side in zip(leads, controls, ours, strict=True):
+        intended = context.journal.of(lead.id)
+        records.append(
+            context.record(lead, raw[lead.id], control_side, candidate_side, intended=intended)
+        )
+        if lead.id in again:
+            records.append(
+                context.record(lead, raw[lead.id], control_side, again[lead.id], kind="baseline")
+            )
+    return records
 
 
 def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
@@ -360,25 +382,40 @@ async def _shadow_leads(
     concurrency: int | None = None,
 ) -> list[ComparisonRecord]:
     context = shadow_context(live, spec, settings)
-    context.backlog = len(leads) > live.settings.pipeline.batch_threshold
+    pipeline = live.settings.pipeline
     await _warm_up(settings)
     listener = _listener.get()
     if listener:
         listener.started(len(leads))
-    limit = asyncio.Semaphore(concurrency or live.settings.pipeline.concurrency)
+    limit = asyncio.Semaphore(concurrency or pipeline.concurrency)
+    baseline = {lead.id for lead in leads[: settings.baseline_sample]}
 
-    async def one(index: int, lead: Lead) -> list[ComparisonRecord]:
-        async with limit:
-            records = await shadow_one(
-                lead, raw[lead.id], context, baseline=index < settings.baseline_sample
-            )
+    def finished(records: list[ComparisonRecord]) -> list[ComparisonRecord]:
         if listener:
-            listener.finished(lead.id, records[0].outcome.value != "error")
+            for record in records:
+                if record.kind == "shadow":
+                    listener.finished(record.lead_id, record.outcome.value != "error")
         return records
+
+    async def one(lead: Lead) -> list[ComparisonRecord]:
+        async with limit:
+            records = await shadow_one(lead, raw[lead.id], context, baseline=lead.id in baseline)
+        return finished(records)
+
+    chunks_in_flight = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+    async def chunk(part: Sequence[Lead]) -> list[ComparisonRecord]:
+        async with chunks_in_flight:
+            return finished(await shadow_chunk(part, raw, context, limit, baseline))
 
     try:
         with use_runtime(context.runtime), in_mode("shadow"):
-            nested = await asyncio.gather(*(one(i, lead) for i, lead in enumerate(leads)))
+            if len(leads) > pipeline.batch_threshold:
+                size = pipeline.batch_size
+                parts = [leads[i : i + size] for i in range(0, len(leads), size)]
+                nested = await asyncio.gather(*(chunk(part) for part in parts))
+            else:
+                nested = await asyncio.gather(*(one(lead) for lead in leads))
     finally:
         await context.legacy.aclose()
     results = [record for records in nested for record in records]

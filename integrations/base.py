@@ -84,6 +84,12 @@ class Adapter(ABC):
         sent to another CRM (or another local database) is a new side effect."""
         return f"{self.kind}.{self.name}"
 
+    @property
+    def vendor(self) -> str:
+        """Whose limits a call to this adapter holds (`leadflow.flows.limits`): its own
+        name; an adapter that reads through another names that one's."""
+        return self.name
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections. Called once when the run's adapters are closed."""
 

@@ -15,6 +15,7 @@ run records afresh.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier
@@ -54,8 +55,17 @@ class RecordingCRM(_Recorder, CRM):
         super().__init__(journal, scope)
         self.reads = reads
 
+    @property
+    def vendor(self) -> str:
+        """The CRM it reads through: that CRM's limits hold for its look-ups."""
+        return self.reads.vendor if self.reads else self.name
+
     async def look_up(self, lead: Lead) -> CrmMatch:
         return await self.reads.look_up(lead) if self.reads else CrmMatch()
+
+    async def look_up_many(self, leads: Sequence[Lead]) -> list[CrmMatch]:
+        """The real CRM's bulk read (one query or request for a chunk of leads)."""
+        return await self.reads.look_up_many(leads) if self.reads else [CrmMatch() for _ in leads]
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
         self.journal.note(

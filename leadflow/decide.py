@@ -70,15 +70,24 @@ async def decide_many(
     rules: Rules,
     scorer: LeadScorer,
     assigner: RepAssigner,
+    steps: list[StepTiming] | None = None,
 ) -> list[Decision]:
     """`decide` for a batch: one bulk scoring call and one assignment transaction,
-    in input order, so the picks are the same as deciding the leads one by one."""
+    in input order, so the picks are the same as deciding the leads one by one.
+    With `steps`, each step's time for the whole batch is added to it (every lead
+    of the batch waits for all of it)."""
+    timings: list[StepTiming] = [] if steps is None else steps
     enriched = [apply_enrichment(lead, match) for lead, match in zip(leads, matches, strict=True)]
-    scores = await scorer.score_many(enriched, matches)
-    assignments = await assigner.assign_many(enriched, matches)
+    scores = await timed(timings, "score", lambda: scorer.score_many(enriched, matches))
+
+    async def follow_up():
+        return [rules.tier_for(score.value) for score in scores]
+
+    tiers = await timed(timings, "follow_up", follow_up)
+    assignments = await timed(timings, "assign", lambda: assigner.assign_many(enriched, matches))
     return [
-        make_decision(lead, score, rules.tier_for(score.value), assignment, rules)
-        for lead, score, assignment in zip(leads, scores, assignments, strict=True)
+        make_decision(lead, score, tier, assignment, rules)
+        for lead, score, tier, assignment in zip(leads, scores, tiers, assignments, strict=True)
     ]
 
 

@@ -8,6 +8,7 @@ import re
 import sys
 import types
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,67 @@ async def test_a_failing_control_leaves_the_candidate_untouched(
     assert set(result.intended) == {"crm", "notify", "event"}  # recorded, not done
 
 
+class OneLeadBreaks(MemoryScorer):
+    """leadflow's scorer, failing for one lead only."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(load_rules(EXAMPLES / "rules.toml").scoring)
+        self.email = email
+
+    async def score(self, lead, match):
+        if lead.email == self.email:
+            raise RuntimeError("scorer exploded on this lead")
+        return await super().score(lead, match)
+
+
+def backlog_file(tmp_path, rows: int) -> Path:
+    """`rows` valid leads, each a new person: above the threshold the tests set."""
+    lines = [
+        "email,title,country,source",
+        *(f"lead{i}@backlog.test,CTO,GB,referral" for i in range(rows)),
+    ]
+    path = tmp_path / "backlog.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("side", "how"),
+    [("candidate", "one lead"), ("candidate", "hang"), ("control", "crash"), ("control", "hang")],
+)
+async def test_on_the_backlog_path_a_failure_stays_on_its_side_and_with_its_leads(
+    make_runtime, prefect_api, shadow_db, legacy_module, tmp_path, monkeypatch, side, how
+):
+    """Chunks of 5 out of 12 leads: a lead leadflow fails is the only one failed (the
+    chunk is decided again one lead at a time); a hanging leadflow times out its
+    chunks and nothing else; a crashing or hanging current process leaves leadflow's
+    decisions whole."""
+    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "3")
+    scorer = {"one lead": OneLeadBreaks("lead7@backlog.test"), "hang": broken_scorer("hang")}
+    adapters = {"scorer": scorer[how]} if side == "candidate" else {}
+    runtime = make_runtime(pipeline={"batch_threshold": 10, "batch_size": 5}, **adapters)
+    legacy = f"python:shadow_test_legacy:{how if side == 'control' else 'decide'}"
+    with use_runtime(runtime):
+        summary = await shadow_file(path=backlog_file(tmp_path, 12), legacy=legacy)
+    await runtime.aclose()
+    records = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))
+    assert summary.compared == 12 and len(records) == 12
+    failed = {r.email: r.candidate_error for r in records if r.candidate_error}
+    if side == "control":
+        assert failed == {}
+        assert all(r.control is None and r.control_error for r in records)
+        assert all(r.candidate.tier == "warm" and r.candidate.score == 48 for r in records)
+        assert all(set(r.intended) == {"crm", "notify", "event"} for r in records)
+        return
+    assert all(r.control is not None and r.control_error is None for r in records)
+    if how == "one lead":
+        assert failed == {"lead7@backlog.test": "RuntimeError: scorer exploded on this lead"}
+        assert all(r.candidate.score == 48 for r in records if r.email not in failed)
+    else:
+        assert len(failed) == 12
+        assert set(failed.values()) == {"TimeoutError: no answer within 3 s"}
+
+
 def expected_mismatches(record) -> set[str]:
     """What the example current process's three rule differences imply for a lead,
     derived from leadflow's own decision and its reasons."""
@@ -125,14 +187,15 @@ def expected_mismatches(record) -> set[str]:
         (PYTHON_LEGACY, False),
         ("observed:examples/legacy/decisions.csv", False),
         ("rules:examples/legacy/rules.toml", False),
-        (PYTHON_LEGACY, True),  # the backlog path: the same steps without task runs
+        (PYTHON_LEGACY, True),  # the backlog path: chunks decided in bulk, no task runs
     ],
 )
 async def test_the_example_mismatches_are_exactly_the_rule_differences(
     make_runtime, prefect_api, shadow_db, legacy, backlog, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")  # a loaded CI machine
-    runtime = make_runtime(pipeline={"batch_threshold": 10 if backlog else 500})
+    chunks = {"batch_threshold": 10, "batch_size": 20}  # three chunks of the 55 leads
+    runtime = make_runtime(pipeline=chunks if backlog else {"batch_threshold": 500})
     with use_runtime(runtime):
         summary = await shadow_file(path=EXAMPLES / "leads.csv", legacy=legacy)
     await runtime.aclose()

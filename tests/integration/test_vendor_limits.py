@@ -16,9 +16,11 @@ from structlog.testing import capture_logs
 from leadflow.flows import limits
 from leadflow.flows.files import process_file
 from leadflow.flows.limits import apply_limits, concurrency_name, rate_name, vendor_limit
+from leadflow.integrations.local_crm import LocalCRM
+from leadflow.integrations.recorders import Journal, RecordingCRM
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.settings import VendorLimit
-from tests.conftest import make_settings
+from tests.conftest import EXAMPLES, make_settings
 from tests.integration.conftest import Reply, WebhookServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -153,3 +155,17 @@ async def test_vendor_limit_is_looked_up_once_a_minute(tmp_path: Path):
     async with vendor_limit(notifier):
         pass
     assert limits._known.checked == before and time.monotonic() - started < 1
+
+
+async def test_a_shadow_runs_look_ups_hold_the_real_crms_limits(tmp_path: Path):
+    """The recorder that stands in for the CRM in a shadow run reads through the real
+    one, so its look-ups count against that vendor's limits, not a "recorder" vendor."""
+    settings = make_settings(tmp_path)
+    crm = LocalCRM(settings.database_url, EXAMPLES / "crm_seed.json")
+    recorder = RecordingCRM(Journal(), "shadow-run", crm)
+    with capture_logs() as logs:
+        async with vendor_limit(recorder):
+            pass
+    assert recorder.vendor == "local" == crm.vendor
+    assert [e["vendor"] for e in logs] == ["local"]
+    assert RecordingCRM(Journal(), "shadow-run", None).vendor == "recorder"  # reads nothing
