@@ -29,7 +29,7 @@ from leadflow.settings import SettingsError, load_settings
 from leadflow.shadow_settings import ShadowSettings
 
 if TYPE_CHECKING:
-    from leadflow.flows.shadow import ShadowRunSummary
+    from leadflow.flows.shadow_summary import ShadowRunSummary
 
 LEGACY_HELP = (
     "The current process: python:module:function, command:PROGRAM, http:URL, "

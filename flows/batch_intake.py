@@ -21,6 +21,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from leadflow.flows.files import Merged, _updated
 from leadflow.intake import Rejection, validate_record
@@ -40,11 +41,13 @@ def _key(email: str) -> int:
 @dataclass
 class Piece:
     """What the next rows of the file gave: up to `size` leads, and the rows set
-    aside or merged on the way."""
+    aside or merged on the way. `rows` holds each lead's first row as read (by lead
+    id), for a shadow run, which hands the current process the record, not the lead."""
 
     leads: list[Lead] = field(default_factory=list)
     bad: list[Rejection] = field(default_factory=list)
     merged: list[Merged] = field(default_factory=list)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.leads) + len(self.bad) + len(self.merged)
@@ -73,38 +76,48 @@ class StreamedIntake:
     def pieces(self, size: int) -> Iterator[Piece]:
         """The second pass (after `count`), at most `size` leads at a time."""
         for piece in self._pieces(size):
-            yield Piece(piece.leads[:size], piece.bad, piece.merged)
-            for start in range(size, len(piece.leads), size):
-                yield Piece(piece.leads[start : start + size])
+            for start in range(0, max(len(piece.leads), 1), size):
+                leads = piece.leads[start : start + size]
+                rows = {lead.id: piece.rows[lead.id] for lead in leads}
+                first = start == 0
+                yield Piece(leads, piece.bad if first else [], piece.merged if first else [], rows)
 
     def _pieces(self, size: int) -> Iterator[Piece]:
         left = dict(self.repeated)
-        held: dict[int, dict[str, tuple[Lead, int]]] = {}
+        held: dict[int, dict[str, tuple[Lead, int, dict[str, Any]]]] = {}
         piece = Piece()
+
+        def add(lead: Lead, data: dict[str, Any]) -> None:
+            piece.leads.append(lead)
+            piece.rows[lead.id] = data
+
         for record in self.stream.records():
             checked = validate_record(record)
             if isinstance(checked, Rejection):
                 piece.bad.append(checked)
             elif (key := _key(checked.email)) not in left:
-                piece.leads.append(checked)
+                add(checked, record.data)
             else:
                 people = held.setdefault(key, {})
                 first = people.get(checked.email)
                 if first is None:
-                    people[checked.email] = (checked, record.position)
+                    people[checked.email] = (checked, record.position, record.data)
                 else:
-                    lead, row = first
-                    people[checked.email] = (_updated(lead, checked), row)
+                    lead, row, data = first
+                    people[checked.email] = (_updated(lead, checked), row, data)
                     piece.merged.append(
                         Merged(position=record.position, email=checked.email, into_row=row)
                     )
                 left[key] -= 1
                 if not left[key]:
                     del left[key]
-                    piece.leads += [lead for lead, _row in held.pop(key).values()]
+                    for lead, _row, data in held.pop(key).values():
+                        add(lead, data)
             if len(piece.leads) >= size or len(piece) >= 10 * size:
                 yield piece
                 piece = Piece()
-        piece.leads += [lead for people in held.values() for lead, _row in people.values()]
+        for people in held.values():
+            for lead, _row, data in people.values():
+                add(lead, data)
         if len(piece):
             yield piece

@@ -15,11 +15,13 @@ time by the control, to measure its own noise.
 one record, for leads that arrive one at a time (polls, webhooks).
 
 A backlog (a file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records, where `leadflow
-run` switches to micro-batches) is shadowed in chunks of `LEADFLOW_PIPELINE__BATCH_SIZE`
-leads: leadflow decides each chunk in bulk, without task runs, as the micro-batch path
-does (flows/shadow_backlog.py), while the current process decides the chunk's leads one
-by one. Five task runs per lead would make a shadow run of a backlog many times slower
-than the run it is meant to judge.
+run` switches to micro-batches) is streamed as `leadflow run` streams one, and shadowed
+in chunks of `LEADFLOW_PIPELINE__BATCH_SIZE` leads: leadflow decides each chunk in bulk,
+without task runs, as the micro-batch path does (flows/shadow_backlog.py), while the
+current process decides the chunk's leads one by one. Each chunk's comparisons are
+stored and counted (flows/shadow_summary.py) as it ends, and let go. Five task runs per
+lead, or the whole file in memory, would make a shadow run of a backlog many times
+slower, or larger, than the run it is meant to judge.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,23 +37,29 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
 
 from leadflow.assignment import Assigner
-from leadflow.compare import EFFECT_FIELDS, compare
+from leadflow.compare import compare
 from leadflow.done import DoneLeads
+from leadflow.flows.batch_intake import Piece, StreamedIntake
 from leadflow.flows.context import current_runtime, use_runtime
-from leadflow.flows.files import LeadFile, SetAside, _listener, read_contents, split_records
+from leadflow.flows.files import (
+    LeadFile,
+    _listener,
+    open_contents,
+    read_contents,
+    split_records,
+)
 from leadflow.flows.lead import run_pipeline
 from leadflow.flows.mode import in_mode, tag_run
 from leadflow.flows.shadow_backlog import Decided, decide_chunk
+from leadflow.flows.shadow_summary import ShadowRunSummary, ShadowTally
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
-from leadflow.integrations.file_source import FileContents
+from leadflow.integrations.file_source import FileContents, count_records
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
 from leadflow.logging import get_logger
-from leadflow.markdown import escape, table
 from leadflow.models import Decision, Lead, StepTiming
 from leadflow.schema import prepare_schema
 from leadflow.shadow_settings import ShadowSettings
@@ -254,82 +261,6 @@ def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: Shado
     )
 
 
-class ShadowRunSummary(BaseModel):
-    """What `leadflow shadow` prints and the `shadow-run-summary` artifact shows."""
-
-    file: str
-    legacy: str
-    records: int
-    compared: int = 0
-    outcomes: dict[str, int] = Field(default_factory=dict)
-    agreement: dict[str, float] = Field(default_factory=dict)
-    mismatched_fields: dict[str, int] = Field(default_factory=dict)
-    control_errors: list[str] = Field(default_factory=list)
-    candidate_errors: list[str] = Field(default_factory=list)
-    set_aside: list[SetAside] = Field(default_factory=list)
-    baseline: int = 0
-    wall_seconds: float = 0.0
-
-    def as_markdown(self) -> str:
-        """Lead text (file name, errors) goes through `leadflow.markdown`: text, never markup."""
-        lines = [
-            f"# Shadow run over {escape(self.file)} against {escape(self.legacy)}",
-            "",
-            f"{self.compared} leads compared in {self.wall_seconds:.1f} s; "
-            f"{len(self.set_aside)} records set aside; nothing was sent or written.",
-            "",
-            table(("outcome", "leads"), sorted(self.outcomes.items())),
-            "",
-            table(
-                ("field", "agreement", "mismatches"),
-                [
-                    (f, f"{a:.1%}", self.mismatched_fields.get(f, 0))
-                    for f, a in self.agreement.items()
-                ],
-            ),
-        ]
-        for side, errors in (
-            ("current process", self.control_errors),
-            ("leadflow", self.candidate_errors),
-        ):
-            if errors:
-                lines += ["", f"Errors on the {side}'s side:", *(f"- {escape(e)}" for e in errors)]
-        return "\n".join(lines)
-
-
-def summarise_shadow(
-    file: str, spec: str, records: int, results: list[ComparisonRecord], rejected: list[Rejection]
-) -> ShadowRunSummary:
-    shadow = [r for r in results if r.kind == "shadow"]
-    outcomes = Counter(r.outcome.value for r in shadow)
-    agreement: dict[str, float] = {}
-    mismatched: Counter[str] = Counter()
-    effects = [e for e in EFFECT_FIELDS if any(e in r.comparison.effects for r in shadow)]
-    for field in (*Decision.COMPARED_FIELDS, *effects):
-        judged = [
-            {**r.comparison.fields, **r.comparison.effects}[field].outcome.value
-            for r in shadow
-            if field in r.comparison.fields or field in r.comparison.effects
-        ]
-        counted = [o for o in judged if o in ("matched", "mismatched")]
-        mismatched[field] = counted.count("mismatched")
-        if counted:
-            agreement[field] = counted.count("matched") / len(counted)
-    return ShadowRunSummary(
-        file=file,
-        legacy=spec,
-        records=records,
-        compared=len(shadow),
-        outcomes=dict(outcomes),
-        agreement=agreement,
-        mismatched_fields={k: v for k, v in mismatched.items() if v},
-        control_errors=[f"{r.lead_id}: {r.control_error}" for r in shadow if r.control_error],
-        candidate_errors=[f"{r.lead_id}: {r.candidate_error}" for r in shadow if r.candidate_error],
-        set_aside=[SetAside.of(rejection) for rejection in rejected],
-        baseline=sum(r.kind == "baseline" for r in results),
-    )
-
-
 def _run_id() -> str:
     return str(flow_run.id or f"local-{time.time_ns()}")
 
@@ -340,19 +271,24 @@ async def shadow_file(
 ) -> ShadowRunSummary:
     """Run leadflow beside the current process (`legacy`, a spec such as
     `python:examples.legacy.process:decide`) over every lead in a file, with no side
-    effects, and store each lead's comparison. Bad records are listed, not quarantined."""
+    effects, and store each lead's comparison. Bad records are listed, not quarantined.
+    A file above the batch threshold is a backlog: streamed and shadowed in chunks."""
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
     await tag_run("shadow")
-    contents = read_contents(Path(path), live)
-    intake = split_records(contents)
-    leads, bad, merged = intake.leads, intake.bad, intake.merged
-    raw = {lead.id: record for lead, record in _with_records(contents, leads)}
-    rejected = sorted(bad, key=lambda rejection: rejection.position)
-    results = await _shadow_leads(live, settings, legacy, leads, raw, concurrency)
-    records = len(leads) + len(rejected) + len(merged)
-    summary = summarise_shadow(str(path), legacy, records, results, rejected)
+    file = Path(path)
+    tally = ShadowTally(str(path), legacy)
+    if count_records(file) > live.settings.pipeline.batch_threshold:
+        await _shadow_backlog(live, settings, legacy, file, tally, concurrency)
+    else:
+        contents = read_contents(file, live)
+        intake = split_records(contents)
+        raw = {lead.id: record for lead, record in _with_records(contents, intake.leads)}
+        tally.set_aside(sorted(intake.bad, key=lambda rejection: rejection.position))
+        tally.merged(intake.merged)
+        tally.add(await _shadow_leads(live, settings, legacy, intake.leads, raw, concurrency))
+    summary = tally.final()
     summary.wall_seconds = round(time.perf_counter() - started, 3)
     await acreate_markdown_artifact(
         key="shadow-run-summary", markdown=summary.as_markdown(), description=str(path)
@@ -381,46 +317,89 @@ async def _shadow_leads(
     raw: dict[str, dict[str, Any]],
     concurrency: int | None = None,
 ) -> list[ComparisonRecord]:
+    """Leads one at a time, at most `concurrency` at once, each through `shadow_one`."""
     context = shadow_context(live, spec, settings)
-    pipeline = live.settings.pipeline
     await _warm_up(settings)
     listener = _listener.get()
     if listener:
         listener.started(len(leads))
-    limit = asyncio.Semaphore(concurrency or pipeline.concurrency)
+    limit = asyncio.Semaphore(concurrency or live.settings.pipeline.concurrency)
     baseline = {lead.id for lead in leads[: settings.baseline_sample]}
-
-    def finished(records: list[ComparisonRecord]) -> list[ComparisonRecord]:
-        if listener:
-            for record in records:
-                if record.kind == "shadow":
-                    listener.finished(record.lead_id, record.outcome.value != "error")
-        return records
 
     async def one(lead: Lead) -> list[ComparisonRecord]:
         async with limit:
             records = await shadow_one(lead, raw[lead.id], context, baseline=lead.id in baseline)
-        return finished(records)
-
-    chunks_in_flight = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
-
-    async def chunk(part: Sequence[Lead]) -> list[ComparisonRecord]:
-        async with chunks_in_flight:
-            return finished(await shadow_chunk(part, raw, context, limit, baseline))
+        return _finished(listener, records)
 
     try:
         with use_runtime(context.runtime), in_mode("shadow"):
-            if len(leads) > pipeline.batch_threshold:
-                size = pipeline.batch_size
-                parts = [leads[i : i + size] for i in range(0, len(leads), size)]
-                nested = await asyncio.gather(*(chunk(part) for part in parts))
-            else:
-                nested = await asyncio.gather(*(one(lead) for lead in leads))
+            nested = await asyncio.gather(*(one(lead) for lead in leads))
     finally:
         await context.legacy.aclose()
     results = [record for records in nested for record in records]
     await ComparisonStore(settings.database_url).add_many(results)
     return results
+
+
+async def _shadow_backlog(
+    live: Runtime,
+    settings: ShadowSettings,
+    spec: str,
+    path: Path,
+    tally: ShadowTally,
+    concurrency: int | None = None,
+) -> None:
+    """A backlog, streamed as `leadflow run` streams one (`StreamedIntake`) and
+    shadowed a chunk of `batch_size` leads at a time (`shadow_chunk`). Each chunk's
+    comparisons are stored and counted when it ends, then let go, so memory stays
+    flat however long the file is."""
+    pipeline = live.settings.pipeline
+    context = shadow_context(live, spec, settings)
+    await _warm_up(settings)
+    store = ComparisonStore(settings.database_url)
+    intake = StreamedIntake(await asyncio.to_thread(open_contents, path, live))
+    listener = _listener.get()
+    total = await asyncio.to_thread(intake.count)
+    if listener:
+        listener.started(total)
+    calls = asyncio.Semaphore(concurrency or pipeline.concurrency)
+    slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+    baseline_left = settings.baseline_sample
+
+    async def chunk(piece: Piece, baseline: set[str]) -> None:
+        try:
+            records = await shadow_chunk(piece.leads, piece.rows, context, calls, baseline)
+            await store.add_many(records)
+            tally.add(records)
+            context.journal.forget(lead.id for lead in piece.leads)
+            _finished(listener, records)
+        finally:
+            slots.release()
+
+    pieces = intake.pieces(pipeline.batch_size)
+    try:
+        with use_runtime(context.runtime), in_mode("shadow"):
+            async with asyncio.TaskGroup() as chunks:
+                while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                    tally.set_aside(piece.bad)
+                    tally.merged(piece.merged)
+                    if not piece.leads:
+                        continue
+                    baseline = {lead.id for lead in piece.leads[: max(baseline_left, 0)]}
+                    baseline_left -= len(baseline)
+                    await slots.acquire()
+                    chunks.create_task(chunk(piece, baseline))
+    finally:
+        await context.legacy.aclose()
+
+
+def _finished(listener, records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+    """Tell the progress listener, if any, about each lead compared."""
+    if listener:
+        for record in records:
+            if record.kind == "shadow":
+                listener.finished(record.lead_id, record.outcome.value != "error")
+    return records
 
 
 def _with_records(contents: FileContents, leads: list[Lead]):

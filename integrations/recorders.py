@@ -15,7 +15,7 @@ run records afresh.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier
@@ -34,6 +34,11 @@ class Journal:
 
     def of(self, lead_id: str) -> dict[str, Any]:
         return dict(self.effects.get(lead_id, {}))
+
+    def forget(self, lead_ids: Iterable[str]) -> None:
+        """Let go of leads whose effects are stored (a backlog's journal stays small)."""
+        for lead_id in lead_ids:
+            self.effects.pop(lead_id, None)
 
 
 class _Recorder:
