@@ -43,6 +43,15 @@ def shadow(
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
     concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+    batch: Annotated[
+        bool | None,
+        typer.Option(
+            "--batch/--per-lead",
+            help="Chunks decided in bulk (the backlog path) or leadflow's tasks per lead "
+            "[default: chunks above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run leadflow beside the current process over FILE, with no side effects, and
     store each lead's comparison (then see `leadflow report`).
@@ -71,7 +80,13 @@ def shadow(
 
     result, _run_id, _trouble = _run(
         run_flow(
-            runtime, shadow_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
+            runtime,
+            shadow_file,
+            progress=True,
+            path=file,
+            legacy=legacy,
+            concurrency=concurrency,
+            batch=batch,
         )
     )
     summary = _unless_failed(result)

@@ -16,7 +16,11 @@ A. one lead, warm process, at 50 and 100 ms per vendor call, leads one after ano
    - sequential fan-out: the same tasks with the three side effects one after another.
 B. a backlog at 50 ms per call under the vendors' limits: the legacy loop and
    per-lead tasks (`process_file`, 32 at once) on a sample, the micro-batch path
-   (`process_file_batched`) on all of it; leads/s and the 429s the vendors sent.
+   (`process_file_batched`) on all of it, then a shadow run of the same file beside
+   the example current process (`shadow_file`: leadflow's look-ups and scoring at
+   the stub vendors, its side effects recorded, not sent; its round robin is the
+   shadow database's, without the stub's assignment call); leads/s and the 429s
+   the vendors sent.
 C. memory: peak RSS of the micro-batch path over generated files (embedded
    adapters, no latency), each in a fresh subprocess.
 """
@@ -45,14 +49,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(HERE) not in sys.path:  # the modules beside this one, however it is started
-    sys.path.insert(0, str(HERE))
+for where in (HERE, ROOT):  # the modules beside this one and examples/, however started
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
 BIN = Path(sys.executable).parent
 
 VENDOR_LIMIT = 100  # requests per second per vendor (stub); the client keeps 90% of it
 VENDOR_CONCURRENT = 20
 CLIENT_LIMIT = 90
 CLIENT_CONCURRENT = 16
+SHADOW_LEGACY = "python:examples.legacy.process:decide"  # the README's current process
 
 FULL = {
     "latencies": (50, 100),
@@ -304,6 +310,7 @@ def describe(samples: list[float]) -> dict[str, float]:
 async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
     from leadflow.flows.batch import process_file_batched
     from leadflow.flows.files import process_file
+    from leadflow.flows.shadow import shadow_file
 
     await _vendors(base_url, latency_ms=50)
     ways = _one_lead_ways(runtime)
@@ -317,6 +324,16 @@ async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
     summary = await _summary(process_file_batched(path=path, return_state=True))
     result["micro_batch"] = _rate(summary.processed, time.perf_counter() - began)
     result["micro_batch"]["failed"] = len(summary.failed)
+
+    # The same file in a shadow run beside the example current process: at backlog
+    # scale a shadow run must not be slower than the run it judges.
+    began = time.perf_counter()
+    with _environment(LEADFLOW_SHADOW__DATABASE_URL=f"sqlite+aiosqlite:///{workdir}/shadow.db"):
+        shadowed = await _summary(
+            shadow_file(path=path, legacy=SHADOW_LEGACY, batch=True, return_state=True)
+        )
+    result["shadow"] = _rate(shadowed.compared, time.perf_counter() - began)
+    result["shadow"]["failed"] = len(shadowed.candidate_errors)
 
     began = time.perf_counter()
     for number in range(sizes["legacy_sample"]):
@@ -332,6 +349,21 @@ async def backlog(runtime, base_url: str, workdir: Path, sizes: dict) -> dict:
     result["rate_limited_responses"] = stats.get("rate_limited", 0)
     result["vendor_requests"] = stats.get("requests", 0)
     return result
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables set for a block (a shadow run reads its settings there)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 async def _summary(run):
@@ -524,6 +556,7 @@ def summarise(results: dict) -> dict:
             "legacy_leads_per_s": b["legacy"]["leads_per_s"],
             "per_lead_flows_leads_per_s": b["per_lead_flows"]["leads_per_s"],
             "micro_batch_leads_per_s": b["micro_batch"]["leads_per_s"],
+            "shadow_leads_per_s": b["shadow"]["leads_per_s"],
             "rate_limited_responses": b["rate_limited_responses"],
         },
         "memory": {

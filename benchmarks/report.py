@@ -80,6 +80,7 @@ def _backlog_table(console: Console, b: dict) -> None:
         ("legacy", "legacy loop"),
         ("per_lead_flows", "per-lead tasks (process_file, 32 at once)"),
         ("micro_batch", "micro-batch (process_file_batched)"),
+        ("shadow", "shadow run of the same file (shadow_file)"),
     ):
         r = b[key]
         table.add_row(
@@ -154,6 +155,8 @@ def _backlog_verdicts(backlog: dict, line) -> None:
     vs_legacy = backlog["micro_batch_leads_per_s"] / backlog["legacy_leads_per_s"]
     line(vs_per_lead >= TARGETS["vs_per_lead"], f"{vs_per_lead:.1f}x per-lead tasks (>= 20x)")
     line(vs_legacy >= TARGETS["vs_legacy"], f"{vs_legacy:.1f}x the legacy loop (>= 100x)")
+    shadow = backlog["micro_batch_leads_per_s"] / backlog["shadow_leads_per_s"]
+    line(shadow <= 1.0, f"shadow run of the same file: {shadow:.2f}x the micro-batch time (<= 1x)")
 
 
 # --- the chart ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ LOOK_AGAIN_SECONDS = 60.0
 
 
 def vendor_tag(adapter: Adapter) -> str:
-    return f"vendor:{adapter.vendor}"
+    return f"vendor:{adapter.limits_vendor}"
 
 
 def concurrency_name(vendor: str) -> str:
@@ -133,7 +133,7 @@ _known = _Known()
 @asynccontextmanager
 async def vendor_limit(adapter: Adapter) -> AsyncIterator[None]:
     """Hold the adapter's vendor limits, those that exist, around one call."""
-    vendor = adapter.vendor
+    vendor = adapter.limits_vendor
     have_rate = await _known.exists(rate_name(vendor))
     have_concurrency = await _known.exists(concurrency_name(vendor))
     if not (have_rate or have_concurrency):

@@ -267,19 +267,22 @@ def _run_id() -> str:
 
 @flow(name="shadow-file")
 async def shadow_file(
-    path: LeadFile, legacy: str, concurrency: int | None = None
+    path: LeadFile, legacy: str, concurrency: int | None = None, batch: bool | None = None
 ) -> ShadowRunSummary:
     """Run leadflow beside the current process (`legacy`, a spec such as
     `python:examples.legacy.process:decide`) over every lead in a file, with no side
     effects, and store each lead's comparison. Bad records are listed, not quarantined.
-    A file above the batch threshold is a backlog: streamed and shadowed in chunks."""
+    A backlog is streamed and shadowed in chunks: with `batch`, or by default above
+    the batch threshold, as `leadflow run` chooses micro-batches."""
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
     await tag_run("shadow")
     file = Path(path)
     tally = ShadowTally(str(path), legacy)
-    if count_records(file) > live.settings.pipeline.batch_threshold:
+    if batch is None:
+        batch = count_records(file) > live.settings.pipeline.batch_threshold
+    if batch:
         await _shadow_backlog(live, settings, legacy, file, tally, concurrency)
     else:
         contents = read_contents(file, live)

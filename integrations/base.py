@@ -85,7 +85,7 @@ class Adapter(ABC):
         return f"{self.kind}.{self.name}"
 
     @property
-    def vendor(self) -> str:
+    def limits_vendor(self) -> str:
         """Whose limits a call to this adapter holds (`leadflow.flows.limits`): its own
         name; an adapter that reads through another names that one's."""
         return self.name

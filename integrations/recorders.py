@@ -61,9 +61,9 @@ class RecordingCRM(_Recorder, CRM):
         self.reads = reads
 
     @property
-    def vendor(self) -> str:
+    def limits_vendor(self) -> str:
         """The CRM it reads through: that CRM's limits hold for its look-ups."""
-        return self.reads.vendor if self.reads else self.name
+        return self.reads.limits_vendor if self.reads else self.name
 
     async def look_up(self, lead: Lead) -> CrmMatch:
         return await self.reads.look_up(lead) if self.reads else CrmMatch()

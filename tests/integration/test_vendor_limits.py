@@ -166,6 +166,6 @@ async def test_a_shadow_runs_look_ups_hold_the_real_crms_limits(tmp_path: Path):
     with capture_logs() as logs:
         async with vendor_limit(recorder):
             pass
-    assert recorder.vendor == "local" == crm.vendor
+    assert recorder.limits_vendor == "local" == crm.limits_vendor
     assert [e["vendor"] for e in logs] == ["local"]
-    assert RecordingCRM(Journal(), "shadow-run", None).vendor == "recorder"  # reads nothing
+    assert RecordingCRM(Journal(), "shadow-run", None).limits_vendor == "recorder"  # reads nothing

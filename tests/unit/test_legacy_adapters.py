@@ -48,7 +48,12 @@ def _rules():
     return load_rules(EXAMPLES / "rules.toml")
 
 
-async def test_python_adapter_runs_the_example_current_process(tmp_path):
+async def test_python_adapter_runs_the_example_current_process(tmp_path, monkeypatch):
+    from examples.legacy import process
+
+    # The example keeps its round robin in memory for the life of the process, as a
+    # script would: earlier tests' leads must not decide this one's rep.
+    monkeypatch.setattr(process, "_credit", {})
     legacy = build_legacy(
         "python:examples.legacy.process:decide",
         make_settings(tmp_path),
