@@ -190,6 +190,9 @@ async def route_file(
     raw = {lead.id: record for lead, record in _with_records(contents, intake.leads)}
     context = _context(live, legacy, settings)
     if context:
+        # A backlog's shadow leads skip the five task runs per lead, as the batch path
+        # does; each still reads the mode when it starts.
+        context.in_process = len(intake.leads) > live.settings.pipeline.batch_threshold
         await _warm_up(settings)
     routed = Routed(CutoverSummary(file=str(path), set_aside=len(intake.bad)), intake)
     seen, routes = routed.summary.modes, Counter[str]()

@@ -52,7 +52,7 @@ from leadflow.flows.files import (
 )
 from leadflow.flows.lead import run_pipeline
 from leadflow.flows.mode import in_mode, tag_run
-from leadflow.flows.shadow_backlog import Decided, decide_chunk
+from leadflow.flows.shadow_backlog import Decided, decide_chunk, decide_one
 from leadflow.flows.shadow_summary import ShadowRunSummary, ShadowTally
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
@@ -114,6 +114,9 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
+    # leadflow's steps for each lead without task runs (`decide_one`): a backlog that
+    # is routed lead by lead, in shadow mode, as the cut-over code does
+    in_process: bool = False
 
     @property
     def rep_teams(self) -> dict[str, list[str]]:
@@ -170,6 +173,8 @@ async def shadow_one(
     timeout = context.settings.timeout_seconds
 
     async def candidate():
+        if context.in_process:
+            return await decide_one(lead, context.runtime)
         outcome = await run_pipeline(lead, context.runtime, [])
         return outcome.decision, outcome.steps
 

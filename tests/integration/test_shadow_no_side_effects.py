@@ -54,12 +54,16 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
     file run, the batch path, a poll of the drop folder and a webhook lead all compare
     and send nothing to the loopback notifier; switched back to live, they send."""
     import asyncio
+    import dataclasses
 
     import httpx
     from prefect.variables import Variable
 
     import leadflow.flows.mode
+    import leadflow.flows.shadow
+    from leadflow.app.runtime import use_runtime
     from leadflow.flows.batch import process_file_batched
+    from leadflow.flows.lead import run_pipeline
     from leadflow.flows.mode import MODE_VARIABLE, forget_mode, set_mode
     from leadflow.flows.poll import poll_leads
     from leadflow.flows.webhook_app import create_app
@@ -80,7 +84,25 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
     try:
         await set_mode("shadow")
         assert (await process_file(path=leads)).routes == {"shadow": 4}
+        # leadflow's tasks per lead for a small file; above the batch threshold (a
+        # backlog) its steps without task runs
+        pipeline_calls = []
+
+        async def counted(lead, *args, **kwargs):
+            pipeline_calls.append(lead.id)
+            return await run_pipeline(lead, *args, **kwargs)
+
+        monkeypatch.setattr(leadflow.flows.shadow, "run_pipeline", counted)
         assert (await process_file_batched(path=leads, batch_size=2)).routes == {"shadow": 4}
+        assert len(pipeline_calls) == 4
+        settings = webhook_runtime.settings
+        pipeline = settings.pipeline.model_copy(update={"batch_threshold": 2})
+        backlog = dataclasses.replace(
+            webhook_runtime, settings=settings.model_copy(update={"pipeline": pipeline})
+        )
+        with use_runtime(backlog):
+            assert (await process_file_batched(path=leads, batch_size=2)).routes == {"shadow": 4}
+        assert len(pipeline_calls) == 4
         assert (await poll_leads(folder=str(inbox), settle_seconds=0)).processed == ["drop.csv"]
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://receiver"
@@ -95,7 +117,7 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
         stored = await ComparisonStore(ShadowSettings().database_url).in_window(
             datetime.now(UTC) - timedelta(hours=1)
         )
-        assert len([r for r in stored if r.kind == "shadow"]) == 4 * 3 + 1
+        assert len([r for r in stored if r.kind == "shadow"]) == 4 * 4 + 1
 
         await set_mode("live")
         await process_file(path=leads)
