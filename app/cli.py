@@ -129,13 +129,20 @@ class _WithoutTraceback(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+def settings_classes() -> list[type]:
+    """Every settings class that reads LEADFLOW_* variables: leadflow's, shadow mode's
+    and every adapter's (plug-ins included)."""
+    from leadflow.integrations.registry import adapter_settings_classes
+    from leadflow.shadow_settings import ShadowSettings
+
+    return [Settings, ShadowSettings, *adapter_settings_classes()]
+
+
 def _warn_about_unknown_variables() -> None:
     from dotenv import dotenv_values
 
-    from leadflow.integrations.registry import adapter_settings_classes
-
     variables = {**dotenv_values(".env"), **os.environ}
-    for warning in unknown_variables(variables, [Settings, *adapter_settings_classes()]):
+    for warning in unknown_variables(variables, settings_classes()):
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadflow.validation import Location, describe_errors
@@ -259,7 +259,13 @@ def _env_names(model: type[BaseModel], prefix: str, delimiter: str) -> list[str]
             names += _env_names(annotation, f"{prefix}{name.upper()}{delimiter}", delimiter)
         else:
             names.append(f"{prefix}{name.upper()}")
+        names += _aliases(field.validation_alias)  # read as they are, without the prefix
     return names
+
+
+def _aliases(alias: object) -> list[str]:
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    return [choice.upper() for choice in choices if isinstance(choice, str)]
 
 
 _TEST_PREFIX = f"{ENV_PREFIX}TEST_"  # read by the test suite, not by leadflow

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from leadflow.integrations.registry import adapter_settings_classes
+from leadflow.app.cli import settings_classes
 from leadflow.markdown import escape
-from leadflow.settings import Settings, SettingsError, check_database_url, unknown_variables
+from leadflow.settings import SettingsError, check_database_url, unknown_variables
 from leadflow.when import due_text
 
 NOW = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
@@ -49,17 +49,19 @@ def test_a_writable_sqlite_file_passes(tmp_path) -> None:
 
 
 def test_unknown_variables_get_the_closest_name_and_adapter_variables_pass() -> None:
-    classes = [Settings, *adapter_settings_classes()]
     warnings = unknown_variables(
         {
             "LEADFLOW_PIPELINE__CONCURENCY": "2",
+            "LEADFLOW_SHADOW__LEGACY": "python:examples.legacy.process:decide",  # shadow's
+            "LEADFLOW_SHADOW__GATES__MIN_SAMPLE": "30",
+            "LEADFLOW_MODE": "shadow",  # an alias, read without the prefix
             "LEADFLOW_WEBHOOK_URL": "http://x",  # an adapter's own setting
             "LEADFLOW_TERMINAL_ECHO": "false",
             "LEADFLOW_COLUMNS__MAIL": "email",  # a key of a dict setting
             "LEADFLOW_TEST_POSTGRES_URL": "x",  # read by the tests
             "PATH": "/bin",
         },
-        classes,
+        settings_classes(),  # what the CLI checks against
     )
     assert warnings == [
         "LEADFLOW_PIPELINE__CONCURENCY is not a leadflow setting and is ignored; "
