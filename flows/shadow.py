@@ -220,13 +220,8 @@ async def shadow_chunk(
         asyncio.gather(*(control(lead) for lead in leads)), candidates()
     )
     twice = [lead for lead in leads if lead.id in baseline]
-    again = dict(
-        zip(
-            (lead.id for lead in twice),
-            await asyncio.gather(*(control(lead) for lead in twice)),
-            strict=True,
-        )
-    )
+    seconds = await asyncio.gather(*(control(lead) for lead in twice))
+    again = {lead.id: side for lead, side in zip(twice, seconds, strict=True)}
     records: list[ComparisonRecord] = []
     for lead, control_side, candidate_side in zip(leads, controls, ours, strict=True):
         intended = context.journal.of(lead.id)

@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from leadflow.app.runtime import Runtime, use_runtime
 from leadflow.integrations.webhook_notifier import WebhookNotifier
+from tests.conftest import EXAMPLES
 
 SECRET_TOKEN = "s3cr3t-token-value"
 FAST_RETRIES = {"retries": 2, "retry_backoff_seconds": 0.05, "retry_jitter_factor": 0}
@@ -145,6 +146,17 @@ def serve_app(app) -> Iterator[int]:
         uv.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """For CLI commands run in-process: a fresh working folder, the example rules and a
+    database of its own, and a wide terminal so lines are not wrapped."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEADFLOW_RULES_PATH", str(EXAMPLES / "rules.toml"))
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    monkeypatch.setenv("COLUMNS", "200")
+    return monkeypatch
 
 
 @pytest.fixture

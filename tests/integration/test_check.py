@@ -14,19 +14,9 @@ from typer.testing import CliRunner
 from leadflow.app.cli import app
 from leadflow.integrations.checks import check_configuration
 from leadflow.integrations.registry import get_adapter_class
-from tests.conftest import EXAMPLES
 from tests.integration.conftest import serve_app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LEADFLOW_RULES_PATH", str(EXAMPLES / "rules.toml"))
-    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    monkeypatch.setenv("COLUMNS", "200")
-    return monkeypatch
 
 
 def test_the_defaults_check_out(env) -> None:

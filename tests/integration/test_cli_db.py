@@ -11,19 +11,9 @@ from typer.testing import CliRunner
 
 from leadflow.app.cli import app
 from leadflow.schema import head_revisions
-from tests.conftest import EXAMPLES
 
 runner = CliRunner()
 HEAD = ",".join(head_revisions())
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LEADFLOW_RULES_PATH", str(EXAMPLES / "rules.toml"))
-    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    monkeypatch.setenv("COLUMNS", "200")
-    return monkeypatch
 
 
 def test_current_then_upgrade_then_current(env, tmp_path) -> None:
