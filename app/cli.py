@@ -35,7 +35,7 @@ from leadflow.settings import (
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
-    from leadflow.flows.files import FileRunSummary
+    from leadflow.flows.summary import FileRunSummary
     from leadflow.flows.temporary_server import ServerTrouble
 
 app = typer.Typer(
@@ -167,7 +167,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 class _Bar:
-    """Adapts a rich Progress to leadflow.flows.files.ProgressListener."""
+    """Adapts a rich Progress to leadflow.flows.summary.ProgressListener."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -189,7 +189,7 @@ def run(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Leads in flight at once [default: LEADFLOW_PIPELINE__CONCURRENCY]."
+            min=1, help="Groups in flight at once [default: LEADFLOW_PIPELINE__CONCURRENCY]."
         ),
     ] = None,
     strict: Annotated[
@@ -207,19 +207,13 @@ def run(
             "--verbose", "-v", help="Show every log line, Prefect's per-task lines included."
         ),
     ] = False,
-    batch: Annotated[
-        bool | None,
-        typer.Option(
-            "--batch/--per-lead",
-            help="Micro-batches (the backlog path) or one set of tasks per lead "
-            "[default: batches above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
-            show_default=False,
-        ),
-    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
-            min=1, max=1000, help="Leads per batch [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+            min=1,
+            max=1000,
+            help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]; the decisions "
+            "are the same whatever the size.",
         ),
     ] = None,
 ) -> None:
@@ -228,9 +222,10 @@ def run(
     Headers are matched to lead fields (CRM and form exports are recognised), the
     encoding and delimiter are detected. Bad records are set aside in the quarantine
     with their row and reason and the rest go on; rows with the same email are one
-    lead. Exit codes: 0 done; 1 a side effect failed after its retries (or, with
-    --strict, a record was set aside); 2 bad input or settings. Running the same file
-    again repeats no side effect.
+    lead. Exit codes: 0 done; 1 a side effect failed after its retries, or no record
+    could be processed (or, with --strict, a record was set aside); 2 bad input or
+    settings. Running the same file again repeats no side effect, and finishes what an
+    interrupted run left.
     """
     if not verbose:
         _quiet_prefect_console()  # before the import below brings Prefect in
@@ -245,24 +240,25 @@ def run(
     settings = _settings(verbose)
     runtime = _runtime(settings)
     _report_file(runtime, file)
-    if batch is None:
-        from leadflow.integrations.file_source import count_records
+    from leadflow.flows.files import process_file
+    from leadflow.flows.summary import LeadsFailedError
 
-        batch = count_records(file) > settings.pipeline.batch_threshold
-    from leadflow.flows.batch import process_file_batched
-    from leadflow.flows.files import LeadsFailedError, process_file
-
-    options = {"batch_size": batch_size} if batch else {"concurrency": concurrency}
-    file_flow = process_file_batched if batch else process_file
     result, run_id, trouble = _run(
-        run_flow(runtime, file_flow, progress=True, path=file, **options)
+        run_flow(
+            runtime,
+            process_file,
+            progress=True,
+            path=file,
+            batch_size=batch_size,
+            concurrency=concurrency,
+        )
     )
     summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
     _print_summary(summary)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
-    if summary.failed or (strict and summary.set_aside):
+    if summary.failed_total or summary.nothing_processed or (strict and summary.set_aside_total):
         raise typer.Exit(1)
 
 
@@ -281,7 +277,7 @@ def _report_file(runtime: Runtime, file: Path) -> None:
 @contextmanager
 def _progress_bar() -> Iterator[None]:
     """A progress bar on stderr, fed by the file flows' progress events."""
-    from leadflow.flows.files import listening
+    from leadflow.flows.summary import listening
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -437,7 +433,12 @@ def lead(
     settings = _settings(verbose)
     _set_aside_if_bad(settings, data)
     runtime = _runtime(settings)
-    from leadflow.flows.lead import BranchesFailedError, InvalidLeadError, process_lead
+    from leadflow.flows.lead import (
+        BranchesFailedError,
+        InvalidLeadError,
+        LeadFailedError,
+        process_lead,
+    )
 
     result, run_id, _trouble = _run(run_flow(runtime, process_lead, record=data, origin="cli"))
     if isinstance(result, InvalidLeadError):
@@ -446,12 +447,15 @@ def lead(
     elif isinstance(result, BranchesFailedError):
         _print_outcome(result.outcome)
         code = 1
+    elif isinstance(result, LeadFailedError):
+        err.print(f"[bold red]failed:[/] {result}", highlight=False)
+        code = 1
     else:
         outcome = _unless_failed(result)
         if hasattr(outcome, "decision"):
             _print_outcome(outcome)
         else:  # routed by the cut-over mode
-            out.print(f"mode {outcome.mode}: {outcome.route} {outcome.note}".rstrip())
+            out.print(f"mode {outcome.mode}: {outcome.route}", highlight=False)
         code = 0
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -827,26 +831,64 @@ def check(
 def serve_webhook(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
 ) -> None:
-    """Receive leads over HTTP: POST one lead as JSON to /leads; it is answered 202 at
-    once and processed as a process-lead flow run (422 names a bad field)."""
-    import uvicorn
+    """Receive leads over HTTP: POST one lead as JSON to /leads. It is kept in
+    leadflow's inbox, answered 202, and run through the pipeline inside a long-lived
+    lead-stream flow run (422 names a bad field; 503 with Retry-After when too many
+    are waiting). Ctrl-C stops taking leads, lets those in flight finish, and keeps
+    the rest for the next start."""
+    from leadflow.flows.webhook_app import ReceiverSettings
 
-    from leadflow.flows.webhook_app import ReceiverSettings, create_app
-
-    _settings(False)
+    settings = _settings(verbose)
     try:
         own = load_settings(ReceiverSettings)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    where = f"http://{host or own.host}:{port or own.port}/leads"
-    err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
-    uvicorn.run(
-        create_app(signing_secret=own.signing_secret),
-        host=host or own.host,
-        port=port or own.port,
-        log_level="warning",
-    )
+    runtime = _runtime(settings)
+    host, port = host or own.host, port or own.port
+    listening_socket = _listen(host, port)
+    try:
+        _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    except KeyboardInterrupt:
+        pass
+    err.print("stopped: leads not finished are kept in the inbox for the next start")
+
+
+def _listen(host: str, port: int):
+    """The receiver's socket, bound before anything is said or started: a port in use
+    is one line naming the setting, not a traceback after "receiving leads"."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _fail(
+            f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it, or choose "
+            "another port with --port or LEADFLOW_RECEIVER_PORT"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
+    import uvicorn
+
+    from leadflow.flows.temporary_server import prefect_api
+    from leadflow.flows.webhook_app import create_app
+
+    async with prefect_api():
+        async with runtime.opened():
+            app = create_app(runtime, signing_secret=own.signing_secret)
+            config = uvicorn.Config(app, log_level="warning", lifespan="on", backlog=2048)
+            server = uvicorn.Server(config)
+            err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
+            await server.serve(sockets=[sock])
 
 
 @app.command("poll-source")
@@ -862,8 +904,8 @@ def poll_source_command(
             "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
             "hubspot); a file is read by `leadflow run <file>`"
         )
-    from leadflow.flows.files import LeadsFailedError
     from leadflow.flows.source import poll_source
+    from leadflow.flows.summary import LeadsFailedError
 
     runtime = _runtime(settings)
     result, _run_id, _trouble = _run(run_flow(runtime, poll_source))

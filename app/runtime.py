@@ -18,16 +18,20 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from leadflow.assignment import Assigner
-from leadflow.done import DoneLeads
+from leadflow.failed_effects import FailedEffects
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.intake import Quarantine
 from leadflow.integrations.wiring import Adapters, build_adapters
+from leadflow.once import OnceStore, scope_hash
 from leadflow.rules import Rules, load_rules
 from leadflow.settings import Settings, load_settings
+from leadflow.stores.decisions import DecisionStore
+from leadflow.stores.inbox import Inbox
 
 __all__ = ["Runtime", "build_runtime", "current_runtime", "prefect_clients", "use_runtime"]
 
@@ -39,7 +43,10 @@ class Runtime:
     adapters: Adapters
     assigner: Assigner
     quarantine: Quarantine
-    done: DoneLeads
+    decisions: DecisionStore
+    once: OnceStore
+    failed_effects: FailedEffects
+    inbox: Inbox
     _flow_runs: list[UUID] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
@@ -71,8 +78,8 @@ class Runtime:
                 await dispose_engines()
 
     async def prepare_stores(self) -> None:
-        """Bring leadflow's own tables (round robin, quarantine, done leads, once-only
-        claims, comparisons) to the newest schema before the first lead, instead of on
+        """Bring leadflow's own tables (round robin, quarantine, decisions, inbox,
+        once-only claims, comparisons) to the newest schema before the first lead, instead of on
         first use: SQLite is upgraded, PostgreSQL checked (leadflow.schema)."""
         from leadflow.schema import prepare_schema
 
@@ -112,13 +119,18 @@ def build_runtime(
     adapters = build_adapters(settings, rules, **adapter_overrides)
     # Where the side effects land: a lead done against one CRM is not done against another.
     scope = "|".join(a.once_scope for a in (adapters.crm, adapters.notifier, adapters.event_sink))
+    url = settings.database_url
+    lease = timedelta(seconds=settings.pipeline.claim_lease_seconds)
     return Runtime(
         settings=settings,
         rules=rules,
         adapters=adapters,
-        assigner=Assigner(rules.assignment, settings.database_url),
-        quarantine=Quarantine(settings.database_url),
-        done=DoneLeads(settings.database_url, scope),
+        assigner=Assigner(rules.assignment, url),
+        quarantine=Quarantine(url),
+        decisions=DecisionStore(url, scope_hash(scope)),
+        once=OnceStore(url, lease=lease),
+        failed_effects=FailedEffects(url),
+        inbox=Inbox(url, lease=lease),
     )
 
 

@@ -1,14 +1,15 @@
-"""A lead file read for the batch path in flat memory, one lead per person.
+"""A lead file read in flat memory, one lead per person: how every file run reads.
 
-The per-lead path (`leadflow.flows.files.read_leads`) holds the whole file: rows with
-the same email are merged into the first row's lead, and that needs every row seen
-before any lead runs. Here the file is read twice instead, a row at a time:
+Rows with the same email are one person, merged into the first row's lead (later
+non-empty values win, so the latest export counts). Holding the whole file to find
+them would cost memory in proportion to the file; instead the file is read twice, a
+row at a time:
 
 1. `count()`: every valid row's email is kept as an 8-byte hash (in arrays, not
    Python objects), and the hashes seen more than once are found: usually few.
 2. `pieces()`: each lead is yielded as its row is read, except a repeated person's
-   rows, which are held and merged (later non-empty values win, as in
-   `read_leads`) until that person's last row, then yielded as one lead with the
+   rows, which are held and merged (later non-empty values win) until that
+   person's last row, then yielded as one lead with the
    first row's id.
 
 Memory: 8 bytes per row during the first pass, the repeated people during the
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from leadflow.flows.files import Merged, _updated
+from leadflow.flows.summary import Merged
 from leadflow.intake import Rejection, validate_record
 from leadflow.integrations.file_source import FileStream
 from leadflow.models import Lead
@@ -48,6 +49,7 @@ class Piece:
     bad: list[Rejection] = field(default_factory=list)
     merged: list[Merged] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)  # lead id -> its first row
 
     def __len__(self) -> int:
         return len(self.leads) + len(self.bad) + len(self.merged)
@@ -79,24 +81,32 @@ class StreamedIntake:
             for start in range(0, max(len(piece.leads), 1), size):
                 leads = piece.leads[start : start + size]
                 rows = {lead.id: piece.rows[lead.id] for lead in leads}
+                positions = {lead.id: piece.positions[lead.id] for lead in leads}
                 first = start == 0
-                yield Piece(leads, piece.bad if first else [], piece.merged if first else [], rows)
+                yield Piece(
+                    leads,
+                    piece.bad if first else [],
+                    piece.merged if first else [],
+                    rows,
+                    positions,
+                )
 
     def _pieces(self, size: int) -> Iterator[Piece]:
         left = dict(self.repeated)
         held: dict[int, dict[str, tuple[Lead, int, dict[str, Any]]]] = {}
         piece = Piece()
 
-        def add(lead: Lead, data: dict[str, Any]) -> None:
+        def add(lead: Lead, data: dict[str, Any], row: int) -> None:
             piece.leads.append(lead)
             piece.rows[lead.id] = data
+            piece.positions[lead.id] = row
 
         for record in self.stream.records():
             checked = validate_record(record)
             if isinstance(checked, Rejection):
                 piece.bad.append(checked)
             elif (key := _key(checked.email)) not in left:
-                add(checked, record.data)
+                add(checked, record.data, record.position)
             else:
                 people = held.setdefault(key, {})
                 first = people.get(checked.email)
@@ -104,20 +114,32 @@ class StreamedIntake:
                     people[checked.email] = (checked, record.position, record.data)
                 else:
                     lead, row, data = first
-                    people[checked.email] = (_updated(lead, checked), row, data)
+                    people[checked.email] = (merge_rows(lead, checked), row, data)
                     piece.merged.append(
                         Merged(position=record.position, email=checked.email, into_row=row)
                     )
                 left[key] -= 1
                 if not left[key]:
                     del left[key]
-                    for lead, _row, data in held.pop(key).values():
-                        add(lead, data)
+                    for lead, row, data in held.pop(key).values():
+                        add(lead, data, row)
             if len(piece.leads) >= size or len(piece) >= 10 * size:
                 yield piece
                 piece = Piece()
         for people in held.values():
-            for lead, _row, data in people.values():
-                add(lead, data)
+            for lead, row, data in people.values():
+                add(lead, data, row)
         if len(piece):
             yield piece
+
+
+def merge_rows(first: Lead, later: Lead) -> Lead:
+    """`first` with `later`'s non-empty values; the id stays the first row's."""
+    values = {
+        name: value
+        for name, value in later
+        if name not in ("id", "attributes") and value is not None and name in later.model_fields_set
+    }
+    return first.model_copy(
+        update={**values, "attributes": {**first.attributes, **later.attributes}}
+    )

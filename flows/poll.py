@@ -20,11 +20,9 @@ a final state, the file is resumed from the start; the leads done before the
 interruption are skipped by their once-only keys and the rest are done, so none is
 skipped and none repeated. A claim whose run is still going is left to it.
 
-A file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records runs as a
-`process-file-batched` child run instead (micro-batches, the backlog path).
-
-Files run one after another: `process_file` already runs its leads concurrently, up
-to the configured limit, and a second file in parallel would only compete for it.
+Files run one after another: `process_file` already runs its leads in overlapped
+groups, up to the configured limit, and a second file in parallel would only compete
+for it.
 """
 
 from __future__ import annotations
@@ -41,10 +39,9 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from leadflow.flows.alerts import alert_on_failure
-from leadflow.flows.batch import process_file_batched
 from leadflow.flows.context import current_runtime
 from leadflow.flows.files import process_file
-from leadflow.integrations.file_source import SUFFIXES, count_records
+from leadflow.integrations.file_source import SUFFIXES
 from leadflow.ledger import FileLedger, FileStatus, LedgerEntry, content_digest, ready_files
 from leadflow.logging import get_logger
 
@@ -101,13 +98,7 @@ async def poll_leads(
             continue
 
         log.info("file taken", file=path.name, sha256=digest[:12])
-        big = await asyncio.to_thread(count_records, path)
-        file_flow = (
-            process_file_batched
-            if big > runtime.settings.pipeline.batch_threshold
-            else process_file
-        )
-        state = await file_flow.with_options(flow_run_name=f"file-{path.name}")(
+        state = await process_file.with_options(flow_run_name=f"file-{path.name}")(
             path=str(path), return_state=True
         )
         ok = state.is_completed()

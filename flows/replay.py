@@ -1,8 +1,8 @@
 """`replay_quarantine`: send set-aside records through the pipeline again.
 
 Either as stored (after a rules or validation change) or from a corrected copy
-written by `leadflow quarantine export` (each line keeps its `_quarantine_key`). Like
-`process_file`, the leads run as tasks inside this one flow run.
+written by `leadflow quarantine export` (each line keeps its `_quarantine_key`). The
+leads go through the one engine (flows/engine.py), in groups, inside this flow run.
 
 A record that now passes is processed and leaves the quarantine. One that still
 fails stays: unchanged, it keeps its place; changed, the new version is set aside as
@@ -17,7 +17,8 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from leadflow.flows.context import current_runtime
-from leadflow.flows.files import FailedBranch, SetAside, run_leads
+from leadflow.flows.engine import run_leads
+from leadflow.flows.summary import FailedBranch, SetAside
 from leadflow.intake import RawRecord, Rejection, rejection_key, validate_record
 from leadflow.logging import get_logger
 from leadflow.models import Lead

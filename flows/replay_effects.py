@@ -1,42 +1,34 @@
-"""`replay_side_effects`: do again, once, the side effects that failed after their retries.
+"""`replay_side_effects`: do again, once, the side effects that did not get done.
 
-Each failure recorded by a run (`leadflow.failed_effects`) holds the lead, the
-decision and the once-only key. Replaying one:
+Two kinds of leads are replayed:
+- side effects that failed after their retries (`leadflow.failed_effects`: the lead,
+  the decision and the once-only key were kept with the reason);
+- leads decided longer ago than a lease whose side effects were never all confirmed
+  (leadflow.stores.decisions, `done_at` empty): their process died between the claim
+  and the vendor's answer, or could not record it.
 
-1. skips it, left open, when its adapter now points elsewhere (another CRM, another
-   webhook): the side effect belongs where it failed;
-2. claims its key in leadflow's once-only table (`leadflow.once`), the one the
-   micro-batch path uses, so a replay never races a rerun of the file and a later
-   rerun does not do it again; a key already done is closed as `done before`;
-3. runs the same branch task a lead's run uses, with its retries and its Prefect
-   cache under the same key: a side effect a later run already did is found there
-   and not repeated (`done before`); otherwise it is done now (`replayed`) or fails
-   again, with its new reason, and stays open for the next replay.
-
-The adapters get the same once-only key as the first attempt (Idempotency-Key,
-upsert key, message id), so a vendor that de-duplicates drops a repeat as well.
+Each lead goes through the engine's side-effect step again with its stored decision
+(flows/engine.py), under its once-only keys: a side effect found done is closed as
+`done before`; one whose claim is held by a live run is waited for; the rest are sent
+again under the same idempotency key (`replayed`), or fail again and stay open with
+their new reason for the next replay. A failure recorded for another destination
+(the adapter now points elsewhere: another CRM, another webhook) is left open: the
+side effect belongs where it failed.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
 from leadflow.app.runtime import Runtime, current_runtime
-from leadflow.failed_effects import DONE_BEFORE, REPLAYED, FailedEffect, FailedEffects
-from leadflow.flows.lead import (
-    EFFECT_OF_BRANCH,
-    branch_result,
-    configured_tasks,
-    effect_scope,
-    record_failures,
-)
+from leadflow.failed_effects import DONE_BEFORE, REPLAYED, FailedEffect
+from leadflow.flows.engine import EFFECT_OF_BRANCH, Group, effect_scope, fan_out, settle
 from leadflow.logging import get_logger
-from leadflow.models import BranchStatus
-from leadflow.once import DONE, OnceStore
+from leadflow.models import BranchStatus, Decision, Lead
 
 log = get_logger(__name__)
 
@@ -58,6 +50,9 @@ class ReplayedEffect(BaseModel):
 
 class SideEffectReplay(BaseModel):
     effects: list[ReplayedEffect] = Field(default_factory=list)
+    unfinished_leads: int = Field(
+        default=0, description="leads whose side effects were never all confirmed, finished now"
+    )
 
     @property
     def counts(self) -> Counter[str]:
@@ -69,58 +64,75 @@ class SideEffectReplay(BaseModel):
 
     def line(self) -> str:
         c = self.counts
+        unfinished = (
+            f"; {self.unfinished_leads} unfinished leads finished" if self.unfinished_leads else ""
+        )
         return (
             f"{len(self.effects)} failed side effects: {c[REPLAYED]} replayed, "
             f"{c[DONE_BEFORE]} done before (not repeated), {c[FAILED_AGAIN]} failed again, "
-            f"{c[ELSEWHERE] + c[BUSY]} left"
+            f"{c[ELSEWHERE] + c[BUSY]} left{unfinished}"
         )
 
 
-async def _replay_one(runtime: Runtime, tasks: dict, failure: FailedEffect) -> tuple[str, str]:
-    effect = EFFECT_OF_BRANCH[failure.branch]
-    if failure.scope != effect_scope(runtime, effect):
-        return ELSEWHERE, ""
-    once = OnceStore(runtime.settings.database_url)
-    token, taken = await once.claim(effect, failure.scope, [failure.once_key])
-    if failure.once_key not in taken:
-        status = await once.status(effect, failure.scope, failure.once_key)
-        return (DONE_BEFORE, "done by a later run") if status == DONE else (BUSY, "")
-    state = await tasks[failure.branch](failure.lead, failure.decision, return_state=True)
-    result = await branch_result(state, 0.0)
-    if result.status is BranchStatus.FAILED:
-        reason = result.error or "failed"
-        await once.finish(effect, failure.scope, token, failed={failure.once_key: reason})
-        await record_failures(runtime, [(failure.branch, failure.lead, failure.decision, reason)])
-        return FAILED_AGAIN, reason
-    await once.finish(effect, failure.scope, token, done=[failure.once_key])
+def _here(runtime: Runtime, failure: FailedEffect) -> bool:
+    return failure.scope == effect_scope(runtime, EFFECT_OF_BRANCH[failure.branch])
+
+
+def _result(group: Group, failure: FailedEffect) -> tuple[str, str]:
+    result = group.effects[failure.branch].get(failure.lead.id)
+    if result is None or result.status is BranchStatus.FAILED:
+        reason = result.error if result else "not done"
+        busy = "in progress in another run" in (reason or "")
+        return (BUSY if busy else FAILED_AGAIN), reason or ""
     if result.status is BranchStatus.SKIPPED:
-        return DONE_BEFORE, result.detail or ""
+        return DONE_BEFORE, "done by a later run"
     return REPLAYED, result.detail or ""
+
+
+async def _finish(runtime: Runtime, leads: list[tuple[Lead, Decision]]) -> Group:
+    group = Group([lead for lead, _d in leads])
+    group.decisions = {lead.id: decision for lead, decision in leads}
+    group.recalled = set(group.decisions)
+    group.stored = True
+    await fan_out(group, runtime)
+    await settle(group, runtime)
+    return group
 
 
 @flow(name="replay-side-effects")
 async def replay_side_effects() -> SideEffectReplay:
-    """Replay every open failed side effect once; report what each became."""
+    """Replay every open failed side effect, and every unfinished lead, once."""
     runtime = current_runtime()
-    store = FailedEffects(runtime.settings.database_url)
-    failures = await store.open()
-    tasks = configured_tasks(runtime)
-    gate = asyncio.Semaphore(runtime.settings.pipeline.concurrency)
-
-    async def one(failure: FailedEffect) -> ReplayedEffect:
-        async with gate:
-            result, detail = await _replay_one(runtime, tasks, failure)
-        return ReplayedEffect(
-            branch=failure.branch,
-            lead_id=failure.lead.id,
-            email=failure.lead.email,
-            once_key=failure.once_key,
-            result=result,
-            detail=detail,
+    failures = await runtime.failed_effects.open()
+    report = SideEffectReplay()
+    here = [f for f in failures if _here(runtime, f)]
+    leads: dict[str, tuple[Lead, Decision]] = {f.lead.id: (f.lead, f.decision) for f in here}
+    cutoff = datetime.now(UTC) - runtime.once.lease
+    unfinished = [
+        s for s in await runtime.decisions.unfinished(before=cutoff) if s.lead.id not in leads
+    ]
+    leads.update({s.lead.id: (s.lead, s.decision) for s in unfinished})
+    report.unfinished_leads = len(unfinished)
+    size = runtime.settings.pipeline.batch_size
+    items = list(leads.values())
+    groups = [await _finish(runtime, items[i : i + size]) for i in range(0, len(items), size)]
+    by_lead = {lead.id: group for group in groups for lead in group.leads}
+    for failure in failures:
+        if _here(runtime, failure):
+            result, detail = _result(by_lead[failure.lead.id], failure)
+        else:
+            result, detail = ELSEWHERE, ""
+        report.effects.append(
+            ReplayedEffect(
+                branch=failure.branch,
+                lead_id=failure.lead.id,
+                email=failure.lead.email,
+                once_key=failure.once_key,
+                result=result,
+                detail=detail,
+            )
         )
-
-    report = SideEffectReplay(effects=list(await asyncio.gather(*map(one, failures))))
-    await store.close(
+    await runtime.failed_effects.close(
         [
             (failure, item.result)
             for failure, item in zip(failures, report.effects, strict=True)

@@ -1,20 +1,26 @@
 """`poll_source`: one poll of the configured lead source (`LEADFLOW_ADAPTERS__SOURCE`,
-e.g. `http` or `hubspot`), every new lead through the pipeline in this flow run.
+e.g. `http` or `hubspot`), every new lead through the engine in this flow run.
 
 The source keeps its own watermark, so each run takes only what arrived since the
 last one; schedule the flow (or run `leadflow poll-source`) as often as leads should
-be picked up. Bad records go to the quarantine, as for files. The file source is
-served by `process_file`, which takes a path.
+be picked up. Each valid record is written to leadflow's inbox (leadflow.stores.inbox)
+before anything else happens to it: a poll that dies half-way leaves its leads there,
+and the next poll (or a receiver starting) finishes them. Bad records go to the
+quarantine, as for files. The poll first takes the inbox's unfinished leads whose
+holder is gone. The file source is served by `process_file`, which takes a path.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from prefect import flow
 
 from leadflow.flows.context import current_runtime
-from leadflow.flows.files import LeadsFailedError, run_leads, summarise
+from leadflow.flows.engine import Group, Pipeline
+from leadflow.flows.stream import InboxRunner
+from leadflow.flows.summary import FileRunSummary, LeadResult, LeadsFailedError, RunTally
 from leadflow.intake import Rejection, validate_record
 from leadflow.integrations.base import LeadSource
 from leadflow.integrations.wiring import build_adapter
@@ -38,25 +44,48 @@ def configured_source(runtime: Runtime) -> LeadSource:
 
 
 @flow(name="poll-source")
-async def poll_source():
+async def poll_source() -> FileRunSummary:
     """Take what the configured source has since its watermark and process it."""
     runtime = current_runtime()
+    started = time.perf_counter()
     source = configured_source(runtime)
-    leads, bad, seen = [], [], set()
-    try:
-        async for record in source.records():
-            checked = validate_record(record)
-            if isinstance(checked, Rejection):
-                bad.append(checked)
-            elif checked.id not in seen:
-                seen.add(checked.id)
-                leads.append(checked)
-    finally:
-        await source.aclose()
-    await runtime.quarantine.put(bad)
-    results = await run_leads(runtime, leads)
-    summary = summarise(f"source {source.name}", len(leads) + len(bad), results, bad)
-    log.info("source polled", source=source.name, leads=len(leads), set_aside=len(bad))
-    if summary.failed:
+    size = runtime.settings.pipeline.batch_size
+    tally = RunTally(f"source {source.name}", size)
+
+    async def counted(_group: Group | None, results: list[LeadResult]) -> None:
+        tally.add(results)
+
+    pipeline = Pipeline(runtime, in_flight=runtime.settings.pipeline.concurrency)
+    runner = InboxRunner(runtime, pipeline, counted)
+    async with runtime.inbox.holding():
+        if orphans := await runtime.inbox.take():
+            log.info("finishing leads accepted earlier and not finished", leads=len(orphans))
+            for start in range(0, len(orphans), size):
+                await runner.submit(orphans[start : start + size])
+        page: list = []
+        try:
+            async for record in source.records():
+                checked = validate_record(record)
+                if isinstance(checked, Rejection):
+                    await runtime.quarantine.put([checked])
+                    tally.set_aside([checked])
+                    continue
+                page.append((checked.id, record.origin, record.position, record.data))
+                if len(page) >= size:
+                    await runner.submit(await runtime.inbox.accept(page))
+                    page = []
+            if page:
+                await runner.submit(await runtime.inbox.accept(page))
+        finally:
+            await source.aclose()
+        await pipeline.drain()
+    summary = tally.final(time.perf_counter() - started)
+    log.info(
+        "source polled",
+        source=source.name,
+        leads=summary.processed,
+        set_aside=summary.set_aside_total,
+    )
+    if summary.failed_total:
         raise LeadsFailedError(summary)
     return summary

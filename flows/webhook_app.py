@@ -2,17 +2,27 @@
 
 `POST /leads` with one lead as a JSON object:
 
-- 202 Accepted at once, with the lead id, when the payload validates; the lead then
-  runs through `process_lead` (a flow run of its own) in the background, so a form
-  tool's short timeout never waits for the CRM;
-- 422 naming the field when it does not; the record is also set aside in the
-  quarantine (`leadflow quarantine list`), so nothing sent to us is lost;
+- 202 Accepted, with the lead id, once the lead is written to leadflow's inbox
+  (leadflow.stores.inbox): accepted means kept, whatever happens to the process
+  after the answer. The lead then runs through the engine inside a long-lived
+  `lead-stream` flow run (flows/stream.py), so a form tool's short timeout never
+  waits for the CRM;
+- 422 naming the field when it does not validate; the record is also set aside in
+  the quarantine (`leadflow quarantine list`), so nothing sent to us is lost;
 - 400 for a body that is not a JSON object, 413 over 1 MB, 401 for a bad signature
   when `LEADFLOW_RECEIVER_SIGNING_SECRET` is set (the same `X-Leadflow-Signature`
-  scheme the webhook notifier sends: HMAC-SHA256 over "<timestamp>." + raw body).
+  scheme the webhook notifier sends: HMAC-SHA256 over "<timestamp>." + raw body);
+- 503 with Retry-After when more than `LEADFLOW_STREAM_QUEUE_LIMIT` accepted leads
+  are waiting or in flight, or while the receiver stops: the sender retries later
+  instead of the receiver falling behind without limit.
 
-`GET /health` answers 200. Background runs are kept in `app.state.pending` until
-they finish, and awaited on shutdown.
+Requests that arrive together are written to the inbox in one transaction (each
+still answered only once its own lead is committed).
+
+`GET /health` answers 200 with the number of leads waiting or in flight. On
+shutdown the receiver stops taking leads, lets those in flight finish for
+`LEADFLOW_PIPELINE__DRAIN_SECONDS`, and hands the rest back to the inbox, where the
+next start finds them.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from leadflow.flows.context import current_runtime, use_runtime
+from leadflow.flows.stream import LeadStream, StreamSettings
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.webhook_notifier import (
     SIGNATURE_HEADER,
@@ -39,6 +49,7 @@ from leadflow.integrations.webhook_notifier import (
 )
 from leadflow.logging import get_logger
 from leadflow.settings import AdapterSettings
+from leadflow.stores.inbox import Inbox, InboxEntry
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
@@ -57,31 +68,58 @@ class ReceiverSettings(AdapterSettings):
     )
 
 
+class _Acceptor:
+    """Writes accepted leads to the inbox, the leads of requests that arrive together
+    in one transaction; each request waits for its own lead's commit."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self._waiting: list[tuple[tuple[str, str, int, dict[str, Any]], asyncio.Future]] = []
+        self._writing: asyncio.Task | None = None
+
+    async def accept(self, lead_id: str, position: int, record: dict[str, Any]) -> InboxEntry:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting.append(((lead_id, "webhook", position, record), future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                entries = await self.inbox.accept([item for item, _f in batch])
+            except Exception as exc:
+                for _item, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_item, future), entry in zip(batch, entries, strict=True):
+                if not future.done():
+                    future.set_result(entry)
+
+
 def create_app(
-    runtime: Runtime | None = None, *, signing_secret: SecretStr | None = None
+    runtime: Runtime,
+    *,
+    signing_secret: SecretStr | None = None,
+    stream: LeadStream | None = None,
 ) -> Starlette:
-    """The receiver. `runtime` is used for the background runs (tests pass theirs);
-    by default each run builds the runtime from settings once per process."""
-    pending: set[asyncio.Task] = set()
+    """The receiver, taking leads into `runtime`'s inbox and running them in `stream`
+    (one for `runtime` with the settings' LEADFLOW_STREAM_*, by default), which the
+    app starts and stops with its lifespan."""
+    stream = stream or LeadStream(runtime, StreamSettings())
+    acceptor = _Acceptor(runtime.inbox)
     counter = {"received": 0}
 
-    async def run(record: dict[str, Any], position: int) -> None:
-        from leadflow.flows.lead import process_lead
-
-        async def go() -> None:
-            state = await process_lead(
-                record=record, origin="webhook", position=position, return_state=True
-            )
-            if not state.is_completed():
-                log.warning("webhook lead failed", state=state.name, message=state.message)
-
-        if runtime is None:
-            await go()
-        else:
-            with use_runtime(runtime):
-                await go()
-
     async def receive(request: Request) -> JSONResponse:
+        if not stream.has_room():
+            wait = stream.retry_after()
+            return JSONResponse(
+                {"error": f"busy: {stream.pending} leads waiting; retry in {wait} s"},
+                status_code=503,
+                headers={"Retry-After": str(wait)},
+            )
         raw = await request.body()
         if len(raw) > MAX_BODY:
             return JSONResponse({"error": "body over 1 MB"}, status_code=413)
@@ -94,7 +132,7 @@ def create_app(
             return JSONResponse({"error": "bad or missing signature"}, status_code=401)
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         if not isinstance(data, dict):
             return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
@@ -102,26 +140,27 @@ def create_app(
         position = counter["received"]
         checked = validate_record(RawRecord(origin="webhook", position=position, data=data))
         if isinstance(checked, Rejection):
-            quarantine = (runtime or current_runtime()).quarantine
-            await quarantine.put([checked])
+            await runtime.quarantine.put([checked])
             return JSONResponse({"error": checked.reason}, status_code=422)
-        task = asyncio.create_task(run(data, position), name=f"lead-{checked.id}")
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        entry = await acceptor.accept(checked.id, position, data)
+        stream.put([entry])
         return JSONResponse({"status": "accepted", "lead_id": checked.id}, status_code=202)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "in_flight": len(pending)})
+        return JSONResponse({"ok": True, "pending": stream.pending})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if pending:  # let accepted leads finish before the process ends
-            await asyncio.gather(*pending, return_exceptions=True)
+        running = asyncio.create_task(stream.run(), name="lead-stream")
+        try:
+            yield
+        finally:
+            stream.stop()
+            await asyncio.gather(running, return_exceptions=True)
 
     app = Starlette(
         routes=[Route("/leads", receive, methods=["POST"]), Route("/health", health)],
         lifespan=lifespan,
     )
-    app.state.pending = pending
+    app.state.stream = stream
     return app

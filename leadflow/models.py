@@ -267,6 +267,7 @@ class BranchResult(BaseModel):
     duration_ms: float = 0.0
     error: str | None = None
     detail: str | None = None
+    resent: bool = False  # sent again under its key: an earlier attempt did not finish
 
 
 class StepTiming(BaseModel):

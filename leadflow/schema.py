@@ -1,7 +1,7 @@
 """leadflow's own tables: one MetaData, and the Alembic migrations that build it.
 
-Every core table (quarantine, processed_files, done_leads, side_effects_done,
-assignments, round_robin_credit, shadow_comparisons, failed_side_effects) is declared
+Every core table (quarantine, processed_files, lead_decisions, lead_inbox,
+side_effect_claims, assignments, round_robin_credit, shadow_comparisons, failed_side_effects) is declared
 on `metadata`, in the module that uses it; `core_metadata()` imports those modules
 so the collection is complete. The schema changes only through the revisions in leadflow/migrations/
 versions/, and the database records its revision in `leadflow_alembic_version`.
@@ -44,8 +44,9 @@ UPGRADE_COMMAND = "leadflow db upgrade"
 _TABLE_MODULES = (
     "leadflow.intake",
     "leadflow.ledger",
-    "leadflow.done",
     "leadflow.once",
+    "leadflow.stores.decisions",
+    "leadflow.stores.inbox",
     "leadflow.assignment",
     "leadflow.shadow_store",
     "leadflow.failed_effects",

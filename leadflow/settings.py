@@ -40,7 +40,9 @@ class AdapterChoice(BaseModel):
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    concurrency: int = Field(default=8, ge=1, le=512, description="leads in flight at once")
+    concurrency: int = Field(
+        default=8, ge=1, le=512, description="groups of leads in flight at once"
+    )
     retries: int = Field(
         default=3, ge=0, le=20, description="retries per branch on transient errors"
     )
@@ -54,15 +56,26 @@ class PipelineSettings(BaseModel):
         default=60.0, ge=0, description="longest Retry-After a vendor may impose"
     )
     batch_size: int = Field(
-        default=100, ge=1, le=1000, description="leads per micro-batch on the backlog path"
-    )
-    batch_threshold: int = Field(
-        default=500,
-        ge=0,
-        description="`leadflow run` and the poller use micro-batches above this many records",
+        default=100,
+        ge=1,
+        le=1000,
+        description="leads per group when a file or a page of leads goes through the pipeline",
     )
     drain_seconds: float = Field(
-        default=30.0, ge=0, description="how long an interrupted batch run finishes what it took"
+        default=30.0, ge=0, description="how long an interrupted run finishes what it took"
+    )
+    claim_lease_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "a side-effect claim or an accepted lead is held this long without renewal "
+            "(renewed while its holder lives); a killed holder's work is redone after it"
+        ),
+    )
+    record_timeout_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long a busy database is waited for to record what a vendor answered",
     )
 
 
