@@ -351,7 +351,7 @@ async def _side_effect(group: Group, spec: SideEffect) -> None:
     for item in claim.done:
         for lead in keyed[item]:
             results[lead.id] = BranchResult(status=BranchStatus.SKIPPED, detail="done before")
-    taken = sorted(claim.taken)
+    taken = [item for item in keyed if item in claim.taken]  # in the group's order
     items = [(keyed[k][0], group.decisions[keyed[k][0].id], k.key) for k in taken]
     started = time.perf_counter()
     try:
