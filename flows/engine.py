@@ -40,20 +40,22 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prefect import task
+from prefect import tags, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
+from structlog.contextvars import bound_contextvars
 
 from leadflow.decide import decide, decide_many
 from leadflow.failed_effects import FailedEffect
 from leadflow.flows.context import current_runtime
 from leadflow.flows.limits import vendor_limit
-from leadflow.flows.naming import label_of
+from leadflow.flows.naming import decision_tags, label_of, lead_tags, task_tags
 from leadflow.flows.retries import retry_options
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult
 from leadflow.integrations.base import Adapter, LeadEvent
@@ -249,6 +251,33 @@ class Group:
         return f"Group(number={self.number}, leads={len(self.leads)})"
 
 
+# --- what the UI shows ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def about(group: Group, decided: bool = False) -> Iterator[None]:
+    """Log lines written in the block name the group's lead (`lead=`, one lead) or
+    the group (`group=`, several); with `LEADFLOW_UI__TAG_TASKS`, the task runs started
+    in it carry the lead's tags (its tier and rep too once `decided`)."""
+    if len(group.leads) != 1:
+        with bound_contextvars(group=group.label):
+            yield
+        return
+    (lead,) = group.leads
+    wanted = lead_tags(lead)
+    if decided and lead.id in group.decisions:
+        wanted += decision_tags(group.decisions[lead.id])
+    with bound_contextvars(lead_id=lead.id, lead=label_of(lead)), tags(*task_tags(wanted)):
+        yield
+
+
+def _step_line(group: Group, step: str, ms: float, **fields: Any) -> None:
+    """One line per step of a group: what the UI shows under the run, and what
+    `leadflow run -v` prints."""
+    many = {"leads": len(group.leads)} if len(group.leads) != 1 else {}
+    log.info("step", step=step, duration_ms=round(ms, 2), **many, **fields)
+
+
 # --- the steps, as tasks ---------------------------------------------------------------
 
 
@@ -272,6 +301,7 @@ async def look_up(group: Group) -> None:
     started = time.perf_counter()
     answers = await _call(crm, "look_up_many", todo, crm.look_up_many, crm.look_up)
     group.steps.append(StepTiming(step="look_up", duration_ms=_ms(started)))
+    _step_line(group, "look_up", _ms(started))
     retry: dict[str, BaseException] = {}
     for lead, answer in zip(todo, answers, strict=True):
         if isinstance(answer, TransientError):
@@ -292,7 +322,10 @@ async def decide_group(group: Group) -> None:
     runtime = current_runtime()
     leads = [lead for lead in group.waiting() if lead.id in group.matches]
     if leads:
+        before = len(group.steps)
         await _decide(group, leads, runtime)
+        for step in group.steps[before:]:
+            _step_line(group, step.step, step.duration_ms)
     if not group.stored:
         await _store_and_claim(group, runtime)
 
@@ -387,11 +420,37 @@ async def _side_effect(group: Group, spec: SideEffect) -> None:
                     detail=detail,
                     resent=item in claim.resumed,
                 )
+    _effect_line(group, spec, results, elapsed)
     for item in claim.busy:  # another run still holds it after a lease: not done here
         for lead in keyed[item]:
             retry[lead.id] = TransientError("in progress in another run")
     if retry:
         raise RetryLater(spec.branch.replace("_", "-"), retry)
+
+
+_DONE_LINE = {
+    "update_crm": "crm updated",
+    "notify_team": "team notified",
+    "log_event": "event logged",
+}
+
+
+def _effect_line(
+    group: Group, spec: SideEffect, results: dict[str, BranchResult], ms: float
+) -> None:
+    """One line per side-effect step: for one lead, what was done and for whom (the rep
+    notified); for a group, how many were sent, done before, or failed."""
+    if len(group.leads) == 1:
+        (lead,) = group.leads
+        result = results.get(lead.id)
+        if result is not None and result.status is BranchStatus.OK:
+            log.info(_DONE_LINE[spec.branch], rep=group.decisions[lead.id].rep)
+        status = result.status.value if result else "retrying"
+        _step_line(group, spec.branch, ms, status=status, error=result.error if result else None)
+        return
+    counts = Counter(r.status.value for r in results.values())
+    log.info(_DONE_LINE[spec.branch], leads=len(results), **counts)
+    _step_line(group, spec.branch, ms, **counts)
 
 
 async def _claims_for(group: Group, keys: list[EffectKey], runtime: Runtime) -> Claim:
@@ -546,7 +605,8 @@ async def _step(group: Group, name: str, leads: list[Lead]) -> None:
     """Run one step's task; if it ends failed (after its retries), the leads it did
     not get through are stopped with its reason."""
     tasks = configured_tasks(current_runtime().settings.pipeline)
-    state = await tasks[name](group, return_state=True)
+    with about(group):
+        state = await tasks[name](group, return_state=True)
     if state.is_completed():
         return
     reason = await _state_reason(state)
@@ -591,8 +651,9 @@ async def fan_out(group: Group, runtime: Runtime) -> None:
         for lead in group.decided():
             results.setdefault(lead.id, BranchResult(status=BranchStatus.FAILED, error=reason))
 
-    async with runtime.once.holding(group.token):
-        await asyncio.gather(*(branch(name) for name in BRANCHES))
+    with about(group, decided=True):
+        async with runtime.once.holding(group.token):
+            await asyncio.gather(*(branch(name) for name in BRANCHES))
 
 
 async def settle(group: Group, runtime: Runtime) -> None:
@@ -618,19 +679,33 @@ async def settle(group: Group, runtime: Runtime) -> None:
         ]
     await runtime.decisions.mark_done(finished)
     await runtime.failed_effects.record(failures)
-    for result in group.results():
-        _log_result(result)
+    results = group.results()
+    with about(group):
+        for result in results:
+            _log_result(result, one=len(results) == 1)
+        if len(results) != 1:
+            log.info(
+                "group processed",
+                decided=len(group.decisions),
+                done_before=len(group.done_before),
+                failed=sum(bool(FailedBranch.all_in(r)) for r in results),
+                total_ms=round(_ms(group.started), 1),
+            )
 
 
-def _log_result(result: LeadResult) -> None:
+def _log_result(result: LeadResult, *, one: bool) -> None:
+    """Each lead's outcome: at INFO for a group of one (a real-time or manual lead), at
+    DEBUG within a bigger group (the group's line is at INFO), failures at WARNING."""
     if isinstance(result, LeadOutcome):
-        log.info(
+        emit = log.warning if not result.ok else (log.info if one else log.debug)
+        emit(
             "lead processed",
             lead_id=result.lead_id,
-            tier=result.decision.tier,
             rep=result.decision.rep,
+            tier=result.decision.tier,
+            score=result.decision.score,
+            rule=result.decision.assignment_rule,
             failed=sorted(result.failed_branches) or None,
-            steps={s.step: round(s.duration_ms, 1) for s in result.steps},
         )
     elif isinstance(result, FailedBranch):
         log.warning("lead failed", lead_id=result.lead_id, step=result.branch, error=result.reason)

@@ -11,6 +11,7 @@ long-lived flow runs (flows/stream.py).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
@@ -20,13 +21,13 @@ from prefect.context import FlowRunContext
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.context import current_runtime
-from leadflow.flows.engine import BRANCHES, Group, run_group
+from leadflow.flows.engine import BRANCHES, Group, about, run_group
 from leadflow.flows.mode import start_run
 from leadflow.flows.naming import decision_tags, lead_run_name, lead_tags
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeftToCurrentProcess
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
-from leadflow.models import BranchResult, BranchStatus, Decision, Lead, LeadOutcome
+from leadflow.models import BranchResult, BranchStatus, Decision, Lead, LeadOutcome, StepTiming
 
 log = get_logger(__name__)
 
@@ -93,7 +94,9 @@ async def process_lead(
     """
     runtime = current_runtime()
     mode = await start_run(tag_live=False)
+    started = time.perf_counter()
     checked = validate_record(RawRecord(origin=origin, position=position, data=record))
+    validated = StepTiming(step="validate", duration_ms=(time.perf_counter() - started) * 1000)
     if isinstance(checked, Rejection):
         if mode != "live":  # in the other modes the current process owns the record
             return LeftToCurrentProcess(lead_id=checked.lead_ref, mode=mode)
@@ -108,6 +111,9 @@ async def process_lead(
             raise LeadFailedError(routed)
         return routed
     group = Group([checked], rows={checked.id: position})
+    group.steps.append(validated)
+    with about(group):
+        log.info("step", step="validate", duration_ms=round(validated.duration_ms, 3))
     (result,) = await run_group(group, runtime)
     if isinstance(result, FailedBranch):
         raise LeadFailedError(result)

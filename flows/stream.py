@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from leadflow.flows.artifacts import publish_decision
+from leadflow.flows.context import use_runtime
 from leadflow.flows.engine import Group, Pipeline
 from leadflow.flows.mode import mode_now
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult, LeftToCurrentProcess
@@ -273,7 +274,8 @@ class LeadStream:
         self.runs += 1
         opened = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
         try:
-            state = await lead_stream(opened=opened, return_state=True)
+            with use_runtime(self.runtime):
+                state = await lead_stream(opened=opened, return_state=True)
         except Exception as exc:  # the Prefect API did not answer: the leads wait in the inbox
             log.warning("lead-stream run could not start", error=f"{type(exc).__name__}: {exc}")
             return

@@ -1,5 +1,5 @@
-"""One person, one lead (issue 6, item 2), and a rerun decided from leadflow's own
-records before any task (item 5), under a real Prefect API and real SQLite."""
+"""One person, one lead, and a rerun answered from leadflow's decisions store before
+any task, under a real Prefect API and real SQLite."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from leadflow.db import get_engine
-from leadflow.flows.files import (
+from leadflow.flows.files import process_file
+from leadflow.flows.summary import (
     AlreadyDone,
     FailedBranch,
     FileRunSummary,
     Merged,
+    RunTally,
     SetAside,
-    process_file,
 )
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
@@ -118,7 +119,7 @@ def test_lead_text_is_escaped_in_the_summary_artifact():
 
 
 def test_already_done_results_count_in_the_summary():
-    from leadflow.flows.files import summarise
-
-    summary = summarise("f.csv", 1, [AlreadyDone(lead_id="x", tier="hot", rep="r")], [])
+    tally = RunTally("f.csv")
+    tally.add([AlreadyDone(lead_id="x", tier="hot", rep="r")])
+    summary = tally.final(1.0)
     assert (summary.processed, summary.already_done, summary.by_tier) == (1, 1, {"hot": 1})

@@ -74,7 +74,8 @@ async def test_replay_as_stored_processes_what_now_passes(make_runtime, tmp_path
     with use_runtime(runtime):
         leads = tmp_path / "one.jsonl"
         leads.write_text(json.dumps({"email": "late@acme.test", "employee_count": "12x"}) + "\n")
-        await process_file(path=leads)
+        state = await process_file(path=leads, return_state=True)
+        assert state.is_failed()  # its one record was set aside: nothing was processed
         (stored,) = await runtime.quarantine.pending()
         summary = await replay_quarantine()
     # Nothing changed, so it is still bad and still pending, with its reason.

@@ -59,9 +59,8 @@ async def test_open_prepares_the_stores_and_closes_everything(tmp_path: Path) ->
     notifier = ClosingNotifier(tmp_path / "outbox.jsonl")
     async with _open(tmp_path, notifier) as runtime:
         assert current_runtime() is runtime
-        assert {"quarantine", "round_robin_credit", "done_leads", "side_effects_done"} <= (
-            _tables(tmp_path)
-        )
+        wanted = {"quarantine", "round_robin_credit", "lead_decisions", "side_effect_claims"}
+        assert wanted | {"lead_inbox"} <= _tables(tmp_path)
     assert notifier.closed == 1
     assert context._in_place.get() is None
     assert asyncio.get_running_loop() not in db._engines

@@ -1,28 +1,39 @@
-"""The webhook receiver: 202 at once for a valid lead, which then runs through
-process_lead on the real Prefect API; 422 naming the field (and the record set
-aside) for a bad one; signatures checked when a secret is set."""
+"""The webhook receiver on the real Prefect API: 202 only once the lead is kept in the
+inbox, then processed as task runs in a lead-stream flow run; 422 naming the field
+(and the record set aside) for a bad one; signatures checked when a secret is set;
+503 with Retry-After when too many leads wait; leads a dead receiver accepted are
+finished by the next one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from pydantic import SecretStr
 
+from leadflow.flows.stream import LeadStream, StreamSettings
 from leadflow.flows.webhook_app import create_app
 from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from leadflow.stores.inbox import Inbox
 from tests.fakes import MemoryNotifier
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture
-async def gated(prefect_api, make_runtime, tmp_path):
-    # holds every notification until the test opens the gate
+async def gated(make_runtime):
+    """A runtime whose notifier holds every notification until the test opens the gate."""
     notifier = MemoryNotifier(gates={"notify_team": asyncio.Event()})
     notifier.gate = notifier.gates["notify_team"]
     runtime = make_runtime(notifier=notifier)
+    await runtime.prepare_stores()
     yield runtime, notifier
     await runtime.aclose()
 
@@ -31,26 +42,42 @@ def client(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver")
 
 
-async def test_a_valid_lead_is_accepted_at_once_then_processed(gated, tmp_path) -> None:
+async def until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_valid_lead_is_kept_before_the_answer_then_processed_in_a_stream_run(gated):
     runtime, notifier = gated
     app = create_app(runtime)
-    async with client(app) as http:
+    async with LifespanManager(app), client(app) as http:
         response = await http.post("/leads", json={"email": "Ada@Example.org", "title": "CTO"})
         assert response.status_code == 202
         lead_id = response.json()["lead_id"]
         assert response.json() == {"status": "accepted", "lead_id": lead_id}
-        # answered while the lead is still on its way (the notifier is held)
-        assert len(app.state.pending) == 1
+        # answered while the lead is still on its way (the notifier is held), and kept
+        assert await runtime.inbox.counts() == {"accepted": 1}
         notifier.gate.set()
-        await asyncio.wait_for(asyncio.gather(*app.state.pending), timeout=120)
 
+        async def finished() -> bool:
+            return await runtime.inbox.counts() == {"finished": 1}
+
+        await until(finished)
     ((sent, _key),) = notifier.sent
     assert sent.id == lead_id and sent.email == "ada@example.org"
+    async with get_client() as prefect:
+        runs = await prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="leads-"))
+        )
+    assert runs  # the lead ran inside a long-lived lead-stream run, not a run of its own
 
 
 async def test_a_bad_lead_is_refused_and_set_aside(gated) -> None:
     runtime, _ = gated
-    async with client(create_app(runtime)) as http:
+    app = create_app(runtime)
+    async with LifespanManager(app), client(app) as http:
         response = await http.post("/leads", json={"email": "not-an-email"})
         assert response.status_code == 422
         assert response.json() == {"error": "email: 'not-an-email' is not an email address"}
@@ -58,6 +85,7 @@ async def test_a_bad_lead_is_refused_and_set_aside(gated) -> None:
         assert (await http.post("/leads", content=b"{nope")).status_code == 400
     (kept,) = await runtime.quarantine.pending()
     assert kept.data == {"email": "not-an-email"} and kept.origin == "webhook"
+    assert await runtime.inbox.counts() == {}
 
 
 async def test_signatures_are_checked_when_a_secret_is_set(gated) -> None:
@@ -66,7 +94,7 @@ async def test_signatures_are_checked_when_a_secret_is_set(gated) -> None:
     app = create_app(runtime, signing_secret=SecretStr("whsec"))
     body = json.dumps({"email": "sig@example.org"}).encode()
     now = str(int(time.time()))
-    async with client(app) as http:
+    async with LifespanManager(app), client(app) as http:
         unsigned = await http.post("/leads", content=body)
         forged = await http.post(
             "/leads",
@@ -78,5 +106,38 @@ async def test_signatures_are_checked_when_a_secret_is_set(gated) -> None:
             content=body,
             headers={TIMESTAMP_HEADER: now, SIGNATURE_HEADER: sign("whsec", now, body)},
         )
-        await asyncio.wait_for(asyncio.gather(*app.state.pending), timeout=120)
     assert [unsigned.status_code, forged.status_code, signed.status_code] == [401, 401, 202]
+
+
+async def test_too_many_leads_waiting_is_a_503_with_retry_after(gated) -> None:
+    runtime, notifier = gated
+    stream = LeadStream(runtime, StreamSettings(_env_file=None, queue_limit=3))
+    app = create_app(runtime, stream=stream)
+    async with LifespanManager(app), client(app) as http:
+        answers = [await http.post("/leads", json={"email": f"q{i}@example.org"}) for i in range(5)]
+        codes = [a.status_code for a in answers]
+        assert codes == [202, 202, 202, 503, 503]
+        assert 1 <= int(answers[3].headers["Retry-After"]) <= 60
+        notifier.gate.set()
+
+        async def drained() -> bool:
+            return stream.pending == 0
+
+        await until(drained)
+        assert (await http.post("/leads", json={"email": "q9@example.org"})).status_code == 202
+
+
+async def test_leads_a_dead_receiver_accepted_are_finished_by_the_next(gated) -> None:
+    runtime, notifier = gated
+    notifier.gate.set()
+    dead = Inbox(runtime.settings.database_url, lease=timedelta(seconds=0.2))
+    await dead.accept([("lead-1", "webhook", 1, {"email": "orphan@example.org"})])
+    await asyncio.sleep(0.3)  # its holder never renews: the lease runs out
+    app = create_app(runtime)
+    async with LifespanManager(app):
+
+        async def finished() -> bool:
+            return await runtime.inbox.counts() == {"finished": 1}
+
+        await until(finished)
+    assert [lead.email for lead, _key in notifier.sent] == ["orphan@example.org"]

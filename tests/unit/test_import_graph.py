@@ -79,7 +79,7 @@ def test_the_command_line_runs_without_pytest() -> None:
     import with pytest made unimportable."""
     code = (
         "import sys; sys.modules['pytest'] = None\n"
-        "import leadflow.app.cli, leadflow.flows.lead, leadflow.flows.batch\n"
+        "import leadflow.app.cli, leadflow.flows.lead, leadflow.flows.engine\n"
         "assert 'leadflow.testing' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

@@ -32,6 +32,7 @@ _WHEN = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
     op.create_table(
         "side_effect_claims",
         sa.Column("effect", sa.String(), nullable=False),
@@ -44,19 +45,22 @@ def upgrade() -> None:
         sa.Column("updated_at", _WHEN, nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("effect", "scope", "key"),
+        if_not_exists=True,
     )
-    op.execute(
-        "INSERT INTO side_effect_claims "
-        "(effect, scope, key, status, token, lease_until, attempts, updated_at, detail) "
-        "SELECT effect, scope, lead_id, "
-        "CASE WHEN status = 'done' THEN 'done' ELSE 'failed' END, "
-        "claim, updated_at, 1, updated_at, "
-        "CASE WHEN status = 'claimed' THEN 'claimed by an earlier leadflow; sent again' "
-        "ELSE detail END "
-        "FROM side_effects_done"
-    )
-    op.drop_table("side_effects_done")
-    op.drop_table("done_leads")
+    if "side_effects_done" in existing:
+        op.execute(
+            "INSERT INTO side_effect_claims "
+            "(effect, scope, key, status, token, lease_until, attempts, updated_at, detail) "
+            "SELECT effect, scope, lead_id, "
+            "CASE WHEN status = 'done' THEN 'done' ELSE 'failed' END, "
+            "claim, updated_at, 1, updated_at, "
+            "CASE WHEN status = 'claimed' THEN 'claimed by an earlier leadflow; sent again' "
+            "ELSE detail END "
+            "FROM side_effects_done"
+        )
+        op.drop_table("side_effects_done")
+    if "done_leads" in existing:
+        op.drop_table("done_leads")
     op.create_table(
         "lead_decisions",
         sa.Column("key", sa.String(length=64), nullable=False),
@@ -70,9 +74,12 @@ def upgrade() -> None:
         sa.Column("decided_at", _WHEN, nullable=False),
         sa.Column("done_at", _WHEN, nullable=True),
         sa.PrimaryKeyConstraint("key"),
+        if_not_exists=True,
     )
     for column in ("lead_id", "email", "decided_at"):
-        op.create_index(f"ix_lead_decisions_{column}", "lead_decisions", [column])
+        op.create_index(
+            f"ix_lead_decisions_{column}", "lead_decisions", [column], if_not_exists=True
+        )
     op.create_table(
         "lead_inbox",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -87,8 +94,9 @@ def upgrade() -> None:
         sa.Column("finished_at", _WHEN, nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        if_not_exists=True,
     )
-    op.create_index("ix_lead_inbox_status", "lead_inbox", ["status"])
+    op.create_index("ix_lead_inbox_status", "lead_inbox", ["status"], if_not_exists=True)
 
 
 def downgrade() -> None:
