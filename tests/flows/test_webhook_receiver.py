@@ -42,8 +42,8 @@ def client(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver")
 
 
-async def until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
     while not await condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
