@@ -846,9 +846,9 @@ def serve_webhook(
     lead-stream flow run (422 names a bad field; 503 with Retry-After when too many
     are waiting). Ctrl-C stops taking leads, lets those in flight finish, and keeps
     the rest for the next start."""
+    settings = _settings(verbose)
     from leadflow.flows.webhook_app import ReceiverSettings
 
-    settings = _settings(verbose)
     try:
         own = load_settings(ReceiverSettings)
     except SettingsError as exc:
@@ -856,10 +856,7 @@ def serve_webhook(
     runtime = _runtime(settings)
     host, port = host or own.host, port or own.port
     listening_socket = _listen(host, port)
-    try:
-        _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
-    except KeyboardInterrupt:
-        pass
+    _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
     err.print("stopped: leads not finished are kept in the inbox for the next start")
 
 
@@ -894,9 +891,34 @@ async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
         async with runtime.opened():
             app = create_app(runtime, signing_secret=own.signing_secret)
             config = uvicorn.Config(app, log_level="warning", lifespan="on", backlog=2048)
-            server = uvicorn.Server(config)
+            server = _stopping_server()(config)
             err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
             await server.serve(sockets=[sock])
+
+
+def _stopping_server():
+    """uvicorn's Server, stopped by SIGINT or SIGTERM without re-raising the signal
+    once stopped (its default, which turns a clean stop into tracebacks): the first
+    signal stops taking requests and lets the receiver drain; a second one forces."""
+    import signal
+    from contextlib import contextmanager
+
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGINT, signal.SIGTERM)
+            for sig in signals:
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+
+    return StoppingServer
 
 
 @app.command("poll-source")

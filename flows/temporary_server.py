@@ -94,6 +94,10 @@ class TemporaryServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with(os.getpid()),  # the main thread: see _die_with
+                # Its own process group: Ctrl-C in a terminal reaches the whole group,
+                # and the command, which finishes its work through this server before
+                # it stops it, must not lose its API in the middle.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         with httpx.Client() as client:
