@@ -94,11 +94,12 @@ async def _run(workdir: Path, leads: int, per_kind: int) -> dict:
         began = time.perf_counter()
         with use_runtime(runtime):
             main = write_file(workdir / "leads.csv", "lead", leads, bad=max(1, leads // 50))
-            first = await process_file(str(main), return_state=True)
+            # groups of one: one request per lead, so each queued fault meets one lead
+            first = await process_file(str(main), batch_size=1, return_state=True)
             summary = await _summary(first)
             events.down = True  # longer than the retries last
             down_file = write_file(workdir / "while-down.csv", "down", max(2, leads // 20))
-            second = await process_file(str(down_file), return_state=True)
+            second = await process_file(str(down_file), batch_size=1, return_state=True)
             down_summary = await _summary(second)
             events.down = False
             replay = await replay_side_effects()
@@ -123,7 +124,7 @@ async def _run(workdir: Path, leads: int, per_kind: int) -> dict:
 
 
 async def _summary(state):
-    from leadflow.flows.files import LeadsFailedError
+    from leadflow.flows.summary import LeadsFailedError
 
     if state.is_completed():
         return await state.aresult()
@@ -143,8 +144,12 @@ def _tally(server: FaultServer, valid: set[str], path: str) -> dict[str, int]:
         if received.fault not in ACTED:
             continue
         body = json.loads(received.request.content)
+        if "events" in body:  # a group's events in one request: each keeps its own id
+            for event in body["events"]:
+                keys[event["lead_id"]].add(event["event_id"])
+            continue
         who = body["lead"]["email"] if path == "/hook" else body["lead_id"]
-        keys[who].add(received.request.headers["idempotency-key"])
+        keys[who].add(body.get("event_id") or received.request.headers["idempotency-key"])
     delivered = {who for who in keys if "@" in who} if path == "/hook" else set(keys)
     done = sum(len(k) == 1 for k in keys.values())
     return {

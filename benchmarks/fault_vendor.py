@@ -192,12 +192,12 @@ class FaultServer:
     def _next_fault(self, request: httpx.Request) -> Fault | None:
         if not self.is_write(request):
             return None
+        if self.down:  # down is down, whatever was queued
+            return Fault.status_code(503, kind="vendor_down")
         with self._lock:
             if self._faults:
                 fault = self._faults.popleft()
                 return None if fault.kind == "pass" else fault
-        if self.down:
-            return Fault.status_code(503, kind="vendor_down")
         return None
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):

@@ -75,6 +75,19 @@ class StreamedIntake:
             self.repeated.update((k, n) for k, n in Counter(bucket).items() if n > 1)
         return rows - sum(self.repeated.values()) + len(self.repeated)
 
+    def whole(self) -> Piece:
+        """Every lead, bad row and merge of the file in one piece (a small file, or a
+        test): both passes, then everything the second yields."""
+        self.count()
+        whole = Piece()
+        for piece in self._pieces(1_000_000):
+            whole.leads += piece.leads
+            whole.bad += piece.bad
+            whole.merged += piece.merged
+            whole.rows.update(piece.rows)
+            whole.positions.update(piece.positions)
+        return whole
+
     def pieces(self, size: int) -> Iterator[Piece]:
         """The second pass (after `count`), at most `size` leads at a time."""
         for piece in self._pieces(size):

@@ -141,17 +141,19 @@ def effect_key(runtime: Runtime, effect: str, lead: Lead) -> EffectKey:
     return EffectKey(effect, effect_scope(runtime, effect), once_key(effect, lead))
 
 
-class RetryLater(TransientError):
+class RetryLater(RateLimited):
     """Some leads of a group failed in a way a retry may fix; the task's retry does
-    those again, and only those."""
+    those again, and only those, after the longest Retry-After any vendor asked for
+    (none: the usual backoff)."""
 
-    def __init__(self, step: str, failures: dict[str, BaseException]) -> None:
-        first = next(iter(failures.values()))
-        super().__init__(
-            f"{step}: {len(failures)} to retry; first: {type(first).__name__}: {first}"
-        )
-        waits = [f.retry_after for f in failures.values() if isinstance(f, RateLimited)]
-        self.retry_after = max((w for w in waits if w), default=None)
+
+def retry_later(step: str, failures: dict[str, BaseException]) -> RetryLater:
+    first = next(iter(failures.values()))
+    waits = [f.retry_after for f in failures.values() if isinstance(f, RateLimited)]
+    return RetryLater(
+        f"{step}: {len(failures)} to retry; first: {type(first).__name__}: {first}",
+        retry_after=max((w for w in waits if w), default=None),
+    )
 
 
 UNRECORDED = "sent; not yet recorded (the database was busy): the next run confirms it"
@@ -186,6 +188,7 @@ class Group:
         self.stopped: dict[str, FailedBranch] = {}  # the pipeline stopped before deciding
         self.effects: dict[str, dict[str, BranchResult]] = {b: {} for b in BRANCHES}
         self.steps: list[StepTiming] = []
+        self.errors: dict[tuple[str, str], BaseException] = {}  # (step, lead) -> last retried
         self.started = time.perf_counter()
 
     @property
@@ -305,13 +308,13 @@ async def look_up(group: Group) -> None:
     retry: dict[str, BaseException] = {}
     for lead, answer in zip(todo, answers, strict=True):
         if isinstance(answer, TransientError):
-            retry[lead.id] = answer
+            retry[lead.id] = group.errors[("look_up", lead.id)] = answer
         elif isinstance(answer, BaseException):
             group.stop(lead, "look_up", answer)
         else:
             group.matches[lead.id] = answer
     if retry:
-        raise RetryLater("look-up", retry)
+        raise retry_later("look-up", retry)
 
 
 @task(name="decide", task_run_name=_run_name("decide"), **_QUIET)
@@ -407,7 +410,7 @@ async def _side_effect(group: Group, spec: SideEffect) -> None:
     for item, answer in zip(taken, answers, strict=True):
         for lead in keyed[item]:
             if isinstance(answer, TransientError):
-                retry[lead.id] = answer
+                retry[lead.id] = group.errors[(spec.branch, lead.id)] = answer
             elif isinstance(answer, BaseException):
                 results[lead.id] = BranchResult(
                     status=BranchStatus.FAILED, duration_ms=elapsed, error=_reason(answer)
@@ -423,9 +426,10 @@ async def _side_effect(group: Group, spec: SideEffect) -> None:
     _effect_line(group, spec, results, elapsed)
     for item in claim.busy:  # another run still holds it after a lease: not done here
         for lead in keyed[item]:
-            retry[lead.id] = TransientError("in progress in another run")
+            busy = TransientError("in progress in another run; not confirmed yet")
+            retry[lead.id] = group.errors[(spec.branch, lead.id)] = busy
     if retry:
-        raise RetryLater(spec.branch.replace("_", "-"), retry)
+        raise retry_later(spec.branch.replace("_", "-"), retry)
 
 
 _DONE_LINE = {
@@ -612,7 +616,7 @@ async def _step(group: Group, name: str, leads: list[Lead]) -> None:
     reason = await _state_reason(state)
     for lead in leads:
         if lead.id not in group.decisions and lead.id not in group.stopped:
-            group.stop(lead, name, reason)
+            group.stop(lead, name, group.errors.get((name, lead.id)) or reason)
 
 
 async def _state_reason(state) -> str:
@@ -643,13 +647,19 @@ async def fan_out(group: Group, runtime: Runtime) -> None:
     tasks = configured_tasks(runtime.settings.pipeline)
 
     async def branch(name: str) -> None:
-        state = await tasks[name](group, return_state=True)
+        adapter = getattr(runtime.adapters, _BY_BRANCH[name].adapter)
+        # the runs of a vendor whose calls are limited can be found by its tag
+        vendor = [f"vendor:{adapter.name}"] if adapter.name in runtime.settings.limits else []
+        with tags(*vendor):
+            state = await tasks[name](group, return_state=True)
         if state.is_completed():
             return
         reason = await _state_reason(state)
         results = group.effects[name]
         for lead in group.decided():
-            results.setdefault(lead.id, BranchResult(status=BranchStatus.FAILED, error=reason))
+            last = group.errors.get((name, lead.id))
+            error = _reason(last) if last is not None else reason
+            results.setdefault(lead.id, BranchResult(status=BranchStatus.FAILED, error=error))
 
     with about(group, decided=True):
         async with runtime.once.holding(group.token):

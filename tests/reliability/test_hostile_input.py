@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.fault_vendor import FaultServer
-from leadflow.flows.files import split_records
+from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings
-from leadflow.integrations.file_source import read_file
+from leadflow.integrations.file_source import open_file
 from leadflow.models import Lead
 from leadflow.textfiles import UndecodableFileError
 from tests.contract.conftest import make_decision, start_smtp
@@ -38,7 +38,7 @@ MB = 1024 * 1024
 def read(tmp_path: Path, name: str, data: bytes):
     path = tmp_path / name
     path.write_bytes(data)
-    return split_records(read_file(path))
+    return StreamedIntake(open_file(path)).whole()
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_a_file_that_is_not_a_lead_file_stops_naming_it(tmp_path, name, data, er
     path = tmp_path / name
     path.write_bytes(data)
     with pytest.raises((ValueError, UndecodableFileError)) as caught:
-        read_file(path)
+        open_file(path)
     assert name in str(caught.value) and error in str(caught.value)
 
 

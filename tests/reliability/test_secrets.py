@@ -1,6 +1,6 @@
 """No secret reaches anything leadflow writes, faults included.
 
-The pipeline runs over a small file, once per lead and once in micro-batches, with
+The pipeline runs over a small file, in groups of one and in groups of two, with
 three vendor adapters holding known secret values (a HubSpot token, a Slack webhook
 URL, whose path is the credential, and a Segment write key), each against a
 loopback stub that fails on purpose: a 500 then a 401 for HubSpot, resets and 503s
@@ -34,7 +34,6 @@ from structlog.testing import capture_logs
 
 from benchmarks.fault_vendor import Fault, FaultServer
 from leadflow.app.runtime import use_runtime
-from leadflow.flows.batch import process_file_batched
 from leadflow.flows.files import process_file
 from leadflow.flows.replay_effects import replay_side_effects
 from tests.reliability.vendors import BY_ID, SECRETS
@@ -100,8 +99,8 @@ async def test_no_secret_in_anything_written(
         with capture_logs() as events, use_runtime(runtime):
             per_lead = leads_file(tmp_path, "per-lead.csv", "p")
             batched = leads_file(tmp_path, "batched.csv", "b")
-            states.append(await process_file(str(per_lead), return_state=True))
-            states.append(await process_file_batched(str(batched), 2, return_state=True))
+            states.append(await process_file(str(per_lead), batch_size=1, return_state=True))
+            states.append(await process_file(str(batched), batch_size=2, return_state=True))
             states.append(await replay_side_effects(return_state=True))
         await runtime.aclose()
         await APILogHandler.aflush()

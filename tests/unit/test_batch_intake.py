@@ -1,6 +1,6 @@
-"""The batch path's streamed reading gives what the per-lead reader gives (issue 10):
-the same leads, one per person with later rows merged in, the same rows set aside
-and merged, whatever the encoding, delimiter or format."""
+"""A file streamed in pieces gives the same leads whatever the piece size: one per
+person with later rows merged in, the same rows set aside and merged, whatever the
+encoding, delimiter or format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from leadflow.flows import batch_intake
 from leadflow.flows.batch_intake import StreamedIntake
-from leadflow.flows.files import split_records
 from leadflow.integrations.file_source import open_file, read_file
 
 CSV = (
@@ -39,7 +38,7 @@ def _jsonl() -> str:
 
 
 def _both(path: Path, size: int, *, collisions: bool = False) -> tuple:
-    whole = split_records(read_file(path))
+    whole = StreamedIntake(open_file(path)).whole()
     intake = StreamedIntake(open_file(path))
     total = intake.count()
     pieces = list(intake.pieces(size))
