@@ -1,5 +1,5 @@
-"""Ctrl-C during a long `leadflow run` on the batch path (issue 10): the process
-stops reading, gives the batches in flight LEADFLOW_PIPELINE__DRAIN_SECONDS, and
+"""Ctrl-C during a long `leadflow run` (groups of 50): the process stops reading,
+gives the groups in flight LEADFLOW_PIPELINE__DRAIN_SECONDS, and
 exits within a bound; no task run it created, and not the flow run, is left Running
 on the server, and no notification was sent twice."""
 
@@ -51,7 +51,7 @@ def test_ctrl_c_drains_in_bounded_time_and_leaves_no_task_run_running(tmp_path: 
             "LEADFLOW_LOCAL_CRM_SEED_PATH": str(ROOT / "examples" / "crm_seed.json"),
             "LEADFLOW_PIPELINE__DRAIN_SECONDS": str(DRAIN_SECONDS),
         }
-        argv = [str(LEADFLOW), "run", "leads.csv", "--batch", "--batch-size", "50"]
+        argv = [str(LEADFLOW), "run", "leads.csv", "--batch-size", "50"]
         run = processes.start("leadflow-run", argv, env, cwd=tmp_path)
         wait_for("leads notified", lambda: _sent(tmp_path) >= 100, timeout=240, alive=[run])
 

@@ -1,6 +1,5 @@
-"""`leadflow run --batch` as a user runs it: the sample file through the micro-batch
-path gives the same summary and the same rows as the per-lead path, and a rerun
-repeats nothing."""
+"""`leadflow run --batch-size` as a user runs it: the sample file in groups of 16
+gives the summary of the default run, and a rerun repeats nothing."""
 
 from __future__ import annotations
 
@@ -16,19 +15,19 @@ from tests.e2e.test_cli_run import query, run_cli
 pytestmark = pytest.mark.e2e
 
 
-def test_the_sample_file_in_micro_batches(tmp_path: Path):
+def test_the_sample_file_in_groups_of_16(tmp_path: Path):
     shutil.copy(ROOT / "examples" / "leads.csv", tmp_path / "leads.csv")
     slow = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}  # a busy machine
-    first = run_cli(tmp_path, "run", "leads.csv", "--batch", "--batch-size", "16", **slow)
+    first = run_cli(tmp_path, "run", "leads.csv", "--batch-size", "16", **slow)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "55 of 60 records processed from leads.csv" in first.stdout
     assert "Failed branches: none" in first.stdout and "Traceback" not in first.stderr
     assert "Task run" not in first.stderr  # one line per task run only with --verbose
     assert query(tmp_path, "select count(*) from lead_events") == [(55,)]
-    done = query(tmp_path, "select effect, status, count(*) from side_effects_done group by 1, 2")
+    done = query(tmp_path, "select effect, status, count(*) from side_effect_claims group by 1, 2")
     assert sorted(done) == [("crm", "done", 55), ("event", "done", 55), ("notify", "done", 55)]
 
-    again = run_cli(tmp_path, "run", "leads.csv", "--batch", **slow)
+    again = run_cli(tmp_path, "run", "leads.csv", **slow)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "55 already done before: nothing repeated" in again.stdout
     sent = (tmp_path / "outbox.jsonl").read_text().splitlines()
