@@ -337,6 +337,18 @@ def _print_summary(summary: FileRunSummary) -> None:
         ),
         highlight=False,
     )
+    if summary.resent:
+        out.print(
+            f"{summary.resent} side effects sent again under their keys: an earlier run "
+            "claimed them and did not confirm them (it was stopped or killed)",
+            highlight=False,
+        )
+    if summary.nothing_processed:
+        err.print(
+            f"[bold red]error:[/] none of the {summary.records} records could be processed "
+            "(see the tables below); fix them and run again",
+            highlight=False,
+        )
     if summary.routes:  # not every lead went through leadflow: the mode said so
         went = ", ".join(f"{route} {count}" for route, count in sorted(summary.routes.items()))
         out.print(f"Mode {' -> '.join(summary.modes)}: {went}", highlight=False)

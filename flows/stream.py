@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from leadflow.flows.artifacts import publish_decision
+from leadflow.flows.batch_intake import merge_rows
 from leadflow.flows.context import use_runtime
 from leadflow.flows.engine import Group, Pipeline
 from leadflow.flows.mode import mode_now
@@ -112,10 +113,12 @@ class InboxRunner:
         pipeline.on_done = self._settled
 
     async def submit(self, entries: Sequence[InboxEntry]) -> None:
-        """One group of `entries` (the same lead twice is one lead), routed by mode."""
-        leads: dict[str, Lead] = {}
-        raw: dict[str, dict] = {}
-        ids: dict[str, list[str]] = {}
+        """One group of `entries`, routed by mode. As in a file, one person is one
+        lead: entries with the same email are merged into the first (later non-empty
+        values win)."""
+        leads: dict[str, Lead] = {}  # by email
+        raw: dict[str, dict] = {}  # by lead id
+        ids: dict[str, list[str]] = {}  # lead id -> inbox entries
         bad: list[tuple[InboxEntry, Rejection]] = []
         for entry in entries:
             record = RawRecord(origin=entry.origin, position=entry.position, data=entry.record)
@@ -123,9 +126,10 @@ class InboxRunner:
             if isinstance(checked, Rejection):
                 bad.append((entry, checked))
                 continue
-            leads.setdefault(checked.id, checked)
-            raw.setdefault(checked.id, entry.record)
-            ids.setdefault(checked.id, []).append(entry.id)
+            first = leads.get(checked.email)
+            lead = leads[checked.email] = merge_rows(first, checked) if first else checked
+            raw.setdefault(lead.id, entry.record)
+            ids.setdefault(lead.id, []).append(entry.id)
         if bad:  # valid when accepted; not any more (a changed validation): set aside
             await self.runtime.quarantine.put([rejection for _e, rejection in bad])
             for entry, rejection in bad:
