@@ -9,10 +9,11 @@ outlasting the interval) or two workers on the same folder find the content take
 skip it, and so does a copy of a file under a new name.
 
 Each file is a `process-file` child flow run, awaited with `return_state=True`: a file
-whose leads failed ends its own run Failed, is marked failed in the ledger and does not
-stop the files after it. The poll itself completes and reports the failure in its
-summary; the poller does not retry a failed file (it would fail the same way every
-minute), the `process-file` deployment does once the cause is fixed.
+whose leads failed (or none of whose records could be processed) ends its own run
+Failed, is marked failed in the ledger and does not stop the files after it. The poll
+then ends Failed too, naming the files, so a schedule's run history shows it; the
+poller does not retry a failed file (it would fail the same way every minute), the
+`process-file` deployment does once the cause is fixed.
 
 An interrupted poll (its process killed, the run cancelled) leaves its file claimed
 under the poll's flow run id. The next poll asks Prefect about that run: once it is in
@@ -46,6 +47,17 @@ from leadflow.ledger import FileLedger, FileStatus, LedgerEntry, content_digest,
 from leadflow.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class PollFailedError(RuntimeError):
+    """Some files of the poll failed; the others were processed. The summary says which."""
+
+    def __init__(self, summary: PollSummary) -> None:
+        super().__init__(f"{len(summary.failed)} files failed: {', '.join(summary.failed)}")
+        self.summary = summary
+
+    def __reduce__(self):
+        return (type(self), (self.summary,))
 
 
 class PollSummary(BaseModel):
@@ -123,6 +135,8 @@ async def poll_leads(
         skipped=len(summary.skipped),
         waiting=len(summary.waiting),
     )
+    if summary.failed:
+        raise PollFailedError(summary)
     return summary
 
 

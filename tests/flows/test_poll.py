@@ -160,11 +160,13 @@ async def test_a_failed_file_does_not_stop_the_others_and_is_not_retried(
     drop(inbox, "2-good.csv", "gus")
     try:
         with use_runtime(built):
-            first = await poll_leads(str(inbox))
+            state = await poll_leads(str(inbox), return_state=True)
             second = await poll_leads(str(inbox))
     finally:
         await built.aclose()
 
+    assert state.is_failed()  # the schedule's history shows the poll that had a failure
+    first = (await state.aresult(raise_on_failure=False)).summary
     assert first.failed == ["1-bad.csv"] and first.processed == ["2-good.csv"]
     assert second.skipped == ["1-bad.csv", "2-good.csv"]
     assert crm.look_ups == {"fay@pollco.test": 1, "fox@pollco.test": 1, "gus@pollco.test": 1}
