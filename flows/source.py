@@ -86,6 +86,6 @@ async def poll_source() -> FileRunSummary:
         leads=summary.processed,
         set_aside=summary.set_aside_total,
     )
-    if summary.failed_total:
+    if summary.failed_total or summary.nothing_processed:
         raise LeadsFailedError(summary)
     return summary
