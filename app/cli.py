@@ -865,8 +865,12 @@ def serve_webhook(
         own = load_settings(ReceiverSettings)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    runtime = _runtime(settings)
     host, port = host or own.host, port or own.port
+    try:
+        own.check_exposure(host)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    runtime = _runtime(settings)
     listening_socket = _listen(host, port)
     _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
     err.print("stopped: leads not finished are kept in the inbox for the next start")
@@ -894,15 +898,14 @@ def _listen(host: str, port: int):
 
 
 async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
-    import uvicorn
-
+    from leadflow.flows.receiver_guard import server_config
     from leadflow.flows.temporary_server import prefect_api
     from leadflow.flows.webhook_app import create_app
 
     async with prefect_api():
         async with runtime.opened():
-            app = create_app(runtime, signing_secret=own.signing_secret)
-            config = uvicorn.Config(app, log_level="warning", lifespan="on", backlog=2048)
+            app = create_app(runtime, settings=own)
+            config = server_config(app, own, backlog=2048)
             server = _stopping_server()(config)
             err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
             await server.serve(sockets=[sock])

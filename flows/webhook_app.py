@@ -9,9 +9,12 @@
   waits for the CRM;
 - 422 naming the field when it does not validate; the record is also set aside in
   the quarantine (`leadflow quarantine list`), so nothing sent to us is lost;
-- 400 for a body that is not a JSON object, 413 over 1 MB, 401 for a bad signature
-  when `LEADFLOW_RECEIVER_SIGNING_SECRET` is set (the same `X-Leadflow-Signature`
-  scheme the webhook notifier sends: HMAC-SHA256 over "<timestamp>." + raw body);
+- the HTTP-level refusals of flows/receiver_guard.py, checked first: 415 unless
+  application/json, 413 over the body limit (counted while reading), 408 for a body
+  too slow, 401 for a missing or bad signature when `LEADFLOW_RECEIVER_SIGNING_SECRET`
+  is set (the `X-Leadflow-Signature` scheme the webhook notifier sends), 409 for a
+  replayed signature, 422 for JSON nested too deep or too large, 400 for a body that
+  is not a JSON object;
 - 503 with Retry-After when more than `LEADFLOW_STREAM_QUEUE_LIMIT` accepted leads
   are waiting or in flight, or while the receiver stops: the sender retries later
   instead of the receiver falling behind without limit.
@@ -28,44 +31,32 @@ next start finds them.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from leadflow.flows.receiver_guard import (
+    ReceiverSettings,
+    Refused,
+    SeenSignatures,
+    read_lead_body,
+)
 from leadflow.flows.stream import LeadStream, StreamSettings
 from leadflow.intake import RawRecord, Rejection, validate_record
-from leadflow.integrations.webhook_notifier import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    verify_signature,
-)
 from leadflow.logging import get_logger
-from leadflow.settings import AdapterSettings
 from leadflow.stores.inbox import Inbox, InboxEntry
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
-MAX_BODY = 1024 * 1024
-
-
-class ReceiverSettings(AdapterSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_RECEIVER_")
-
-    host: str = Field(default="127.0.0.1", description="address serve-webhook listens on")
-    port: int = Field(default=8787, ge=1, le=65535, description="port serve-webhook listens on")
-    signing_secret: SecretStr | None = Field(
-        default=None, description="if set, requests must carry a valid X-Leadflow-Signature"
-    )
+__all__ = ["ReceiverSettings", "create_app"]  # ReceiverSettings: re-exported from the guard
 
 
 class _Acceptor:
@@ -104,15 +95,27 @@ def create_app(
     *,
     signing_secret: SecretStr | None = None,
     stream: LeadStream | None = None,
+    settings: ReceiverSettings | None = None,
 ) -> Starlette:
     """The receiver, taking leads into `runtime`'s inbox and running them in `stream`
     (one for `runtime` with the settings' LEADFLOW_STREAM_*, by default), which the
-    app starts and stops with its lifespan."""
+    app starts and stops with its lifespan. `settings` are the door's limits
+    (LEADFLOW_RECEIVER_*, by default); `signing_secret`, if given, overrides theirs."""
+    guard = settings or ReceiverSettings()
+    if signing_secret is not None:
+        guard = guard.model_copy(update={"signing_secret": signing_secret})
+    seen = SeenSignatures(guard.signature_tolerance_seconds)
     stream = stream or LeadStream(runtime, StreamSettings())
     acceptor = _Acceptor(runtime.inbox)
     counter = {"received": 0}
 
     async def receive(request: Request) -> JSONResponse:
+        try:
+            data = await read_lead_body(request, guard, seen)
+        except Refused as refused:
+            return JSONResponse(
+                {"error": refused.message}, status_code=refused.status, headers=refused.headers
+            )
         if not stream.has_room():
             wait = stream.retry_after()
             return JSONResponse(
@@ -120,22 +123,6 @@ def create_app(
                 status_code=503,
                 headers={"Retry-After": str(wait)},
             )
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return JSONResponse({"error": "body over 1 MB"}, status_code=413)
-        if signing_secret is not None and not verify_signature(
-            signing_secret.get_secret_value(),
-            request.headers.get(TIMESTAMP_HEADER, ""),
-            raw,
-            request.headers.get(SIGNATURE_HEADER, ""),
-        ):
-            return JSONResponse({"error": "bad or missing signature"}, status_code=401)
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        if not isinstance(data, dict):
-            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
         counter["received"] += 1
         position = counter["received"]
         checked = validate_record(RawRecord(origin="webhook", position=position, data=data))

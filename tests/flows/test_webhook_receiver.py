@@ -81,8 +81,9 @@ async def test_a_bad_lead_is_refused_and_set_aside(gated) -> None:
         response = await http.post("/leads", json={"email": "not-an-email"})
         assert response.status_code == 422
         assert response.json() == {"error": "email: 'not-an-email' is not an email address"}
-        assert (await http.post("/leads", content=b"[1, 2]")).status_code == 400
-        assert (await http.post("/leads", content=b"{nope")).status_code == 400
+        json_type = {"Content-Type": "application/json"}
+        assert (await http.post("/leads", content=b"[1, 2]", headers=json_type)).status_code == 400
+        assert (await http.post("/leads", content=b"{nope", headers=json_type)).status_code == 400
     (kept,) = await runtime.quarantine.pending()
     assert kept.data == {"email": "not-an-email"} and kept.origin == "webhook"
     assert await runtime.inbox.counts() == {}
@@ -95,16 +96,25 @@ async def test_signatures_are_checked_when_a_secret_is_set(gated) -> None:
     body = json.dumps({"email": "sig@example.org"}).encode()
     now = str(int(time.time()))
     async with LifespanManager(app), client(app) as http:
-        unsigned = await http.post("/leads", content=body)
+        json_type = {"Content-Type": "application/json"}
+        unsigned = await http.post("/leads", content=body, headers=json_type)
         forged = await http.post(
             "/leads",
             content=body,
-            headers={TIMESTAMP_HEADER: now, SIGNATURE_HEADER: sign("other", now, body)},
+            headers={
+                **json_type,
+                TIMESTAMP_HEADER: now,
+                SIGNATURE_HEADER: sign("other", now, body),
+            },
         )
         signed = await http.post(
             "/leads",
             content=body,
-            headers={TIMESTAMP_HEADER: now, SIGNATURE_HEADER: sign("whsec", now, body)},
+            headers={
+                **json_type,
+                TIMESTAMP_HEADER: now,
+                SIGNATURE_HEADER: sign("whsec", now, body),
+            },
         )
     assert [unsigned.status_code, forged.status_code, signed.status_code] == [401, 401, 202]
 
