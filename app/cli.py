@@ -343,6 +343,12 @@ def _print_summary(summary: FileRunSummary) -> None:
             "claimed them and did not confirm them (it was stopped or killed)",
             highlight=False,
         )
+    if summary.source_error:
+        err.print(
+            f"[bold red]error:[/] the source failed: {summary.source_error}; what it gave "
+            "before was kept, the next poll reads the rest again",
+            highlight=False,
+        )
     if summary.nothing_processed:
         err.print(
             f"[bold red]error:[/] none of the {summary.records} records could be processed "

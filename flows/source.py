@@ -6,13 +6,18 @@ last one; schedule the flow (or run `leadflow poll-source`) as often as leads sh
 be picked up. Each valid record is written to leadflow's inbox (leadflow.stores.inbox)
 before anything else happens to it: a poll that dies half-way leaves its leads there,
 and the next poll (or a receiver starting) finishes them. Bad records go to the
-quarantine, as for files. The poll first takes the inbox's unfinished leads whose
+quarantine, as for files. The source's watermark is committed right after each
+accept (the protocol of `LeadSource`), never while it is being read: when the
+source fails half-way (a page answered 503), the records it gave before are
+accepted and committed, the run ends Failed naming the failure, and the next poll
+reads the failed page again. The poll first takes the inbox's unfinished leads whose
 holder is gone. The file source is served by `process_file`, which takes a path.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from prefect import flow
@@ -21,7 +26,7 @@ from leadflow.flows.context import current_runtime
 from leadflow.flows.engine import Group, Pipeline
 from leadflow.flows.stream import InboxRunner
 from leadflow.flows.summary import FileRunSummary, LeadResult, LeadsFailedError, RunTally
-from leadflow.intake import Rejection, validate_record
+from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LeadSource
 from leadflow.integrations.wiring import build_adapter
 from leadflow.logging import get_logger
@@ -41,6 +46,18 @@ def configured_source(runtime: Runtime) -> LeadSource:
             "hubspot); a file is read by `leadflow run <file>`"
         )
     return build_adapter("source", name, runtime.settings)
+
+
+async def until_failure(
+    records: AsyncIterator[RawRecord], failed: list[Exception]
+) -> AsyncIterator[RawRecord]:
+    """The source's records until it fails; the failure is noted in `failed`, not
+    raised, so what it yielded before is still accepted and committed."""
+    try:
+        async for record in records:
+            yield record
+    except Exception as exc:
+        failed.append(exc)
 
 
 @flow(name="poll-source")
@@ -63,8 +80,9 @@ async def poll_source() -> FileRunSummary:
             for start in range(0, len(orphans), size):
                 await runner.submit(orphans[start : start + size])
         page: list = []
+        failed: list[Exception] = []
         try:
-            async for record in source.records():
+            async for record in until_failure(source.records(), failed):
                 checked = validate_record(record)
                 if isinstance(checked, Rejection):
                     await runtime.quarantine.put([checked])
@@ -72,20 +90,27 @@ async def poll_source() -> FileRunSummary:
                     continue
                 page.append((checked.id, record.origin, record.position, record.data))
                 if len(page) >= size:
-                    await runner.submit(await runtime.inbox.accept(page))
+                    accepted = await runtime.inbox.accept(page)
+                    await source.commit()
+                    await runner.submit(accepted)
                     page = []
-            if page:
-                await runner.submit(await runtime.inbox.accept(page))
+            accepted = await runtime.inbox.accept(page) if page else []
+            await source.commit()
+            if accepted:
+                await runner.submit(accepted)
         finally:
             await source.aclose()
         await pipeline.drain()
     summary = tally.final(time.perf_counter() - started)
+    if failed:
+        summary.source_error = f"{source.name}: {failed[0]}"
+        log.error("source failed; the next poll reads from there again", error=str(failed[0]))
     log.info(
         "source polled",
         source=source.name,
         leads=summary.processed,
         set_aside=summary.set_aside_total,
     )
-    if summary.failed_total or summary.nothing_processed:
+    if summary.failed_total or summary.nothing_processed or summary.source_error:
         raise LeadsFailedError(summary)
     return summary

@@ -29,6 +29,8 @@ from leadflow.models import BranchStatus, LeadOutcome
 
 log = get_logger(__name__)
 
+SOURCE_AGAIN = "what it gave before was kept; the next poll reads the rest again"
+
 # Items kept in the summary's lists; the quarantine and the log hold every one.
 SUMMARY_LIST_LIMIT = 1000
 
@@ -139,6 +141,10 @@ class FileRunSummary(BaseModel):
         description="side effects sent again under their key: their earlier holder was gone",
     )
     leads_per_second: float = 0.0
+    source_error: str = Field(
+        default="",
+        description="a polled source that failed while read: the next poll reads from there",
+    )
     truncated: bool = Field(default=False, description="lists hold only the first items")
 
     @property
@@ -154,6 +160,11 @@ class FileRunSummary(BaseModel):
             f"{self.processed} of {self.records} records processed in {self.wall_seconds:.1f} s; "
             f"{self.set_aside_total} set aside; {len(self.merged)} merged into an earlier row; "
             f"{self.failed_total} failed branches.",
+            *(
+                ["", f"The source failed: {escape(self.source_error)}. {SOURCE_AGAIN}"]
+                if self.source_error
+                else []
+            ),
             *(
                 [
                     "",
@@ -208,7 +219,11 @@ class LeadsFailedError(RuntimeError):
     summary says which."""
 
     def __init__(self, summary: FileRunSummary) -> None:
-        if summary.nothing_processed:
+        if summary.source_error:
+            message = f"the source failed: {summary.source_error}; {SOURCE_AGAIN}"
+            if summary.failed_total:
+                message += f"; {summary.failed_total} side effects failed"
+        elif summary.nothing_processed:
             message = (
                 f"none of the {summary.records} records of {summary.file} was processed: "
                 f"{summary.set_aside_total} set aside, {summary.failed_total} failed"

@@ -100,11 +100,31 @@ class Adapter(ABC):
 
 
 class LeadSource(Adapter):
+    """A polled source that remembers where it stopped (a watermark, a cursor).
+
+    The commit protocol, so that no lead is lost between the source and leadflow:
+
+    - `records()` yields the records since the saved position, in order; where it
+      has got to moves in memory only;
+    - `commit()` saves the position reached by the records yielded so far. The
+      caller calls it once every one of them is accepted (written to leadflow's
+      inbox, or set aside in the quarantine), never before;
+    - when `records()` raises (a page answered 503, a bad page), what it yielded
+      before the failure is still committable: the caller accepts those records and
+      commits, and the next poll starts again at the page that failed; it is
+      retried, never skipped. A poll that dies before its commit leaves the saved
+      position where it was: the next poll reads those records again, which the
+      inbox and the once-only keys make harmless.
+    """
+
     kind = "source"
 
     @abstractmethod
     def records(self) -> AsyncIterator[RawRecord]:
-        """Yield raw records in order."""
+        """Yield raw records in order, from the position saved by the last commit."""
+
+    async def commit(self) -> None:
+        """Save the position reached by the records yielded so far (see the class)."""
 
 
 class CRM(Adapter):

@@ -9,9 +9,12 @@ Two ways an API can page, chosen by `LEADFLOW_HTTP_SOURCE_MODE`:
 - `cursor`: `GET <url>?cursor=<saved cursor>&limit=N`, following `next_cursor` until
   a page comes back empty; the last cursor is saved.
 
-Each poll (`records()`) reads every new page; the watermark is saved after each
-page's records were taken. A record without an id or timestamp is still yielded
-(with `error` set) so it is set aside, not lost.
+Each poll (`records()`) reads every new page; the watermark moves in memory and is
+saved by `commit()`, which the poll calls once the records are accepted into
+leadflow (the protocol of `LeadSource`): a page that fails is read again by the next
+poll, and the pages before it are not lost. The API must list records oldest change
+first (the watermark is the latest `updated_at` handed on). A record without an id
+or timestamp is still yielded (with `error` set) so it is set aside, not lost.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from leadflow.integrations.base import LeadSource, RawRecord
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
-from leadflow.integrations.watermark import Watermark
+from leadflow.integrations.watermark import Watermark, WatermarkCommit
 from leadflow.settings import Settings, SettingsError
 
 
@@ -66,7 +69,7 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class HttpLeadSource(LeadSource):
+class HttpLeadSource(WatermarkCommit, LeadSource):
     name = "http"
     settings_class = HttpSourceSettings
 
@@ -101,6 +104,7 @@ class HttpLeadSource(LeadSource):
     async def records(self) -> AsyncIterator[RawRecord]:
         own = self.settings
         mark = Watermark.load(own.state_path, timedelta(seconds=own.overlap_seconds))
+        self._mark = mark
         position = 0
         params: dict[str, Any] = {own.limit_param: own.page_size}
         if own.mode == "cursor":
@@ -116,8 +120,7 @@ class HttpLeadSource(LeadSource):
                 if record is not None:
                     yield record
             if own.mode == "cursor" and next_cursor:
-                mark.cursor = next_cursor
-            mark.save()
+                mark.cursor = next_cursor  # the page is handed on: the next poll starts after it
             if not items or not next_cursor:
                 return
             params[own.cursor_param] = next_cursor

@@ -23,7 +23,7 @@ app on the lowest tier (the default here).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -38,7 +38,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
-from leadflow.integrations.watermark import Watermark
+from leadflow.integrations.watermark import Watermark, WatermarkCommit
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.settings import Settings
 
@@ -242,15 +242,17 @@ SOURCE_PROPERTIES = (
 )
 
 
-class HubSpotLeadSource(LeadSource):
+class HubSpotLeadSource(WatermarkCommit, LeadSource):
     """Contacts created since the watermark, as leads.
 
     `POST /crm/v3/objects/contacts/search` filtered on `createdate GTE <watermark -
     overlap>` (epoch milliseconds), sorted by `createdate` ascending, paged with
-    `after`; a query stops at HubSpot's 10,000-result window and the next one starts
-    from the new watermark. Contact ids seen inside the overlap are skipped, so polls
-    neither miss nor repeat a contact (integrations.watermark). Search has its own
-    limit (5 requests a second), applied here.
+    `after`, an opaque string (HubSpot's own example is "NTI1Cg%3D%3D"), passed back
+    as it came; a query stops once it has read HubSpot's 10,000-result window and the
+    next one starts from the new watermark. Contact ids seen inside the overlap are
+    skipped, so polls neither miss nor repeat a contact (integrations.watermark). The
+    watermark is saved by `commit()` once the poll has accepted the contacts (the
+    protocol of `LeadSource`). Search has its own limit (5 requests a second).
     """
 
     name = "hubspot"
@@ -280,12 +282,13 @@ class HubSpotLeadSource(LeadSource):
             "after": after,
         }
 
-    async def records(self):
+    async def records(self) -> AsyncIterator[RawRecord]:
         own = self.settings
         mark = Watermark.load(own.source_state_path, timedelta(seconds=own.source_overlap_seconds))
+        self._mark = mark
         position = 0
         while True:  # one query per 10,000-result window
-            since, after, fresh = mark.ask_from, "0", 0
+            since, after, fresh, read = mark.ask_from, "0", 0, 0
             while True:
                 page = await self.http.json(
                     "POST",
@@ -293,15 +296,16 @@ class HubSpotLeadSource(LeadSource):
                     "contact search",
                     json=self.search_body(since, after),
                 )
-                for contact in page.get("results") or []:
+                results = page.get("results") or []
+                for contact in results:
                     position += 1
                     record = contact_record(contact, position, mark)
                     if record is not None:
                         fresh += 1
                         yield record
-                mark.save()
+                read += len(results)
                 after = ((page.get("paging") or {}).get("next") or {}).get("after")
-                if not after or int(after) >= SEARCH_WINDOW:
+                if not after or read >= SEARCH_WINDOW:
                     break
             if not after or fresh == 0:
                 return

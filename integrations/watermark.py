@@ -7,9 +7,12 @@ clock skew, a slow transaction) is still seen, and the ids kept skip what was
 already handed on: repeated polls never miss and never repeat a lead. A cursor API
 keeps its opaque cursor instead.
 
-The state is a small JSON file, replaced atomically (write, fsync, rename), saved
-after a page's records were taken by the consumer: at worst a crash repeats one
-page, which the pipeline's once-only keys make harmless.
+The state is a small JSON file, replaced atomically (write, fsync, rename), and
+saved only by the source's `commit()`, which its caller calls once the records
+yielded so far are accepted into leadflow (the protocol of
+`leadflow.integrations.base.LeadSource`): at worst a crash repeats what was read
+since the last commit, which the pipeline's once-only keys make harmless, and a
+page that failed is read again by the next poll.
 """
 
 from __future__ import annotations
@@ -71,3 +74,15 @@ class Watermark:
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(self.path)
+
+
+class WatermarkCommit:
+    """`commit()` for a source whose `records()` keeps its Watermark in `self._mark`:
+    the mark in memory reflects exactly the records yielded so far (each record
+    advances it before it is yielded), so saving it commits those."""
+
+    _mark: Watermark | None = None
+
+    async def commit(self) -> None:
+        if self._mark is not None:
+            self._mark.save()

@@ -8,9 +8,11 @@ which every request body sent here is validated and whose examples are parsed.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import httpx
 import jsonschema
@@ -18,7 +20,12 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from leadflow.integrations.errors import AuthenticationError, PermanentError, RateLimited
+from leadflow.integrations.errors import (
+    AuthenticationError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
 from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply
 from leadflow.integrations.vendor import unique_batches
 from leadflow.settings import SettingsError
@@ -296,13 +303,25 @@ def test_settings_need_a_token_or_a_block(monkeypatch, tmp_path) -> None:
 # --- the lead source: contacts created since the watermark ----------------------------
 
 
+def cursor(offset: int) -> str:
+    """A paging cursor as HubSpot makes them: opaque, base64 and URL-encoded (the
+    spec's own example, "NTI1Cg%3D%3D", is `cursor(525)`)."""
+    return quote(base64.b64encode(f"{offset}\n".encode()).decode())
+
+
+def offset(after: str) -> int:
+    return 0 if after == "0" else int(base64.b64decode(unquote(after)).decode())
+
+
 class ContactsSearch:
     """HubSpot's contact search over a list: createdate GTE filter, ascending sort,
-    `after` paging; every request body is validated against the spec."""
+    `after` paging with opaque cursors; every request body is validated against the
+    spec. `fail_at` answers a status once for the page at that offset."""
 
     def __init__(self) -> None:
         self.contacts: list[dict] = []
         self.bodies: list[dict] = []
+        self.fail_at: dict[int, int] = {}
 
     def add(self, n: int, minute: int) -> None:
         created = f"2026-11-22T08:{minute:02d}:00.000Z"
@@ -332,11 +351,13 @@ class ContactsSearch:
                 assert f["propertyName"] == "createdate" and f["operator"] == "GTE"
                 since = int(f["value"])
                 found = [c for c in found if _millis(c["properties"]["createdate"]) >= since]
-        start, size = int(sent["after"]), sent["limit"]
+        start, size = offset(sent["after"]), sent["limit"]
+        if (status := self.fail_at.pop(start, None)) is not None:
+            return httpx.Response(status, json={"status": "error", "message": "unavailable"})
         page = found[start : start + size]
         reply = {"total": len(found), "results": page}
         if start + size < len(found):
-            reply["paging"] = {"next": {"after": str(start + size)}}
+            reply["paging"] = {"next": {"after": cursor(start + size)}}
         if SPEC:
             validate("CollectionResponseWithTotalSimplePublicObject", reply)
         return httpx.Response(200, json=reply)
@@ -349,7 +370,10 @@ def _millis(iso: str) -> int:
 
 
 async def _poll(source) -> list[str]:
-    return [record.data["email"] async for record in source.records()]
+    """One poll whose caller accepts every record, then commits."""
+    emails = [record.data["email"] async for record in source.records()]
+    await source.commit()
+    return emails
 
 
 async def test_source_reads_contacts_created_since_the_watermark(tmp_path, monkeypatch) -> None:
@@ -370,7 +394,7 @@ async def test_source_reads_contacts_created_since_the_watermark(tmp_path, monke
 
     first = await _poll(source())
     assert first == [f"c{n}@acme.test" for n in range(5)]
-    assert [b["after"] for b in search.bodies] == ["0", "2", "4"]
+    assert [b["after"] for b in search.bodies] == ["0", cursor(2), cursor(4)]
     assert search.bodies[0]["sorts"] == [{"propertyName": "createdate", "direction": "ASCENDING"}]
     assert await _poll(source()) == []  # nothing new, nothing repeated
 
@@ -400,4 +424,59 @@ async def test_source_restarts_the_query_at_the_search_window(tmp_path, monkeypa
     source = hubspot.HubSpotLeadSource(own, transport=httpx.MockTransport(router.async_handler))
     assert await _poll(source) == [f"c{n}@acme.test" for n in range(7)]
     # the second query starts from the watermark, with `after` back at 0
-    assert [b["after"] for b in search.bodies][:3] == ["0", "2", "0"]
+    assert [b["after"] for b in search.bodies][:3] == ["0", cursor(2), "0"]
+
+
+def _hubspot_source(tmp_path, search: ContactsSearch):
+    import leadflow.integrations.hubspot as hubspot
+
+    own = HubSpotSettings(
+        _env_file=None, token=SecretStr(TOKEN), source_state_path=tmp_path / "hs.json"
+    )
+    router = respx.Router(assert_all_mocked=True)
+    router.post(f"{API}/crm/v3/objects/contacts/search").mock(side_effect=search)
+    return hubspot.HubSpotLeadSource(own, transport=httpx.MockTransport(router.async_handler))
+
+
+async def test_source_passes_an_opaque_cursor_back_as_it_came(tmp_path, monkeypatch) -> None:
+    import leadflow.integrations.hubspot as hubspot
+
+    monkeypatch.setattr(hubspot, "SEARCH_PAGE", 525)
+    search = ContactsSearch()
+    for n in range(530):
+        search.add(n, minute=n % 60)
+    emails = await _poll(_hubspot_source(tmp_path, search))
+    assert len(emails) == 530
+    assert [b["after"] for b in search.bodies] == ["0", "NTI1Cg%3D%3D"]
+
+
+async def test_source_a_503_on_page_2_loses_nothing(tmp_path, monkeypatch) -> None:
+    import leadflow.integrations.hubspot as hubspot
+
+    monkeypatch.setattr(hubspot, "SEARCH_PAGE", 2)
+    search = ContactsSearch()
+    for n in range(4):
+        search.add(n, minute=n)
+    search.fail_at[2] = 503
+    source = _hubspot_source(tmp_path, search)
+    taken = []
+    with pytest.raises(TransientError, match="HTTP 503"):
+        async for record in source.records():
+            taken.append(record.data["email"])
+    await source.commit()  # the caller accepted what it took
+    assert taken == ["c0@acme.test", "c1@acme.test"]
+    assert await _poll(_hubspot_source(tmp_path, search)) == ["c2@acme.test", "c3@acme.test"]
+
+
+async def test_source_a_crash_mid_iteration_loses_nothing(tmp_path, monkeypatch) -> None:
+    import leadflow.integrations.hubspot as hubspot
+
+    monkeypatch.setattr(hubspot, "SEARCH_PAGE", 2)
+    search = ContactsSearch()
+    for n in range(4):
+        search.add(n, minute=n)
+    records = _hubspot_source(tmp_path, search).records()
+    assert [(await anext(records)).data["email"] for _ in range(3)][-1] == "c2@acme.test"
+    await records.aclose()  # died before its caller accepted anything: no commit
+    again = await _poll(_hubspot_source(tmp_path, search))
+    assert again == [f"c{n}@acme.test" for n in range(4)]

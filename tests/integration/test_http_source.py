@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from leadflow.integrations.errors import TransientError
 from leadflow.integrations.http_source import HttpLeadSource, HttpSourceSettings
 from tests.integration.conftest import serve_app
 
@@ -26,6 +27,7 @@ class LeadsApi:
     def __init__(self) -> None:
         self.leads: list[dict] = []
         self.queries: list[dict] = []
+        self.fail_pages: dict[str, int] = {}  # cursor -> status to answer, once
         self.app = Starlette(routes=[Route("/leads", self.list)])
 
     def add(self, n: int, at: datetime) -> dict:
@@ -36,6 +38,8 @@ class LeadsApi:
     async def list(self, request: Request) -> JSONResponse:
         params = dict(request.query_params)
         self.queries.append(params)
+        if (status := self.fail_pages.pop(params.get("cursor", "0"), None)) is not None:
+            return JSONResponse({"error": "unavailable"}, status_code=status)
         limit = int(params.get("limit", 100))
         ordered = sorted(self.leads, key=lambda x: (x.get("updated_at", ""), x["id"]))
         if "updated_since" in params:
@@ -66,7 +70,9 @@ def _source(api: LeadsApi, tmp_path: Path, **extra) -> HttpLeadSource:
 
 
 async def poll(source: HttpLeadSource) -> list[str]:
+    """One poll whose caller accepts every record, then commits."""
     ids = [record.data["id"] async for record in source.records()]
+    await source.commit()
     return ids
 
 
@@ -108,3 +114,34 @@ async def test_a_record_without_a_timestamp_is_yielded_with_an_error(
     (record,) = [r async for r in _source(api, tmp_path).records()]
     assert record.error == "id/updated_at: missing or not a timestamp"
     assert record.data["email"] == "x@acme.test"
+
+
+@pytest.mark.parametrize("mode", ["updated_since", "cursor"])
+async def test_a_503_on_page_2_loses_nothing(api: LeadsApi, tmp_path: Path, mode: str) -> None:
+    """Page 1 is handed on, page 2 answers 503: the caller commits what it accepted,
+    and the next poll reads page 2 again: nothing lost, nothing skipped."""
+    for n in range(5):
+        api.add(n, T0 + timedelta(seconds=n))
+    api.fail_pages["2"] = 503
+    source = _source(api, tmp_path, mode=mode)
+    taken = []
+    with pytest.raises(TransientError, match="HTTP 503"):
+        async for record in source.records():
+            taken.append(record.data["id"])
+    await source.commit()  # what was taken before the failure is accepted
+    assert taken == ["L0", "L1"]
+    assert await poll(_source(api, tmp_path, mode=mode)) == ["L2", "L3", "L4"]
+
+
+@pytest.mark.parametrize("mode", ["updated_since", "cursor"])
+async def test_a_crash_mid_iteration_loses_nothing(
+    api: LeadsApi, tmp_path: Path, mode: str
+) -> None:
+    """The poll reads past page 1 and dies before accepting anything: nothing was
+    committed, so a new process reads every record again."""
+    for n in range(5):
+        api.add(n, T0 + timedelta(seconds=n))
+    records = _source(api, tmp_path, mode=mode).records()
+    assert [(await anext(records)).data["id"] for _ in range(3)] == ["L0", "L1", "L2"]
+    await records.aclose()  # the process is gone; no commit
+    assert await poll(_source(api, tmp_path, mode=mode)) == ["L0", "L1", "L2", "L3", "L4"]
