@@ -142,13 +142,31 @@ class CRM(Adapter):
     async def look_up_many(self, leads: Sequence[Lead]) -> list[CrmMatch]:
         return list(await asyncio.gather(*(self.look_up(lead) for lead in leads)))
 
-    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
-        """Bulk upsert of (lead, decision, idempotency_key) triples, in order."""
+    async def upsert_many(
+        self, items: Sequence[tuple[Lead, Decision, str]]
+    ) -> list[str | Exception]:
+        """Bulk upsert of (lead, decision, idempotency_key) triples. The bulk contract
+        (flows/engine.py relies on it): one answer per input, in input order, the
+        CRM's record id, or an exception instance for an input the vendor did not
+        confirm (saying why), so only that lead is retried or failed. Raising fails
+        the whole call (the engine then tries the items one by one)."""
         return list(
             await asyncio.gather(
-                *(self.upsert(lead, decision, idempotency_key=key) for lead, decision, key in items)
+                *(
+                    self.upsert(lead, decision, idempotency_key=key)
+                    for lead, decision, key in items
+                ),
+                return_exceptions=True,
             )
         )
+
+
+def one_answer(answers: Sequence[str | BaseException]) -> str:
+    """The answer of a bulk call made for one item: its value, or its error raised."""
+    (answer,) = answers
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 class Notifier(Adapter):
@@ -248,6 +266,7 @@ __all__ = [
     "Notifier",
     "RawRecord",
     "Scorer",
+    "one_answer",
 ]
 
 KINDS: dict[str, type[Adapter]] = {

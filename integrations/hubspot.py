@@ -9,7 +9,8 @@ Contract (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/c
 - upsert: `POST /crm/v3/objects/contacts/batch/upsert`, inputs keyed by email
   (`idProperty=email`), at most 100 a call and never the same email twice in one
   call (HubSpot rejects such a batch); the once-only key travels as
-  `objectWriteTraceId`. Upserting by email is idempotent: a retry writes the same
+  `objectWriteTraceId`, and the answer's results are matched to the inputs by it
+  (`match_upsert_results`). Upserting by email is idempotent: a retry writes the same
   values onto the same contact;
 - the assigned rep's email becomes a HubSpot owner id through
   `GET /crm/v3/owners/?email=`, looked up once per email and cached;
@@ -33,9 +34,9 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import CRM, LeadSource, RawRecord
+from leadflow.integrations.base import CRM, LeadSource, RawRecord, one_answer
 from leadflow.integrations.credentials import Credential
-from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.errors import AdapterError, PermanentError, TransientError
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
 from leadflow.integrations.watermark import Watermark, WatermarkCommit
@@ -174,9 +175,13 @@ class HubSpotCRM(CRM):
         return {k: str(v) for k, v in values.items() if k and v is not None}
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
-        return (await self.upsert_many([(lead, decision, idempotency_key)]))[0]
+        return one_answer(await self.upsert_many([(lead, decision, idempotency_key)]))
 
-    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+    async def upsert_many(
+        self, items: Sequence[tuple[Lead, Decision, str]]
+    ) -> list[str | AdapterError]:
+        """Each input's contact id, or the error saying why HubSpot's answer does not
+        confirm it (the bulk contract of `CRM.upsert_many`)."""
         inputs = [
             (
                 lead.email,
@@ -189,14 +194,18 @@ class HubSpotCRM(CRM):
             )
             for lead, decision, key in items
         ]
-        ids: dict[str, str] = {}
+        answers: dict[str, str | AdapterError] = {}
         for batch in unique_batches(inputs, BATCH_LIMIT):
-            body = {"inputs": [item for _, item in batch]}
+            sent = [item for _, item in batch]
             reply = await self.http.json(
-                "POST", "/crm/v3/objects/contacts/batch/upsert", "batch upsert", json=body
+                "POST",
+                "/crm/v3/objects/contacts/batch/upsert",
+                "batch upsert",
+                json={"inputs": sent},
             )
-            ids.update(parse_upsert_reply(reply, [email for email, _ in batch]))
-        return [ids[lead.email] for lead, _, _ in items]
+            matched = match_upsert_results(reply, sent)
+            answers.update(zip([email for email, _ in batch], matched, strict=True))
+        return [answers[lead.email] for lead, _, _ in items]
 
     async def probe(self) -> str:
         await self.http.json(
@@ -208,25 +217,50 @@ class HubSpotCRM(CRM):
         await self.http.aclose()
 
 
-def parse_upsert_reply(reply: dict[str, Any], emails: list[str]) -> dict[str, str]:
-    """{email: contact id} from a batch upsert answer (200, or 207 with `errors`);
-    a PermanentError names the emails HubSpot did not write and why."""
-    found: dict[str, str] = {}
-    for result in reply.get("results") or []:
-        email = (result.get("properties") or {}).get("email")
-        if email:
-            found[email.lower()] = str(result["id"])
-    missing = [email for email in emails if email not in found]
-    if missing:
-        reasons = "; ".join(
-            f"{error.get('category', 'ERROR')}: {error.get('message', '')}"
-            for error in reply.get("errors") or []
-        )
-        raise PermanentError(
-            f"hubspot batch upsert: {len(missing)} contact(s) not written "
-            f"({', '.join(missing[:5])}){': ' + reasons if reasons else ''}"
-        )
-    return found
+def match_upsert_results(
+    reply: dict[str, Any] | None, inputs: list[dict[str, Any]]
+) -> list[str | AdapterError]:
+    """Each input's contact id from a batch upsert answer (200, or 207 with `errors`),
+    matched by what HubSpot's spec documents, never by the result's properties (the
+    response schema does not promise an `email` among them):
+
+    - a result's `objectWriteTraceId`, which echoes the input's (the once-only key);
+    - without any trace id: by position, only when the answer has exactly one result
+      per input and no errors.
+
+    An input no result confirms gets an error that says so: permanent, with HubSpot's
+    reasons, when the answer carries errors; transient otherwise (the contact may
+    well be written; upserting by email again is safe)."""
+    reply = reply or {}
+    results = [r for r in reply.get("results") or [] if isinstance(r, dict) and r.get("id")]
+    errors = reply.get("errors") or []
+    traced = {r["objectWriteTraceId"]: r for r in results if r.get("objectWriteTraceId")}
+    if traced:
+        found = [traced.get(item["objectWriteTraceId"]) for item in inputs]
+    elif len(results) == len(inputs) and not errors:
+        found = list(results)
+    else:
+        found = [None] * len(inputs)
+    reasons = "; ".join(
+        f"{error.get('category', 'ERROR')}: {error.get('message', '')}" for error in errors
+    )
+    answers: list[str | AdapterError] = []
+    for item, result in zip(inputs, found, strict=True):
+        if result is not None:
+            answers.append(str(result["id"]))
+        elif reasons:
+            answers.append(
+                PermanentError(f"hubspot batch upsert: contact {item['id']} not written: {reasons}")
+            )
+        else:
+            answers.append(
+                TransientError(
+                    f"hubspot batch upsert: contact {item['id']} not confirmed: the answer has "
+                    f"{len(results)} result(s) for {len(inputs)} input(s) and none carries this "
+                    "input's objectWriteTraceId"
+                )
+            )
+    return answers
 
 
 # --- lead source ----------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Follows https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/contacts/batch/upsert-contacts
 (batch upsert), https://developers.hubspot.com/docs/api-reference/crm-crm-owners-v3/guide
-(owners) and HubSpot's OpenAPI description of the contacts API in shared/specs, against
-which every request body sent here is validated and whose examples are parsed.
+(owners) and HubSpot's OpenAPI description of the contacts API in specs/ (source and
+date in specs/README.md), against which every request body sent here is validated
+and whose examples are parsed; tests/contract/test_hubspot_spec.py parses answers
+generated from its response schemas.
 """
 
 from __future__ import annotations
@@ -26,20 +28,16 @@ from leadflow.integrations.errors import (
     RateLimited,
     TransientError,
 )
-from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings, parse_upsert_reply
+from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings, match_upsert_results
 from leadflow.integrations.vendor import unique_batches
 from leadflow.settings import SettingsError
 from tests.contract.conftest import body, make_decision, make_lead
 
 API = "https://api.hubapi.com"
 TOKEN = "pat-na1-11111111-2222"
-SPEC_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "specs" / "hubspot-crm-contacts-v3.json"
-)
-if not SPEC_PATH.exists():  # the worktree layout: /work/wt/<name>/ beside /work/shared
-    SPEC_PATH = Path("/work/shared/specs/hubspot-crm-contacts-v3.json")
-SPEC = json.loads(SPEC_PATH.read_text()) if SPEC_PATH.exists() else None
-needs_spec = pytest.mark.skipif(SPEC is None, reason="shared/specs is not beside the repository")
+# HubSpot's OpenAPI description, stored with the tests (its source and date: specs/README.md)
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "hubspot-crm-contacts-v3.json"
+SPEC = json.loads(SPEC_PATH.read_text())
 
 
 def _components() -> dict:
@@ -61,7 +59,7 @@ def _components() -> dict:
     return components
 
 
-COMPONENTS = _components() if SPEC else None
+COMPONENTS = _components()
 
 
 def validate(schema: str, instance: object) -> None:
@@ -72,27 +70,29 @@ def validate(schema: str, instance: object) -> None:
 
 
 def upsert_reply(request: httpx.Request, start: int = 500) -> httpx.Response:
-    """HubSpot's 200 answer to a batch upsert: one result per input."""
+    """HubSpot's 200 answer to a batch upsert: one result per input, each echoing its
+    input's objectWriteTraceId, in no promised order (here: reversed), with only the
+    properties the spec promises (none in particular: here no email)."""
     inputs = json.loads(request.content)["inputs"]
     results = [
         {
             "id": str(start + i),
             "archived": False,
             "new": True,
+            "objectWriteTraceId": item["objectWriteTraceId"],
             "createdAt": "2026-11-22T08:00:00Z",
             "updatedAt": "2026-11-22T08:00:00Z",
-            "properties": {"email": item["id"], "hs_object_id": str(start + i)},
+            "properties": {"hs_object_id": str(start + i)},
         }
         for i, item in enumerate(inputs)
-    ]
+    ][::-1]
     reply = {
         "status": "COMPLETE",
         "results": results,
         "startedAt": "2026-11-22T08:00:00Z",
         "completedAt": "2026-11-22T08:00:01Z",
     }
-    if SPEC:
-        validate("BatchResponseSimplePublicUpsertObject", reply)
+    validate("BatchResponseSimplePublicUpsertObject", reply)
     return httpx.Response(200, json=reply)
 
 
@@ -113,7 +113,6 @@ def owners(router: respx.Router):
     )
 
 
-@needs_spec
 async def test_upsert_sends_a_valid_batch_upsert_keyed_by_email(crm, router, owners) -> None:
     route = router.post(f"{API}/crm/v3/objects/contacts/batch/upsert").mock(
         side_effect=upsert_reply
@@ -152,7 +151,6 @@ async def test_upsert_sends_a_valid_batch_upsert_keyed_by_email(crm, router, own
     assert owners.calls.last.request.url.params["email"] == "rep.one@example.test"
 
 
-@needs_spec
 async def test_upsert_many_batches_by_100_without_an_email_twice(crm, router, owners) -> None:
     route = router.post(f"{API}/crm/v3/objects/contacts/batch/upsert").mock(
         side_effect=upsert_reply
@@ -183,7 +181,10 @@ async def test_upsert_names_the_rep_without_a_hubspot_owner(crm, router) -> None
         await crm.upsert(lead, make_decision(lead), idempotency_key="crm:x")
 
 
-@needs_spec
+def _input(email: str) -> dict:
+    return {"id": email, "idProperty": "email", "objectWriteTraceId": f"crm:{email}"}
+
+
 def test_a_207_with_errors_names_the_contacts_not_written() -> None:
     reply = {
         "status": "COMPLETE",
@@ -192,9 +193,10 @@ def test_a_207_with_errors_names_the_contacts_not_written() -> None:
                 "id": "1",
                 "archived": False,
                 "new": False,
+                "objectWriteTraceId": "crm:a@x.test",
                 "createdAt": "2026-11-22T08:00:00Z",
                 "updatedAt": "2026-11-22T08:00:00Z",
-                "properties": {"email": "a@x.test"},
+                "properties": {},
             }
         ],
         "errors": [
@@ -212,12 +214,40 @@ def test_a_207_with_errors_names_the_contacts_not_written() -> None:
         "completedAt": "2026-11-22T08:00:01Z",
     }
     validate("BatchResponseSimplePublicUpsertObjectWithErrors", reply)
-    with pytest.raises(PermanentError, match=r"1 contact\(s\) not written \(b@x\.test\)"):
-        parse_upsert_reply(reply, ["a@x.test", "b@x.test"])
-    assert parse_upsert_reply(reply, ["a@x.test"]) == {"a@x.test": "1"}
+    written, refused = match_upsert_results(reply, [_input("a@x.test"), _input("b@x.test")])
+    assert written == "1"
+    assert isinstance(refused, PermanentError)
+    assert str(refused) == (
+        "hubspot batch upsert: contact b@x.test not written: "
+        "VALIDATION_ERROR: Property values were not valid"
+    )
 
 
-@needs_spec
+async def test_upsert_results_are_matched_by_trace_id_not_by_email(crm, router, owners) -> None:
+    """HubSpot answers in its own order, with no email among the properties: each
+    lead still gets its own contact id; one HubSpot did not confirm gets an error
+    entry saying so (a single upsert raises it)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        reply = json.loads(upsert_reply(request).content)
+        reply["results"] = [r for r in reply["results"] if "lost" not in r["objectWriteTraceId"]]
+        validate("BatchResponseSimplePublicUpsertObject", reply)
+        return httpx.Response(200, json=reply)
+
+    router.post(f"{API}/crm/v3/objects/contacts/batch/upsert").mock(side_effect=answer)
+    leads = [make_lead(i) for i in range(3)]
+    keys = [f"crm:{lead.id}" for lead in leads[:2]] + ["crm:lost"]
+    answers = await crm.upsert_many(
+        [(lead, make_decision(lead), key) for lead, key in zip(leads, keys, strict=True)]
+    )
+    assert answers[:2] == ["500", "501"]
+    assert isinstance(answers[2], TransientError)
+    assert f"contact {leads[2].email} not confirmed" in str(answers[2])
+    assert "objectWriteTraceId" in str(answers[2])
+    with pytest.raises(TransientError, match="not confirmed"):
+        await crm.upsert(leads[2], make_decision(leads[2]), idempotency_key="crm:lost")
+
+
 async def test_look_up_reads_by_email_and_resolves_the_owner(crm, router) -> None:
     example = dict(SPEC["components"]["schemas"]["SimplePublicObject"]["example"])
     example["properties"] = {
@@ -270,8 +300,7 @@ SPEC_ERROR = {
     ],
 )
 async def test_errors_follow_integrations_http(crm, router, owners, status, headers, error) -> None:
-    if SPEC:
-        validate("Error", SPEC["components"]["schemas"]["Error"]["example"])
+    validate("Error", SPEC["components"]["schemas"]["Error"]["example"])
     router.post(f"{API}/crm/v3/objects/contacts/batch/upsert").mock(
         return_value=httpx.Response(status, headers=headers, json=SPEC_ERROR)
     )
@@ -342,8 +371,7 @@ class ContactsSearch:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)
-        if SPEC:
-            validate("PublicObjectSearchRequest", sent)
+        validate("PublicObjectSearchRequest", sent)
         self.bodies.append(sent)
         found = sorted(self.contacts, key=lambda c: c["properties"]["createdate"])
         for group in sent["filterGroups"]:
@@ -358,8 +386,7 @@ class ContactsSearch:
         reply = {"total": len(found), "results": page}
         if start + size < len(found):
             reply["paging"] = {"next": {"after": cursor(start + size)}}
-        if SPEC:
-            validate("CollectionResponseWithTotalSimplePublicObject", reply)
+        validate("CollectionResponseWithTotalSimplePublicObject", reply)
         return httpx.Response(200, json=reply)
 
 
