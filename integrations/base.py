@@ -184,6 +184,10 @@ class Notifier(Adapter):
 
         get_logger(__name__).error("run failed", alert=alert.text, key=idempotency_key)
 
+    def check_recipients(self, reps: Sequence[str]) -> None:
+        """Called at start-up with the rules' rep ids: a notifier that needs them in a
+        form (the email notifier: mailboxes) raises a SettingsError naming the rep."""
+
     async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
         await asyncio.gather(
             *(self.notify(lead, decision, idempotency_key=key) for lead, decision, key in items)

@@ -6,15 +6,32 @@ Message-ID is derived from the once-only key, so a mail system that de-duplicate
 by Message-ID drops a resend; the adapter also remembers what it has sent.
 `notify_many` sends one digest per rep, hot leads first. Lead data is HTML-escaped
 in the HTML part. SMTP replies: 4xx is transient (greylisting, a full queue), 5xx
-permanent (a rejected recipient); connection failures and timeouts transient.
+permanent (a rejected recipient, not retried), the SMTP code kept in the error;
+connection failures and timeouts transient.
+
+Headers are built from untrusted text (a lead's name and company in the Subject, a
+rep's address in To), so `header_text` cleans it first, whatever the interpreter:
+control characters, line breaks and Unicode format characters are removed, and the
+start of an RFC 2047 encoded word (`=?`) is broken (`= ?`), so the email package
+never decodes lead text into CR LF and an injected header (CVE-2024-6923: CPython
+3.11.7 folds a decoded encoded word into the header as is). Every message has
+`Date` and `Message-ID`. The reps of the rules are checked at start-up
+(`check_recipients`): an address that cannot be a mailbox is a settings error
+naming the rep, not a failure of every mail to them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import re
+import unicodedata
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from typing import Self
 
 import aiosmtplib
@@ -49,6 +66,33 @@ class EmailSettings(AdapterSettings):
     max_concurrent: int = Field(default=4, ge=1, description="SMTP sessions at once")
 
 
+_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+HEADER_LIMIT = 200
+
+
+def header_text(text: str, limit: int = HEADER_LIMIT) -> str:
+    """Untrusted text made safe for a header: line breaks become spaces; other
+    control and format characters (NUL, BEL, ESC, bidi overrides) go; `=?` cannot
+    start an encoded word; runs of spaces collapse; at most `limit` characters."""
+    text = _BREAKS.sub(" ", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf"))
+    text = _SPACES.sub(" ", text.replace("=?", "= ?")).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mailbox(address: str) -> str | None:
+    """`address` if it can be a mailbox (local@domain, nothing else: no name, no
+    spaces, no control characters), else None."""
+    if not address or any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in address):
+        return None
+    try:
+        parsed = Address(addr_spec=address)
+    except (HeaderParseError, IndexError, ValueError):
+        return None
+    return address if parsed.username and parsed.domain else None
+
+
 def message_id(key: str, sender: str) -> str:
     domain = sender.rpartition("@")[2] or "leadflow.local"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
@@ -57,11 +101,17 @@ def message_id(key: str, sender: str) -> str:
 def build_message(
     sender: str, to: str, subject: str, text: str, html_body: str, key: str
 ) -> EmailMessage:
+    """The message, every header from cleaned text (`header_text`); `to` must be a
+    mailbox (a PermanentError naming it otherwise)."""
+    recipient = mailbox(to)
+    if recipient is None:
+        raise PermanentError(f"email: rep {header_text(to, 80)!r} is not an email address")
     message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Message-ID"] = message_id(key, sender)
+    message["From"] = header_text(sender)
+    message["To"] = recipient
+    message["Subject"] = header_text(subject)
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = message_id(key, parseaddr(sender)[1])
     message.set_content(text)
     message.add_alternative(html_body, subtype="html")
     return message
@@ -77,6 +127,16 @@ def lead_html(summary: LeadSummary) -> str:
     )
 
 
+def smtp_error(
+    exc: aiosmtplib.SMTPResponseException, what: str = ""
+) -> TransientError | PermanentError:
+    """An SMTP reply as the adapter error: 4xx transient, 5xx permanent (not retried),
+    the code and the server's words kept."""
+    kind = TransientError if 400 <= exc.code < 500 else PermanentError
+    said = header_text(exc.message, 120)
+    return kind(f"email send: SMTP {exc.code}{' ' + what if what else ''}: {said}")
+
+
 class EmailNotifier(Notifier):
     name = "email"
     settings_class = EmailSettings
@@ -86,6 +146,11 @@ class EmailNotifier(Notifier):
         if missing:
             names = ", ".join(f"LEADFLOW_EMAIL_{n.upper()}" for n in missing)
             raise SettingsError(f"{names}: required by the email notifier, not set")
+        if mailbox(parseaddr(own.sender)[1]) is None or header_text(own.sender) != own.sender:
+            raise SettingsError(
+                f"LEADFLOW_EMAIL_SENDER: {header_text(own.sender, 80)!r} is not an email address "
+                "(name@example.com, or Name <name@example.com>)"
+            )
         self.settings = own
         self.password = (
             Credential("LEADFLOW_EMAIL_PASSWORD", own.password, own.password_block)
@@ -107,6 +172,17 @@ class EmailNotifier(Notifier):
     def from_settings(cls, settings: Settings, own: EmailSettings) -> Self:
         return cls(own)
 
+    def check_recipients(self, reps: Sequence[str]) -> None:
+        """Every rep of the rules must be a mailbox: found at start-up, naming the
+        rep, rather than as a failure of every mail to them."""
+        bad = [rep for rep in reps if mailbox(rep) is None]
+        if bad:
+            shown = ", ".join(repr(header_text(rep, 80)) for rep in bad)
+            raise SettingsError(
+                f"rules, assignment: rep {shown} is not an email address, and the email "
+                "notifier mails each lead to its rep; use the rep's address as its id"
+            )
+
     async def send(self, message: EmailMessage) -> None:
         own = self.settings
         password = (await self.password.get()).get_secret_value() if self.password else None
@@ -124,9 +200,10 @@ class EmailNotifier(Notifier):
                 )
             except aiosmtplib.SMTPAuthenticationError as exc:
                 raise AuthenticationError(f"email send: SMTP {exc.code} (login refused)") from exc
+            except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient refused
+                raise smtp_error(exc.recipients[0], "recipient refused") from exc
             except aiosmtplib.SMTPResponseException as exc:
-                kind = TransientError if 400 <= exc.code < 500 else PermanentError
-                raise kind(f"email send: SMTP {exc.code} {exc.message[:80]}") from exc
+                raise smtp_error(exc) from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 raise TransientError(f"email send: {type(exc).__name__}") from exc
 

@@ -43,11 +43,14 @@ def build_adapters(
     event_sink: EventSink | None = None,
     scorer: Scorer | None = None,
 ) -> Adapters:
-    """The configured adapters; a SettingsError names a wrong adapter setting."""
+    """The configured adapters; a SettingsError names a wrong adapter setting, or a
+    rep of the rules the notifier cannot reach."""
     chosen = settings.adapters
+    notifier = notifier or build_adapter("notifier", chosen.notifier, settings)
+    notifier.check_recipients(rules.assignment.rep_ids)
     return Adapters(
         crm=crm or build_adapter("crm", chosen.crm, settings),
-        notifier=notifier or build_adapter("notifier", chosen.notifier, settings),
+        notifier=notifier,
         event_sink=event_sink or build_adapter("event_sink", chosen.event_sink, settings),
         scorer=scorer or build_adapter("scorer", chosen.scorer, settings, rules),
     )

@@ -169,6 +169,12 @@ class AssignmentRules(_Strict):
     territories: list[Territory] = Field(default_factory=list)
     teams: dict[str, Team] = Field(default_factory=dict)
 
+    @property
+    def rep_ids(self) -> list[str]:
+        """Every rep the rules can assign: the fallback owner and each team's reps."""
+        ids = [self.fallback_owner, *(r.id for team in self.teams.values() for r in team.reps)]
+        return list(dict.fromkeys(ids))
+
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
         for index, territory in enumerate(self.territories):

@@ -45,18 +45,30 @@ def body(call) -> dict:
 
 
 class SmtpSink:
-    """aiosmtpd handler: keeps every message; `fail_code` makes DATA answer with it."""
+    """aiosmtpd handler: keeps every message (parsed, and its raw bytes); `fail_code`
+    makes DATA answer with it, `refuse_rcpt` (e.g. "550 5.1.1 no such user") RCPT."""
 
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.raw: list[bytes] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.fail_code: int | None = None
+        self.refuse_rcpt: str | None = None
+        self.rcpt_attempts = 0
         self.logins: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        self.rcpt_attempts += 1
+        if self.refuse_rcpt is not None:
+            return self.refuse_rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
         if self.fail_code is not None:
             return f"{self.fail_code} refused by the test"
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.raw.append(envelope.original_content or envelope.content)
         self.messages.append(
             email.message_from_bytes(envelope.content, policy=email.policy.default)
         )

@@ -116,6 +116,108 @@ async def test_email_probe_says_noop(smtp_server: SmtpServer) -> None:
     assert (await _email(smtp_server).probe()).startswith("SMTP NOOP answered 250")
 
 
+ENCODED_WORD_ATTACK = "=?utf-8?q?Ava=0D=0AReply-To:_attacker@evil.test=0D=0AX-Priority:_1?="
+
+
+def _head(raw: bytes) -> bytes:
+    """The header section of a message as it arrived on the wire."""
+    return raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+
+
+async def test_an_encoded_word_in_a_lead_cannot_add_a_header(smtp_server: SmtpServer) -> None:
+    """CVE-2024-6923: CPython 3.11.7 folds a decoded encoded word into the header
+    as is. The lead's text never reaches the header as an encoded word."""
+    lead = make_lead(1, first_name=ENCODED_WORD_ATTACK)
+    await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="notify:1")
+
+    (message,) = smtp_server.sink.messages
+    head = _head(smtp_server.sink.raw[0])
+    assert message["Reply-To"] is None and message["X-Priority"] is None
+    assert b"Reply-To" not in head.replace(b"Reply-To:_", b"")  # only the inert text
+    assert b"attacker@evil.test\r\n" not in head
+    assert "= ?utf-8?q?Ava=0D=0AReply-To:_attacker@evil.test" in message["Subject"]
+
+
+async def test_control_characters_never_reach_a_header(smtp_server: SmtpServer) -> None:
+    lead = make_lead(1, company="Acme\x1b[31m\x07\x00 Ltd\r\nBcc: x@evil.test\u202e")
+    await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="notify:1")
+
+    (message,) = smtp_server.sink.messages
+    head = _head(smtp_server.sink.raw[0])
+    assert not any(byte in head for byte in (b"\x1b", b"\x07", b"\x00"))
+    assert message["Bcc"] is None and smtp_server.sink.envelopes[0][1] == ["rep.one@example.test"]
+    assert message["Subject"].endswith("at Acme[31m Ltd Bcc: x@evil.test")
+
+
+async def test_every_message_has_a_date_and_a_message_id(smtp_server: SmtpServer) -> None:
+    lead = make_lead()
+    await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="notify:1")
+    (message,) = smtp_server.sink.messages
+    assert message["Date"].datetime is not None
+    assert message["Message-ID"] == message_id("notify:1", SENDER)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "error"),
+    [("550 5.1.1 no such user", PermanentError), ("450 4.2.1 mailbox busy", TransientError)],
+)
+async def test_a_refused_recipient_keeps_its_smtp_code(
+    smtp_server: SmtpServer, refusal: str, error: type[Exception]
+) -> None:
+    smtp_server.sink.refuse_rcpt = refusal
+    lead = make_lead()
+    with pytest.raises(error) as caught:
+        await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="k")
+    assert type(caught.value) is error  # a 5xx is permanent: the pipeline does not retry it
+    code = refusal.split()[0]
+    assert str(caught.value).startswith(f"email send: SMTP {code} recipient refused: ")
+    assert "no such user" in str(caught.value) or "mailbox busy" in str(caught.value)
+    assert smtp_server.sink.rcpt_attempts == 1
+
+
+async def test_a_5xx_on_data_is_permanent_with_its_code(smtp_server: SmtpServer) -> None:
+    smtp_server.sink.fail_code = 554
+    lead = make_lead()
+    with pytest.raises(PermanentError, match=r"^email send: SMTP 554: refused by the test"):
+        await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="k")
+
+
+def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch) -> None:
+    from leadflow.integrations.wiring import build_adapters
+    from leadflow.rules import load_rules
+    from leadflow.settings import AdapterChoice, Settings, SettingsError
+    from tests.conftest import EXAMPLES
+
+    monkeypatch.setenv("LEADFLOW_EMAIL_HOST", "127.0.0.1")
+    monkeypatch.setenv("LEADFLOW_EMAIL_SENDER", SENDER)
+    settings = Settings(_env_file=None, adapters=AdapterChoice(notifier="email"))
+    rules = load_rules(EXAMPLES / "rules.toml")
+    bad = rules.model_copy(
+        update={
+            "assignment": rules.assignment.model_copy(
+                update={"fallback_owner": "Ann Lee\r\n<ann@example.test>"}
+            )
+        }
+    )
+    build_adapters(settings, rules)  # the example's reps are mailboxes
+    with pytest.raises(SettingsError) as caught:
+        build_adapters(settings, bad)
+    (line,) = str(caught.value).splitlines()
+    assert "rep 'Ann Lee <ann@example.test>' is not an email address" in line
+
+
+async def test_a_crm_owner_that_is_not_a_mailbox_fails_that_lead_only(
+    smtp_server: SmtpServer,
+) -> None:
+    lead = make_lead()
+    with pytest.raises(PermanentError, match="rep 'Owner Name' is not an email address"):
+        await _email(smtp_server).notify(
+            lead, make_decision(lead, rep="Owner\nName"), idempotency_key="k"
+        )
+    await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="k2")
+    assert len(smtp_server.sink.messages) == 1
+
+
 # --- the signed webhook ---------------------------------------------------------------
 
 HOOK = "https://hooks.example.test/leads"
