@@ -43,6 +43,7 @@ from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import AuthenticationError, PermanentError, TransientError
 from leadflow.integrations.messages import LeadSummary, group_by_rep
 from leadflow.integrations.ratelimit import RateLimiter
+from leadflow.integrations.redact import redact
 from leadflow.models import Decision, Lead
 from leadflow.settings import AdapterSettings, Settings, SettingsError
 
@@ -128,12 +129,12 @@ def lead_html(summary: LeadSummary) -> str:
 
 
 def smtp_error(
-    exc: aiosmtplib.SMTPResponseException, what: str = ""
+    exc: aiosmtplib.SMTPResponseException, what: str = "", *, password: str | None = None
 ) -> TransientError | PermanentError:
     """An SMTP reply as the adapter error: 4xx transient, 5xx permanent (not retried),
-    the code and the server's words kept."""
+    the code and the server's words kept (without the password, should it echo it)."""
     kind = TransientError if 400 <= exc.code < 500 else PermanentError
-    said = header_text(exc.message, 120)
+    said = redact(header_text(exc.message, 120), password)
     return kind(f"email send: SMTP {exc.code}{' ' + what if what else ''}: {said}")
 
 
@@ -199,13 +200,14 @@ class EmailNotifier(Notifier):
                     timeout=own.timeout_seconds,
                 )
             except aiosmtplib.SMTPAuthenticationError as exc:
-                raise AuthenticationError(f"email send: SMTP {exc.code} (login refused)") from exc
+                raise AuthenticationError(f"email send: SMTP {exc.code} (login refused)") from None
             except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient refused
-                raise smtp_error(exc.recipients[0], "recipient refused") from exc
+                refused = exc.recipients[0]
+                raise smtp_error(refused, "recipient refused", password=password) from None
             except aiosmtplib.SMTPResponseException as exc:
-                raise smtp_error(exc) from exc
+                raise smtp_error(exc, password=password) from None
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise TransientError(f"email send: {type(exc).__name__}") from exc
+                raise TransientError(f"email send: {type(exc).__name__}") from None
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         if idempotency_key in self._sent:

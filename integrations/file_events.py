@@ -109,7 +109,10 @@ class WebhookEventSink(EventSink):
             "Content-Type": "application/json",
             **signed_headers(self.signing_secret, raw),
         }
-        await self.http.request("POST", self.url, "post", content=raw, headers=headers)
+        # the URL may be an automation hook whose path is the credential
+        await self.http.request(
+            "POST", self.url, "post", content=raw, headers=headers, secret_url=True
+        )
 
     async def record(self, event: LeadEvent) -> None:
         await self._post(event_row(event), event.event_id)

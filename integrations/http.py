@@ -18,33 +18,35 @@ from leadflow.integrations.errors import (
     RateLimited,
     TransientError,
 )
+from leadflow.integrations.redact import redact_url
 
 USER_AGENT = "leadflow/0.1 (+https://github.com/leadflow)"
 
 _SECRET_URLS: set[str] = set()
 
 
+def _bare(url: str | httpx.URL) -> str:
+    return str(httpx.URL(str(url)).copy_with(query=None, fragment=None))
+
+
 def hide_in_logs(url: str) -> None:
-    """Keep a URL that is itself a credential (a chat webhook) out of httpx's log."""
-    _SECRET_URLS.add(str(httpx.URL(url).copy_with(query=None, fragment=None)))
+    """Keep a URL that is itself a credential (a chat or automation webhook) out of
+    httpx's log: its path is shown redacted."""
+    _SECRET_URLS.add(_bare(url))
 
 
 class _HideSecretUrls(logging.Filter):
     """httpx logs every request's full URL at INFO (`HTTP Request: POST https://...`).
-    A webhook URL whose path is the credential (registered with `hide_in_logs`) is
-    shown as its host only, and no query string is shown (a signature or a token
-    can ride there), whoever configures logging and at whatever level."""
+    The URL is shown through `redact_url`: never its query (a signature or a token
+    can ride there) nor its user info, and not its path when it is a credential
+    (registered with `hide_in_logs`), whoever configures logging and at whatever
+    level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], httpx.URL):
             url: httpx.URL = args[1]
-            bare = str(url.copy_with(query=None, fragment=None))
-            shown = (
-                f"{url.scheme}://{url.netloc.decode()}/<secret URL>"
-                if bare in _SECRET_URLS
-                else bare + ("?<query hidden>" if url.query else "")
-            )
+            shown = redact_url(url, keep_path=_bare(url) not in _SECRET_URLS)
             record.args = (args[0], shown, *args[2:])
         return True
 
@@ -96,7 +98,7 @@ def error_for_response(
     if status < 300:
         return None
     # Redirects are not followed: a moved endpoint must fail loudly, not count as sent.
-    path = response.request.url.path if show_path else "<secret URL>"
+    path = redact_url(response.request.url, keep_path=show_path, keep_host=False)
     where = f"{operation}: HTTP {status} from {response.request.method} {path}"
     if status == 429 or (status == 503 and "retry-after" in response.headers):
         return RateLimited(where, parse_retry_after(response.headers.get("retry-after")))
@@ -140,11 +142,21 @@ async def send_within_deadline(client: httpx.AsyncClient, request: httpx.Request
         ) from exc
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, operation: str) -> httpx.Response:
-    """Send a request and raise the matching adapter error on failure."""
+async def send(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    operation: str,
+    *,
+    secret_url: bool = False,
+) -> httpx.Response:
+    """Send a request and raise the matching adapter error on failure; with
+    `secret_url` (a webhook whose URL is the credential) its path is in no message
+    nor log line."""
+    if secret_url:
+        hide_in_logs(str(request.url))
     try:
         response = await send_within_deadline(client, request)
     except httpx.HTTPError as exc:
         raise error_for_exception(exc, operation) from exc
-    raise_for_response(response, operation)
+    raise_for_response(response, operation, show_path=not secret_url)
     return response

@@ -31,6 +31,7 @@ from pydantic_settings import SettingsConfigDict
 from leadflow.integrations.base import LeadSource, RawRecord
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
+from leadflow.integrations.redact import redact_url
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.integrations.watermark import Watermark, WatermarkCommit
 from leadflow.settings import Settings, SettingsError
@@ -80,6 +81,9 @@ class HttpLeadSource(WatermarkCommit, LeadSource):
             raise SettingsError("LEADFLOW_HTTP_SOURCE_URL: required by the http source, not set")
         self.settings = own
         self.url = str(own.url)
+        # where its records came from, as stored with them: the URL without its query
+        # (an api_key= can ride there) nor user info
+        self.origin = redact_url(self.url, keep_path=True)
         credential = Credential("LEADFLOW_HTTP_SOURCE_TOKEN", own.token, own.token_block)
         self.http = VendorHttp.from_settings(
             "http source",
@@ -132,7 +136,7 @@ class HttpLeadSource(WatermarkCommit, LeadSource):
                 position=position,
                 data={"item": repr(item)[:200]},
                 error="not a JSON object",
-                origin=self.url,
+                origin=self.origin,
             )
         record_id = item.get(own.id_field)
         updated = _parse_time(item.get(own.updated_field))
@@ -141,13 +145,13 @@ class HttpLeadSource(WatermarkCommit, LeadSource):
                 position=position,
                 data=item,
                 error=f"{own.id_field}/{own.updated_field}: missing or not a timestamp",
-                origin=self.url,
+                origin=self.origin,
             )
         key = str(record_id)
         if not mark.is_new(key):
             return None
         mark.advance(key, updated or datetime.now(UTC))
-        return RawRecord(position=position, data=item, origin=self.url)
+        return RawRecord(position=position, data=item, origin=self.origin)
 
     async def probe(self) -> str:
         items, _ = await self._page({self.settings.limit_param: 1})

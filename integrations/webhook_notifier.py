@@ -1,7 +1,9 @@
 """A notifier that POSTs each decision as JSON to a URL (a chat webhook relay, an
 internal service, an automation platform).
 
-The request carries `Idempotency-Key`, the once-only key per lead, so a receiver that
+The URL is treated as a credential (a Zapier, Make or n8n hook is its path): it
+appears in no error message nor log line (leadflow.integrations.redact). The
+request carries `Idempotency-Key`, the once-only key per lead, so a receiver that
 honours it drops repeats; the token, if set, goes in `Authorization: Bearer` and is
 never logged. Errors follow leadflow.integrations.errors: 429 and 5xx are retried by the
 pipeline (honouring Retry-After), 4xx are not.
@@ -143,10 +145,10 @@ class WebhookNotifier(Notifier):
     async def _send(self, request: httpx.Request, what: str) -> None:
         """Send within the client-side limit, when one is set."""
         if self.limiter is None:
-            await send(self._client, request, what)
+            await send(self._client, request, what, secret_url=True)
             return
         async with self.limiter.slot():
-            await send(self._client, request, what)
+            await send(self._client, request, what, secret_url=True)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -96,6 +96,15 @@ def start_smtp(**controller_options: Any) -> tuple[Controller, SmtpServer]:
     return controller, SmtpServer("127.0.0.1", port, sink)
 
 
+def email_to(server: SmtpServer, **settings: Any):
+    """The email notifier sending through `server` (no STARTTLS), from
+    leadflow@example.test unless `settings` say otherwise."""
+    from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings
+
+    values = {"host": server.host, "port": server.port, "sender": "leadflow@example.test"}
+    return EmailNotifier(EmailSettings(_env_file=None, start_tls=False, **{**values, **settings}))
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) on a free loopback port, stopped afterwards."""

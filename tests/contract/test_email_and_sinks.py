@@ -29,14 +29,20 @@ from leadflow.integrations.webhook_notifier import (
     WebhookNotifier,
     verify_signature,
 )
-from tests.contract.conftest import SmtpServer, body, make_decision, make_lead, start_smtp
+from tests.contract.conftest import (
+    SmtpServer,
+    body,
+    email_to,
+    make_decision,
+    make_lead,
+    start_smtp,
+)
 
 SENDER = "leadflow@example.test"
 
 
 def _email(server: SmtpServer, **extra) -> EmailNotifier:
-    values = {"host": server.host, "port": server.port, "sender": SENDER, "start_tls": False}
-    return EmailNotifier(EmailSettings(_env_file=None, **{**values, **extra}))
+    return email_to(server, sender=SENDER, **extra)
 
 
 # --- email --------------------------------------------------------------------------

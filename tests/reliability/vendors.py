@@ -48,6 +48,9 @@ SECRETS = {
     "slack": "xoxb-SECRET-slack-3c4d",
     "teams": "sig=SECRET-teams-8a9b",
     "webhook": "SECRET-webhook-token-1a2b",
+    # a Zapier/Make/n8n-style hook: the URL's path is the credential
+    "webhook_path": "hooks/catch/4417/SECRET-zaphook-8c7d",
+    "webhook_events_path": "hook/SECRET-n8nhook-3e4f",
     "segment": "SECRET-segment-writekey-6f7a",
     "webhook_events": "SECRET-events-token-2b3c",
 }
@@ -193,7 +196,9 @@ VENDORS: list[Vendor] = [
         "notifier.webhook",
         "notifier",
         lambda base: WebhookNotifier(
-            f"{base}/hook", token=SecretStr(SECRETS["webhook"]), timeout=TIMEOUT
+            f"{base}/{SECRETS['webhook_path']}",
+            token=SecretStr(SECRETS["webhook"]),
+            timeout=TIMEOUT,
         ),
         lambda: lambda r: httpx.Response(200),
         h.keyed_effects,
@@ -215,7 +220,7 @@ VENDORS: list[Vendor] = [
         lambda base: WebhookEventSink(
             _s(
                 WebhookEventsSettings,
-                url=f"{base}/events",
+                url=f"{base}/{SECRETS['webhook_events_path']}",
                 token=SecretStr(SECRETS["webhook_events"]),
             )
         ),
