@@ -38,7 +38,12 @@ from leadflow.integrations.base import CRM, LeadSource, RawRecord, one_answer
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import AdapterError, PermanentError, TransientError
 from leadflow.integrations.ratelimit import RateLimiter
-from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from leadflow.integrations.vendor import (
+    VendorHttp,
+    VendorSettings,
+    path_segment,
+    unique_batches,
+)
 from leadflow.integrations.watermark import Watermark, WatermarkCommit
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.settings import Settings
@@ -131,7 +136,7 @@ class HubSpotCRM(CRM):
     async def owner_email(self, owner_id: str) -> str | None:
         if owner_id not in self._owner_emails:
             owner = await self.http.json(
-                "GET", f"/crm/v3/owners/{owner_id}", "owner read", allow=(404,)
+                "GET", f"/crm/v3/owners/{path_segment(owner_id)}", "owner read", allow=(404,)
             )
             email = owner.get("email") if owner else None  # 404: a removed owner
             self._owner_emails[owner_id] = email.lower() if email else None

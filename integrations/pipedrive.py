@@ -1,13 +1,23 @@
 """Pipedrive, for the look-up and the upsert: a person found by exact email, created
 or updated, and a lead linked to that person.
 
-Contract (https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons,
-.../Persons#addPerson, .../Persons#updatePerson, .../Leads#addLead,
-.../Leads#getLeads, .../Users#findUsersByName): JSON over `/v1`, the API token in
-the `x-api-token` header (not the query string, where it would reach access logs);
-answers are `{"success": true, "data": ...}`, failures `{"success": false, "error":
-...}` with a 4xx/5xx status, 429 past the token's limit (default here: 80 requests
-per 2 s, the Essential plan's burst limit).
+Contract: persons on Pipedrive's v2 API, which replaces the v1 persons endpoints
+(deprecated since 2026-01-01, out of support since 2026-08-01):
+`GET /api/v2/persons/search` (https://developers.pipedrive.com/docs/api/v2/Persons#searchPersons),
+`POST /api/v2/persons` (#addPerson) and `PATCH /api/v2/persons/{id}` (#updatePerson),
+with `emails: [{value, primary, label}]` and `owner_id`. Leads and users have no v2
+endpoints and stay on v1 (.../v1/Leads#addLead, #getLeads, .../v1/Users#findUsersByName,
+#getUser). The API token goes in the `x-api-token` header (not the query string,
+where it would reach access logs); answers are `{"success": true, "data": ...}`,
+failures `{"success": false, "error": ...}` with a 4xx/5xx status, 429 past the
+token's limit. Ids from Pipedrive are percent-encoded into paths.
+
+Limits (https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting): per
+api_token and 2-second window, by plan: Essential 20, Advanced 40, Professional 80,
+Power 100, Enterprise 120; search 10 on every plan. `LEADFLOW_PIPEDRIVE_PLAN`
+(default essential, the lowest) sets the general limit;
+`LEADFLOW_PIPEDRIVE_RATE_LIMIT_REQUESTS` overrides it (an OAuth token has four
+times more).
 
 Pipedrive has no upsert, so duplicates are avoided in three layers:
 
@@ -31,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 from pydantic import Field, SecretStr
@@ -40,7 +50,8 @@ from pydantic_settings import SettingsConfigDict
 from leadflow.integrations.base import CRM
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
-from leadflow.integrations.vendor import VendorHttp, VendorSettings
+from leadflow.integrations.ratelimit import RateLimiter
+from leadflow.integrations.vendor import VendorHttp, VendorSettings, path_segment
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.settings import Settings
 
@@ -53,8 +64,24 @@ class PipedriveSettings(VendorSettings):
     )
     api_token: SecretStr | None = Field(default=None, description="a user's API token")
     api_token_block: str | None = Field(default=None, description="or: a Prefect Secret block")
-    rate_limit_requests: int = Field(default=80, ge=1, description="requests per window")
+    plan: Literal["essential", "advanced", "professional", "power", "enterprise"] = Field(
+        default="essential", description="the Pipedrive plan, whose api_token limit applies"
+    )
+    rate_limit_requests: int | None = Field(  # type: ignore[assignment]
+        default=None, ge=1, description="requests per window; unset: the plan's limit"
+    )
     rate_limit_seconds: float = Field(default=2.0, gt=0, description="the window, in seconds")
+    search_rate_limit: int = Field(
+        default=10, ge=1, description="search requests per window (every plan: 10 per 2 s)"
+    )
+
+    def model_post_init(self, context: Any) -> None:
+        if self.rate_limit_requests is None:
+            self.rate_limit_requests = PLAN_LIMITS[self.plan]
+
+
+PLAN_LIMITS = {"essential": 20, "advanced": 40, "professional": 80, "power": 100, "enterprise": 120}
+"""Requests per 2 seconds per api_token, by plan (Pipedrive's rate-limiting guide)."""
 
 
 def lead_marker(lead_id: str) -> str:
@@ -76,6 +103,7 @@ class PipedriveCRM(CRM):
             auth=lambda value: {"x-api-token": value},
             transport=transport,
         )
+        self._search = RateLimiter(own.search_rate_limit, own.rate_limit_seconds)
         self._person_ids: dict[str, int] = {}
         self._email_locks: dict[str, asyncio.Lock] = {}
         self._user_ids: dict[str, int] = {}
@@ -99,12 +127,13 @@ class PipedriveCRM(CRM):
     # --- look-up ---------------------------------------------------------------------
 
     async def find_person(self, email: str) -> dict[str, Any] | None:
-        data = await self._data(
-            "GET",
-            "/v1/persons/search",
-            "person search",
-            params={"term": email, "fields": "email", "exact_match": "true", "limit": 1},
-        )
+        async with self._search.slot():
+            data = await self._data(
+                "GET",
+                "/api/v2/persons/search",
+                "person search",
+                params={"term": email, "fields": "email", "exact_match": "true", "limit": 1},
+            )
         items = (data or {}).get("items") or []
         return items[0]["item"] if items else None
 
@@ -122,7 +151,9 @@ class PipedriveCRM(CRM):
 
     async def user_email(self, user_id: int) -> str | None:
         if user_id not in self._user_emails:
-            reply = await self.http.json("GET", f"/v1/users/{user_id}", "user read", allow=(404,))
+            reply = await self.http.json(
+                "GET", f"/v1/users/{path_segment(user_id)}", "user read", allow=(404,)
+            )
             email = ((reply or {}).get("data") or {}).get("email")  # 404: a deleted user
             self._user_emails[user_id] = email.lower() if email else None
         return self._user_emails[user_id]
@@ -155,19 +186,19 @@ class PipedriveCRM(CRM):
             if person_id is None:
                 created = await self._data(
                     "POST",
-                    "/v1/persons",
+                    "/api/v2/persons",
                     "person create",
                     json={
                         "name": name,
-                        "email": [{"value": lead.email, "primary": True, "label": "work"}],
+                        "emails": [{"value": lead.email, "primary": True, "label": "work"}],
                         "owner_id": owner_id,
                     },
                 )
                 person_id = created["id"]
             else:
                 await self._data(
-                    "PUT",
-                    f"/v1/persons/{person_id}",
+                    "PATCH",
+                    f"/api/v2/persons/{path_segment(person_id)}",
                     "person update",
                     json={"name": name, "owner_id": owner_id},
                 )

@@ -43,7 +43,12 @@ from leadflow.integrations.errors import (
     TransientError,
 )
 from leadflow.integrations.http import parse_retry_after
-from leadflow.integrations.vendor import VendorHttp, VendorSettings, unique_batches
+from leadflow.integrations.vendor import (
+    VendorHttp,
+    VendorSettings,
+    path_segment,
+    unique_batches,
+)
 from leadflow.models import CrmMatch, Decision, Lead
 from leadflow.settings import Settings, SettingsError
 
@@ -278,7 +283,7 @@ class SalesforceCRM(CRM):
     async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
         records = [(lead.id, await self.record(lead, decision)) for lead, decision, _ in items]
         ids: dict[str, str] = {}
-        path = f"{self.api}/composite/sobjects/Lead/{self.settings.external_id_field}"
+        path = f"{self.api}/composite/sobjects/Lead/{path_segment(self.settings.external_id_field)}"
         for batch in unique_batches(records, BATCH_LIMIT):
             body = {"allOrNone": False, "records": [record for _, record in batch]}
             results = await self.call("PATCH", path, "collection upsert", json=body)

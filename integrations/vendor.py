@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field
@@ -159,6 +160,12 @@ class VendorHttp:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def path_segment(value: object) -> str:
+    """A value (an id a vendor answered, a setting) as one URL path segment,
+    percent-encoded: an id holding `/`, `?` or `..` cannot change the request's path."""
+    return quote(str(value), safe="")
 
 
 def unique_batches(items: Sequence[tuple[str, Any]], size: int) -> list[list[tuple[str, Any]]]:

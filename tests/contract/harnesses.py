@@ -181,8 +181,9 @@ def salesforce_effects(request: httpx.Request, emails: set[str]) -> list[tuple[s
 
 
 class PipedriveFake:
-    """Pipedrive's persons and leads, enough to see duplicates: search finds only
-    persons created before the last `index()` (Pipedrive's search lags creation)."""
+    """Pipedrive's persons (v2 API) and leads (v1), enough to see duplicates: search
+    finds only persons created before the last `index()` (Pipedrive's search lags
+    creation)."""
 
     def __init__(self) -> None:
         self.persons: dict[int, dict] = {}
@@ -196,18 +197,18 @@ class PipedriveFake:
         path, params = request.url.path, request.url.params
         if path == "/v1/users/find":
             data = [{"id": 7, "email": params["term"]}]
-        elif path == "/v1/persons/search":
+        elif path == "/api/v2/persons/search":
             found = [
-                {"item": {"id": i, "emails": [p["email"][0]["value"]], "owner": {"id": 7}}}
+                {"item": {"id": i, "emails": [p["emails"][0]["value"]], "owner": {"id": 7}}}
                 for i, p in self.persons.items()
-                if i in self.indexed and p["email"][0]["value"] == params["term"]
+                if i in self.indexed and p["emails"][0]["value"] == params["term"]
             ]
             data = {"items": found[:1]}
-        elif path == "/v1/persons" and request.method == "POST":
+        elif path == "/api/v2/persons" and request.method == "POST":
             person_id = len(self.persons) + 1
             self.persons[person_id] = _json(request)
             data = {"id": person_id}
-        elif path.startswith("/v1/persons/"):
+        elif path.startswith("/api/v2/persons/") and request.method == "PATCH":
             data = {"id": int(path.rsplit("/", 1)[1])}
         elif path == "/v1/leads" and request.method == "GET":
             data = [x for x in self.leads if x["person_id"] == int(params["person_id"])]

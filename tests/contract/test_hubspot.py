@@ -507,3 +507,17 @@ async def test_source_a_crash_mid_iteration_loses_nothing(tmp_path, monkeypatch)
     await records.aclose()  # died before its caller accepted anything: no commit
     again = await _poll(_hubspot_source(tmp_path, search))
     assert again == [f"c{n}@acme.test" for n in range(4)]
+
+
+async def test_an_owner_id_from_hubspot_is_one_encoded_path_segment(crm, router) -> None:
+    contact = {"id": "9", "properties": {"hubspot_owner_id": "41/../../objects/contacts/1"}}
+    router.get(url__regex=rf"{API}/crm/v3/objects/contacts/.*").mock(
+        return_value=httpx.Response(200, json=contact)
+    )
+    owner = router.get(url__regex=rf"{API}/crm/v3/owners/.+").mock(
+        return_value=httpx.Response(200, json={"id": "41", "email": "o@x.test"})
+    )
+    await crm.look_up(make_lead())
+    assert owner.calls.last.request.url.raw_path == (
+        b"/crm/v3/owners/41%2F..%2F..%2Fobjects%2Fcontacts%2F1"
+    )

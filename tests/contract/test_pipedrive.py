@@ -1,7 +1,8 @@
 """Pipedrive CRM contract, and how it avoids duplicates without an upsert.
 
-Follows https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons,
-#addPerson, #updatePerson, https://developers.pipedrive.com/docs/api/v1/Leads#addLead,
+Follows https://developers.pipedrive.com/docs/api/v2/Persons#searchPersons,
+#addPerson, #updatePerson (the v1 persons endpoints are out of support since
+2026-08-01), https://developers.pipedrive.com/docs/api/v1/Leads#addLead,
 #getLeads and https://developers.pipedrive.com/docs/api/v1/Users#findUsersByName.
 `PipedriveFake` keeps persons and leads and, like Pipedrive, finds a new person by
 search only once its index caught up (`index()`).
@@ -17,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from leadflow.integrations.errors import PermanentError, TransientError
-from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
+from leadflow.integrations.pipedrive import PLAN_LIMITS, PipedriveCRM, PipedriveSettings
 from leadflow.testing import HttpVendor
 from tests.contract.conftest import make_decision, make_lead
 from tests.contract.harnesses import PipedriveFake, pipedrive_effects
@@ -49,7 +50,7 @@ async def test_a_new_lead_is_a_person_and_a_linked_lead(crm, vendor, fake) -> No
     assert person_id == "1"
     assert fake.persons[1] == {
         "name": "Ava Stone",
-        "email": [{"value": "ava1.stone@northwind.test", "primary": True, "label": "work"}],
+        "emails": [{"value": "ava1.stone@northwind.test", "primary": True, "label": "work"}],
         "owner_id": 7,
     }
     (added,) = fake.leads
@@ -58,7 +59,7 @@ async def test_a_new_lead_is_a_person_and_a_linked_lead(crm, vendor, fake) -> No
         "person_id": 1,
         "owner_id": 7,
     }
-    search = next(r for r in vendor.requests if r.url.path == "/v1/persons/search")
+    search = next(r for r in vendor.requests if r.url.path == "/api/v2/persons/search")
     assert search.url.params["exact_match"] == "true" and search.url.params["fields"] == "email"
     for request in vendor.requests:
         assert request.headers["x-api-token"] == TOKEN
@@ -66,14 +67,15 @@ async def test_a_new_lead_is_a_person_and_a_linked_lead(crm, vendor, fake) -> No
 
 
 async def test_an_existing_person_is_updated_not_created(crm, vendor, fake) -> None:
-    fake.persons[1] = {"name": "A", "email": [{"value": "ava1.stone@northwind.test"}]}
+    fake.persons[1] = {"name": "A", "emails": [{"value": "ava1.stone@northwind.test"}]}
     fake.index()
     lead = make_lead()
     assert await crm.upsert(lead, make_decision(lead), idempotency_key="k") == "1"
     assert len(fake.persons) == 1
-    put = next(r for r in vendor.requests if r.method == "PUT")
-    assert put.url.path == "/v1/persons/1"
-    assert json.loads(put.content) == {"name": "Ava Stone", "owner_id": 7}
+    patch = next(r for r in vendor.requests if r.method == "PATCH")
+    assert patch.url.path == "/api/v2/persons/1"
+    assert json.loads(patch.content) == {"name": "Ava Stone", "owner_id": 7}
+    assert not [r for r in vendor.requests if r.url.path.startswith("/v1/persons")]
 
 
 async def test_a_retry_inside_the_search_lag_creates_nothing_twice(crm, fake) -> None:
@@ -136,7 +138,7 @@ async def test_an_unknown_rep_is_named() -> None:
 
 
 async def test_look_up_returns_the_person_and_owner_email(crm, fake, vendor) -> None:
-    fake.persons[1] = {"name": "A", "email": [{"value": "ava1.stone@northwind.test"}]}
+    fake.persons[1] = {"name": "A", "emails": [{"value": "ava1.stone@northwind.test"}]}
     fake.index()
     original = fake.__call__
 
@@ -150,3 +152,33 @@ async def test_look_up_returns_the_person_and_owner_email(crm, fake, vendor) -> 
     vendor.ok = with_user
     match = await crm.look_up(make_lead())
     assert match.contact_id == "1" and match.contact_owner == "o@x.test"
+
+
+def test_limits_follow_the_plan() -> None:
+    """Pipedrive's documented api_token limits per 2 s: Essential 20 (the default,
+    the lowest plan), Advanced 40, Professional 80, Power 100, Enterprise 120;
+    search 10 on every plan. An explicit limit wins (an OAuth token has more)."""
+
+    def limiter(**values):
+        crm = PipedriveCRM(PipedriveSettings(_env_file=None, api_token=SecretStr(TOKEN), **values))
+        return crm.http.limiter.requests, crm.http.limiter.per_seconds, crm._search.requests
+
+    assert limiter() == (20, 2.0, 10)
+    assert [limiter(plan=plan)[0] for plan in PLAN_LIMITS] == [20, 40, 80, 100, 120]
+    assert limiter(plan="advanced", rate_limit_requests=160)[0] == 160
+
+
+async def test_a_vendor_id_is_one_encoded_path_segment(crm, fake, vendor) -> None:
+    """An owner id from Pipedrive's answer cannot reach another endpoint."""
+    original = fake.__call__
+
+    def odd_owner(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v2/persons/search":
+            item = {"id": "1/../../v1/users/me?x=", "owner": {"id": "7/../../admin"}}
+            return httpx.Response(200, json={"success": True, "data": {"items": [{"item": item}]}})
+        return original(request)
+
+    vendor.ok = odd_owner
+    await crm.look_up(make_lead())
+    (user_read,) = [r for r in vendor.requests if "/v1/users/" in r.url.raw_path.decode()]
+    assert user_read.url.raw_path == b"/v1/users/7%2F..%2F..%2Fadmin"
