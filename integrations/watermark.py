@@ -44,8 +44,14 @@ class Watermark:
 
     @property
     def ask_from(self) -> datetime | None:
-        """The time the next poll asks from: the watermark less the overlap."""
-        return self.since - self.overlap if self.since else None
+        """The time the next poll asks from: the watermark less the overlap (no
+        earlier than year 1, for a record stamped there)."""
+        if self.since is None:
+            return None
+        try:
+            return self.since - self.overlap
+        except OverflowError:
+            return datetime.min.replace(tzinfo=self.since.tzinfo)
 
     def is_new(self, record_id: str) -> bool:
         return record_id not in self.recent
@@ -57,8 +63,7 @@ class Watermark:
             self.since = at
 
     def save(self) -> None:
-        if self.since is not None:  # keep only ids the next poll can see again
-            floor = self.since - self.overlap
+        if (floor := self.ask_from) is not None:  # keep only ids the next poll can see again
             self.recent = {
                 k: v for k, v in self.recent.items() if datetime.fromisoformat(v) >= floor
             }
