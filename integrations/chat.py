@@ -7,7 +7,9 @@ succeeded (its result lost) does not post again. Across processes Prefect's cach
 branch result is what prevents the repeat (see "Once only" in the README).
 
 Digests exist because a chat webhook allows about one message a second: a backlog
-of 500 leads for 6 reps is 6 messages, not 500 (hot leads first in each).
+of 500 leads for 6 reps is 6 messages, not 500 (hot leads first in each). A digest
+that would exceed the vendor's size limits (`digest_fits`: Teams' 28 KB, Slack's 50
+blocks) is split into as many messages as it takes; no lead is left out.
 """
 
 from __future__ import annotations
@@ -47,16 +49,35 @@ class ChatNotifier(Notifier):
         await self.post_one(LeadSummary.of(lead, decision), idempotency_key)
         self._sent.add(idempotency_key)
 
+    def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
+        """Whether one digest message may list `summaries` (the vendor's size limits);
+        notify_many splits a digest until each part fits. No limit by default."""
+        return True
+
+    def digest_parts(
+        self, rep: str, entries: list[tuple[LeadSummary, str]]
+    ) -> list[list[tuple[LeadSummary, str]]]:
+        """`entries` (hot first) in consecutive parts that each fit one message."""
+        parts: list[list[tuple[LeadSummary, str]]] = [[]]
+        for entry in entries:
+            part = parts[-1]
+            if part and not self.digest_fits(rep, [s for s, _ in [*part, entry]]):
+                parts.append(part := [])
+            part.append(entry)
+        return [part for part in parts if part]
+
     async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
         fresh = [item for item in items if item[2] not in self._sent]
         for rep, entries in group_by_rep(fresh).items():
-            keys = list(dict.fromkeys(key for _, key in entries))
-            summaries = list({key: s for s, key in entries}.values())
-            if len(summaries) == 1:
-                await self.post_one(summaries[0], keys[0])
-            else:
-                await self.post_digest(rep, summaries, "digest:" + ",".join(sorted(keys)))
-            self._sent.update(keys)
+            unique = list({key: (s, key) for s, key in entries}.values())
+            for part in self.digest_parts(rep, unique):
+                keys = [key for _, key in part]
+                if len(part) == 1:
+                    await self.post_one(part[0][0], keys[0])
+                else:
+                    summaries = [s for s, _ in part]
+                    await self.post_digest(rep, summaries, "digest:" + ",".join(sorted(keys)))
+                self._sent.update(keys)
 
 
 class HookSettings(VendorSettings):

@@ -19,6 +19,10 @@ Contract:
 
 Each lead is one message (Block Kit, with `text` as the fallback for notifications);
 `notify_many` sends one digest per rep, hot leads first (see integrations.chat).
+Block Kit's limits (https://docs.slack.dev/reference/block-kit/blocks/section-block):
+a section's text at most 3,000 characters and a field 2,000, a header 150, at most
+50 blocks a message: texts are cut to fit after escaping (`fit`), and a digest of
+more than `MAX_DIGEST_LEADS` leads is split into several messages.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ from leadflow.integrations.messages import LeadSummary
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.settings import Settings, SettingsError
 
-MAX_DIGEST_LEADS = 40  # Slack allows 50 blocks a message; a header + context + 40 + "more"
+MAX_DIGEST_LEADS = 40  # Slack allows 50 blocks a message: a header and 40 sections
+MAX_SECTION = 3000  # characters in a section's text
+MAX_FIELD = 2000  # characters in a section field
+MAX_HEADER = 150  # characters in a header's plain text
 
 
 def escape(text: str) -> str:
@@ -51,46 +58,81 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def fit(*parts: tuple[str, bool], limit: int = MAX_SECTION) -> str:
+    """Text of (piece, is_lead_text) parts, lead text escaped, at most `limit`
+    characters once escaped: lead text is cut (never an escape in half) and "…"
+    ends it."""
+    shown = "".join(escape(piece) if untrusted else piece for piece, untrusted in parts)
+    if len(shown) <= limit:
+        return shown
+    out, size = [], 0
+    for piece, untrusted in parts:
+        for ch in piece:
+            rendered = escape(ch) if untrusted else ch
+            if size + len(rendered) > limit - 1:
+                return "".join(out) + "…"
+            out.append(rendered)
+            size += len(rendered)
+    return "".join(out)
+
+
+def _field(title: str, value: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": fit((f"*{title}*\n", False), (value, True), limit=MAX_FIELD)}
+
+
 def lead_blocks(summary: LeadSummary) -> list[dict[str, Any]]:
-    e = escape
-    reasons = "\n".join(f"• {e(r)}" for r in summary.reasons) or "no points"
+    reasons = "\n".join(f"• {r}" for r in summary.reasons) or "no points"
     return [
-        {"type": "header", "text": {"type": "plain_text", "text": summary.headline[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": summary.headline[:MAX_HEADER]}},
         {
             "type": "section",
             "fields": [
-                {"type": "mrkdwn", "text": f"*Email*\n{e(summary.email)}"},
-                {"type": "mrkdwn", "text": f"*Assigned to*\n{e(summary.rep)}"},
-                {"type": "mrkdwn", "text": f"*Score*\n{summary.score} ({e(summary.tier)})"},
-                {"type": "mrkdwn", "text": f"*Follow-up*\n{e(summary.follow_up)}"},
+                _field("Email", summary.email),
+                _field("Assigned to", summary.rep),
+                _field("Score", f"{summary.score} ({summary.tier})"),
+                _field("Follow-up", summary.follow_up),
             ],
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"lead {e(summary.lead_id)}"}]},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": fit(("*Why*\n", False), (reasons, True))},
+        },
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": fit(("lead ", False), (summary.lead_id, True))}
+            ],
+        },
     ]
 
 
 def digest_blocks(rep: str, summaries: list[LeadSummary]) -> list[dict[str, Any]]:
-    shown = summaries[:MAX_DIGEST_LEADS]
+    """A header and one section per lead: at most MAX_DIGEST_LEADS leads (the chat
+    notifier splits a longer digest, `slack_digest_fits`)."""
+    header = f"{len(summaries)} new leads for {rep}"[:MAX_HEADER]
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": f"{len(summaries)} new leads for {rep}"[:150]},
-        }
+        {"type": "header", "text": {"type": "plain_text", "text": header}}
     ]
-    for s in shown:
-        text = f"*{escape(s.headline)}*\n{escape(s.email)} · {escape(s.follow_up)}"
+    for s in summaries:
+        # the headline's bold stars stay whole: the lead's text is what gets cut
+        text = fit(
+            ("*", False),
+            (s.headline[:1000], True),
+            ("*\n", False),
+            (f"{s.email} · {s.follow_up}", True),
+        )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-    if len(summaries) > len(shown):
-        more = f"and {len(summaries) - len(shown)} more"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
     return blocks
+
+
+def slack_digest_fits(rep: str, summaries: list[LeadSummary]) -> bool:
+    return len(summaries) <= MAX_DIGEST_LEADS
 
 
 def digest_text(rep: str, summaries: list[LeadSummary]) -> str:
     lines = [f"{len(summaries)} new leads for {rep}"]
     lines += [f"- {s.headline} ({s.email}; {s.follow_up})" for s in summaries]
-    return escape("\n".join(lines))
+    return fit(("\n".join(lines), True))  # the notification's text: kept short
 
 
 # --- incoming webhook ---------------------------------------------------------------
@@ -126,10 +168,13 @@ class SlackWebhookNotifier(HookChatNotifier):
         check_webhook_reply(response)
 
     def payload_one(self, summary: LeadSummary) -> dict[str, Any]:
-        return {"text": escape(summary.text()), "blocks": lead_blocks(summary)}
+        return {"text": fit((summary.text(), True)), "blocks": lead_blocks(summary)}
 
     def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
         return {"text": digest_text(rep, summaries), "blocks": digest_blocks(rep, summaries)}
+
+    def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
+        return slack_digest_fits(rep, summaries)
 
 
 # --- chat.postMessage -----------------------------------------------------------------
@@ -221,10 +266,13 @@ class SlackNotifier(ChatNotifier):
         )
 
     async def post_one(self, summary: LeadSummary, key: str) -> None:
-        await self._post(escape(summary.text()), lead_blocks(summary))
+        await self._post(fit((summary.text(), True)), lead_blocks(summary))
 
     async def post_digest(self, rep: str, summaries: list[LeadSummary], key: str) -> None:
         await self._post(digest_text(rep, summaries), digest_blocks(rep, summaries))
+
+    def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
+        return slack_digest_fits(rep, summaries)
 
     async def probe(self) -> str:
         reply = await self.http.json(

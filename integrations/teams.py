@@ -12,11 +12,14 @@ TextBlock text is Markdown in Teams: lead data has Markdown's punctuation
 backslash-escaped so it cannot inject a link or formatting; mentions in Teams need
 `<at>` plus an entity in `msteams`, which the card never carries, so lead data
 cannot ping anyone. Default limit: 4 requests a second (Teams' documented limit for
-webhooks into one channel).
+webhooks into one channel). A message is at most 28 KB (Microsoft's documented limit
+for a webhook message): a digest that would be larger is split into several cards
+(`MAX_MESSAGE_BYTES`), and no text block holds more than `MAX_TEXT` characters.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -27,6 +30,8 @@ from leadflow.integrations.chat import HookChatNotifier, HookSettings
 from leadflow.integrations.messages import LeadSummary
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~])")
+MAX_MESSAGE_BYTES = 28 * 1024  # Microsoft's limit for a message posted to a webhook
+MAX_TEXT = 2000  # characters in one text block: a lead with long fields stays readable
 
 
 def escape_markdown(text: str) -> str:
@@ -34,7 +39,13 @@ def escape_markdown(text: str) -> str:
 
 
 def _text(text: str, **style: Any) -> dict[str, Any]:
-    return {"type": "TextBlock", "text": escape_markdown(text), "wrap": True, **style}
+    shown = text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+    return {"type": "TextBlock", "text": escape_markdown(shown), "wrap": True, **style}
+
+
+def payload_bytes(payload: dict[str, Any]) -> int:
+    """The size of a payload as posted (the larger of the JSON encodings httpx uses)."""
+    return len(json.dumps(payload).encode())
 
 
 def card(body: list[dict[str, Any]], fallback: str) -> dict[str, Any]:
@@ -99,3 +110,6 @@ class TeamsNotifier(HookChatNotifier):
 
     def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
         return digest_card(rep, summaries)
+
+    def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
+        return payload_bytes(digest_card(rep, summaries)) <= MAX_MESSAGE_BYTES

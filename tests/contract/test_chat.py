@@ -47,9 +47,10 @@ def _webhook(transport, **extra) -> SlackWebhookNotifier:
     )
 
 
-def _bot(transport) -> SlackNotifier:
+def _bot(transport, **extra) -> SlackNotifier:
     return SlackNotifier(
-        SlackSettings(_env_file=None, token=SecretStr(TOKEN), channel="C0123"), transport=transport
+        SlackSettings(_env_file=None, token=SecretStr(TOKEN), channel="C0123", **extra),
+        transport=transport,
     )
 
 
@@ -242,3 +243,65 @@ async def test_teams_errors_keep_the_signed_url_out(router, transport) -> None:
     with pytest.raises(PermanentError) as caught:
         await notifier.notify(lead, make_decision(lead), idempotency_key="k")
     assert "sig=" not in str(caught.value) and "workflows" not in str(caught.value)
+
+
+# --- size limits: Teams 28 KB a message, Slack 3,000 characters a section -------------
+
+LONG = {
+    "first_name": "&" * 255,
+    "last_name": "<" * 255,
+    "company": "C" * 255,
+    "title": "*" * 255,
+}
+
+
+def _items(n: int, **extra) -> list:
+    leads = [make_lead(i, **extra) for i in range(n)]
+    return [(lead, make_decision(lead), f"notify:{lead.id}") for lead in leads]
+
+
+def _teams(transport) -> TeamsNotifier:
+    settings = TeamsSettings(_env_file=None, url=SecretStr(TEAMS), rate_limit_requests=1000)
+    return TeamsNotifier(settings, transport=transport)
+
+
+@pytest.mark.parametrize(("leads", "extra"), [(100, {}), (20, LONG), (300, LONG)])
+async def test_teams_digests_stay_under_28_kb_and_lose_no_lead(
+    router, transport, leads: int, extra: dict
+) -> None:
+    route = router.post(TEAMS).mock(return_value=httpx.Response(202))
+    await _teams(transport).notify_many(_items(leads, **extra))
+
+    sizes = [len(call.request.content) for call in route.calls]
+    assert max(sizes) <= 28 * 1024, sizes
+    listed = sum(len(body(call)["attachments"][0]["content"]["body"]) - 1 for call in route.calls)
+    assert listed == leads  # every lead in one digest part, none dropped
+    assert len(route.calls) > 1 or not extra  # long leads: the digest was split
+
+
+@pytest.mark.parametrize("notifier", ["webhook", "bot"])
+async def test_slack_sections_stay_under_3000_characters_and_lose_no_lead(
+    router, transport, notifier: str
+) -> None:
+    if notifier == "webhook":
+        route = router.post(HOOK).mock(return_value=httpx.Response(200, text="ok"))
+        adapter = _webhook(transport, rate_limit_requests=1000)
+    else:
+        route = router.post("https://slack.com/api/chat.postMessage").mock(
+            return_value=httpx.Response(200, json={"ok": True})
+        )
+        adapter = _bot(transport, rate_limit_requests=1000)
+    await adapter.notify_many(_items(95, **LONG))
+    await adapter.notify(*_items(1, **{**LONG, "email": "one@x.test"})[0][:2], idempotency_key="k")
+
+    blocks = [block for call in route.calls for block in body(call)["blocks"]]
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
+    fields = [f["text"] for b in blocks for f in b.get("fields", [])]
+    assert texts and max(len(t) for t in texts) <= 3000
+    assert max(len(f) for f in fields) <= 2000
+    assert all(len(body(call)["blocks"]) <= 50 for call in route.calls)
+    digests = [call for call in route.calls if "new leads for" in body(call)["text"]]
+    assert len(digests) == 3  # 95 leads: 40 + 40 + 15, none left out
+    assert sum(len(body(c)["blocks"]) - 1 for c in digests) == 95
+    for text in texts:  # cut lead text never leaves half an escape behind
+        assert not text.rstrip("…").endswith(("&", "&a", "&am", "&l", "&lt", "&g", "&gt"))
