@@ -13,6 +13,8 @@ import csv
 import io
 from html import escape
 
+from leadflow.markdown import escape as escape_md
+from leadflow.markdown import table
 from leadflow.models import Decision
 from leadflow.report import ShadowReport, Timeline
 
@@ -34,45 +36,50 @@ def verdict_line(report: ShadowReport) -> str:
 
 
 def as_markdown(report: ShadowReport) -> str:
+    """The report for the Prefect artifact: every value from outside (lead data,
+    legacy names, gate details) through leadflow.markdown's one escaper, every table
+    through its `table()`: a `javascript:` link in a lead's email is text."""
+    legacy = ", ".join(escape_md(name) for name in report.legacy) or "nothing"
     lines = [
         f"# Shadow report {report.since:%Y-%m-%d} to {report.until:%Y-%m-%d}",
         "",
-        f"**Verdict: {verdict_line(report)}**",
+        f"**Verdict: {escape_md(verdict_line(report))}**",
         "",
-        f"{report.sample} leads compared against {', '.join(report.legacy) or 'nothing'}; "
+        f"{report.sample} leads compared against {legacy}; "
         f"noise baseline from {report.baseline_sample} re-runs of the current process.",
         "",
-        "| field | agreement | current process's own noise |",
-        "|---|---|---|",
-        *(
-            f"| {f} | {_pct(a)} | {_pct(report.noise.get(f))} |"
-            for f, a in report.agreement.items()
+        table(
+            ("field", "agreement", "current process's own noise"),
+            [(f, _pct(a), _pct(report.noise.get(f))) for f, a in report.agreement.items()],
         ),
         "",
-        "| side | p50 | p95 | error rate |",
-        "|---|---|---|---|",
-        *(
-            f"| {name} | {_ms(s.p50_ms)} | {_ms(s.p95_ms)} | {_pct(s.error_rate)} |"
-            for name, s in (("current process", report.control), ("leadflow", report.candidate))
+        table(
+            ("side", "p50", "p95", "error rate"),
+            [
+                (name, _ms(s.p50_ms), _ms(s.p95_ms), _pct(s.error_rate))
+                for name, s in (("current process", report.control), ("leadflow", report.candidate))
+            ],
         ),
         "",
-        "| gate | result | detail |",
-        "|---|---|---|",
-        *(f"| {g.name} | {'pass' if g.passed else 'FAIL'} | {g.detail} |" for g in report.gates),
+        table(
+            ("gate", "result", "detail"),
+            [(g.name, "pass" if g.passed else "FAIL", g.detail) for g in report.gates],
+        ),
     ]
     if report.pilot_leads:
         lines += ["", f"Pilot: {report.fallbacks} of {report.pilot_leads} leads fell back."]
     if report.patterns:
-        lines += ["", "## Commonest mismatches", "", "| leads | difference | example |"]
-        lines += ["|---|---|---|"]
-        for p in report.patterns:
-            example = p.examples[0].email or p.examples[0].lead_id
-            lines.append(f"| {p.count} | {_md(p.label)} | {_md(example)} |")
+        lines += ["", "## Commonest mismatches", ""]
+        lines.append(
+            table(
+                ("leads", "difference", "example"),
+                [
+                    (p.count, p.label, p.examples[0].email or p.examples[0].lead_id)
+                    for p in report.patterns
+                ],
+            )
+        )
     return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def agreement_table(report: ShadowReport) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -258,3 +259,25 @@ def test_intended_effects_get_agreement_noise_gates_and_patterns():
     assert "crm.owner" in as_markdown(r)
     header = next(csv.reader(io.StringIO(mismatches_csv(r))))
     assert "crm.owner_leadflow" in header
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "[click me](javascript:alert(1))",
+        "<javascript:alert(1)>",
+        "x@y.test<img src=x onerror=alert(1)>",
+        "a|b\n# heading",
+    ],
+)
+def test_the_markdown_artifact_shows_lead_data_as_text(email: str) -> None:
+    """A `javascript:` link (or HTML, a table break, a heading) in a lead's email is
+    text in the shadow-report artifact: every value goes through leadflow.markdown."""
+    rows = [record(0, decision("l0", 75), decision("l0", 75, "hot"), email=email)]
+    report = build_report(rows, since=NOW - timedelta(days=1), until=NOW, gates=Gates())
+    markdown = as_markdown(report)
+    example = markdown.splitlines()[-1]
+    assert len(re.findall(r"(?<!\\)\|", example)) == 4  # three cells, no more
+    for markup in ("](javascript", "<javascript", "<img", "\n# heading"):
+        assert not re.search(r"(?<!\\)" + re.escape(markup), markdown), markup
+    assert "javascript" not in email or "javascript:alert\\(1\\)" in markdown
