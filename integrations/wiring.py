@@ -46,11 +46,9 @@ def build_adapters(
     """The configured adapters; a SettingsError names a wrong adapter setting, or a
     rep of the rules the notifier cannot reach."""
     chosen = settings.adapters
-    notifier = notifier or build_adapter("notifier", chosen.notifier, settings)
-    notifier.check_recipients(rules.assignment.rep_ids)
     return Adapters(
         crm=crm or build_adapter("crm", chosen.crm, settings),
-        notifier=notifier,
+        notifier=notifier or build_adapter("notifier", chosen.notifier, settings, rules),
         event_sink=event_sink or build_adapter("event_sink", chosen.event_sink, settings),
         scorer=scorer or build_adapter("scorer", chosen.scorer, settings, rules),
     )
@@ -68,14 +66,19 @@ def build_adapter(kind: str, name: str, settings: Settings, rules: Rules | None 
 
 def construct(cls: type[Adapter], settings: Settings, rules: Rules | None = None) -> Adapter:
     """`cls.from_settings` with its own settings (`settings_class`) loaded and
-    validated; a scorer also gets the scoring rules. The contract kit builds adapters
-    through this too, so a plug-in is tested as the wiring builds it."""
+    validated; a scorer also gets the scoring rules, and a notifier built with the
+    rules checks it can reach their reps (`Notifier.check_recipients`). The contract
+    kit builds adapters through this too, so a plug-in is tested as the wiring builds
+    it."""
     own = own_settings(cls)
     if issubclass(cls, Scorer):
         if rules is None:
             raise TypeError(f"the {cls.name} scorer is built with the rules")
         return cls.from_settings(settings, own, scoring=rules.scoring)
-    return cls.from_settings(settings, own)
+    adapter = cls.from_settings(settings, own)
+    if isinstance(adapter, Notifier) and rules is not None:
+        adapter.check_recipients(rules.assignment.rep_ids)
+    return adapter
 
 
 def own_settings(cls: type[Adapter]) -> AdapterSettings | None:

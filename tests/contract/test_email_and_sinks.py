@@ -188,7 +188,7 @@ async def test_a_5xx_on_data_is_permanent_with_its_code(smtp_server: SmtpServer)
         await _email(smtp_server).notify(lead, make_decision(lead), idempotency_key="k")
 
 
-def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch) -> None:
+def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch, tmp_path) -> None:
     from leadflow.integrations.wiring import build_adapters
     from leadflow.rules import load_rules
     from leadflow.settings import AdapterChoice, Settings, SettingsError
@@ -210,6 +210,20 @@ def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch
         build_adapters(settings, bad)
     (line,) = str(caught.value).splitlines()
     assert "rep 'Ann Lee <ann@example.test>' is not an email address" in line
+
+    # `leadflow check` says the same, on the notifier's row
+    from leadflow.integrations.checks import check_configuration
+
+    rules_text = (EXAMPLES / "rules.toml").read_text()
+    owner = next(x for x in rules_text.splitlines() if x.startswith("fallback_owner"))
+    bad_rules = tmp_path / "rules.toml"
+    bad_rules.write_text(rules_text.replace(owner, 'fallback_owner = "Ann Lee"'))
+    monkeypatch.setenv("LEADFLOW_RULES_PATH", str(bad_rules))
+    monkeypatch.setenv("LEADFLOW_ADAPTERS__NOTIFIER", "email")
+    monkeypatch.chdir(tmp_path)
+    found = check_configuration()
+    (row,) = [r for r in found.results if r.kind == "notifier"]
+    assert not row.ok and "rep 'Ann Lee' is not an email address" in row.detail
 
 
 async def test_a_crm_owner_that_is_not_a_mailbox_fails_that_lead_only(
