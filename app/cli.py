@@ -189,6 +189,7 @@ def _orchestrator_down(exc, started: float) -> NoReturn:
         "run the same command again once the Prefect API is back: it does the rest and "
         "repeats nothing",
         highlight=False,
+        soft_wrap=True,
     )
     sys.stderr.flush()
     sys.stdout.flush()
