@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Offline machines: keep the Prefect server from reporting telemetry errors.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test lint bench clean shadow
+.PHONY: run test lint docs docs-serve bench clean shadow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,21 @@ shadow: $(STAMP)
 	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide; \
 	  status=$$?; $(BIN)/leadflow report && exit $$status
 
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, a
+# missing page or a reference that no longer matches the code fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+# The site on http://127.0.0.1:8000, rebuilt as docs/ changes.
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/leadflow bench --json bench.json --chart bench.svg
@@ -40,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/burst.py
 
 clean:
-	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache
+	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache site
