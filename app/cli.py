@@ -240,7 +240,7 @@ def run(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Groups in flight at once [default: LEADFLOW_PIPELINE__CONCURRENCY]."
+            min=1, help="Groups in flight at once.", show_default="LEADFLOW_PIPELINE__CONCURRENCY"
         ),
     ] = None,
     strict: Annotated[
@@ -263,8 +263,8 @@ def run(
         typer.Option(
             min=1,
             max=1000,
-            help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]; the decisions "
-            "are the same whatever the size.",
+            show_default="LEADFLOW_PIPELINE__BATCH_SIZE",
+            help="Leads per group; the decisions are the same whatever the size.",
         ),
     ] = None,
 ) -> None:
@@ -640,7 +640,9 @@ def adapters() -> None:
 def serve(
     poll_interval: Annotated[
         float | None,
-        typer.Option(min=1, help="Seconds between polls [default: the prefect.yaml schedule]."),
+        typer.Option(
+            min=1, help="Seconds between polls.", show_default="the prefect.yaml schedule"
+        ),
     ] = None,
 ) -> None:
     """Serve the deployments of deployments/prefect.yaml from this process, schedules

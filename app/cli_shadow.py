@@ -48,7 +48,10 @@ def shadow(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            min=1, max=1000, help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+            min=1,
+            max=1000,
+            help="Leads per group.",
+            show_default="LEADFLOW_PIPELINE__BATCH_SIZE",
         ),
     ] = None,
 ) -> None:
@@ -129,9 +132,17 @@ def print_shadow_summary(summary: ShadowRunSummary) -> None:
 
 @app.command()
 def report(
-    days: Annotated[int | None, typer.Option(min=1, help="Window in days [default: 14].")] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Window in days.", show_default="LEADFLOW_SHADOW__WINDOW_DAYS"),
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the HTML and CSV [.leadflow/reports].")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the HTML and CSV.",
+            show_default="LEADFLOW_SHADOW__REPORT_DIR",
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
 ) -> None:
