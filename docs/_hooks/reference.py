@@ -3,7 +3,8 @@
 A page asks for generated content with a marker on a line of its own:
 
     <!-- generated: settings -->            every settings class, leadflow's and each adapter's
-    <!-- generated: settings crm.hubspot --> the settings of one adapter (for its how-to page)
+    <!-- generated: settings crm.hubspot --> one adapter's settings (for its how-to page)
+    <!-- generated: settings StreamSettings --> one settings class's, by its name
     <!-- generated: cli -->                 the command line, from the typer app
 
 The API pages (mkdocstrings) read the code as it installs: `flows/`, `integrations/` and
@@ -66,7 +67,7 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         if what == "settings" and arg is None:
             return settings_reference()
         if what == "settings":
-            return adapter_settings(arg)
+            return settings_table(arg)
         if what == "cli" and arg is None:
             return cli_reference()
         raise PluginError(f"{page.file.src_path}: unknown marker {match[0]!r}")
@@ -101,12 +102,18 @@ def settings_reference() -> str:
     return "\n".join(parts)
 
 
-def adapter_settings(entry: str) -> str:
-    """The settings table of the adapter registered as `entry` (`kind.name`)."""
-    for cls, names in adapter_names_by_settings_class().items():
-        if entry in names:
+def settings_table(name: str) -> str:
+    """The settings table of the adapter registered as `name` (`kind.name`), or of the
+    settings class called `name`."""
+    from leadflow.app.cli import settings_classes
+
+    for cls, entries in adapter_names_by_settings_class().items():
+        if name in entries:
             return _table(list(settings_of(cls)))
-    raise PluginError(f"no built-in adapter {entry!r} with settings of its own")
+    for cls in settings_classes():
+        if cls.__name__ == name and cls.__module__.startswith("leadflow."):
+            return _table(list(settings_of(cls)))
+    raise PluginError(f"no built-in adapter or settings class {name!r} with settings")
 
 
 def adapter_names_by_settings_class() -> dict[type, list[str]]:
