@@ -6,6 +6,7 @@ A page asks for generated content with a marker on a line of its own:
     <!-- generated: settings crm.hubspot --> one adapter's settings (for its how-to page)
     <!-- generated: settings StreamSettings --> one settings class's, by its name
     <!-- generated: cli -->                 the command line, from the typer app
+    <!-- generated: chart -->               the committed benchmark chart, or how to make one
 
 The API pages (mkdocstrings) read the code as it installs: `flows/`, `integrations/` and
 `app/` are the subpackages `leadflow.flows`, `leadflow.integrations` and `leadflow.app`
@@ -70,6 +71,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
             return settings_table(arg)
         if what == "cli" and arg is None:
             return cli_reference()
+        if what == "chart" and arg is None:
+            return bench_chart(Path(page.file.abs_src_path).parent)
         raise PluginError(f"{page.file.src_path}: unknown marker {match[0]!r}")
 
     return MARKER.sub(expand, markdown)
@@ -308,3 +311,19 @@ def cli_reference() -> str:
     command = typer.main.get_command(app)
     ctx = typer.Context(command, obj={MARKUP_MODE_KEY: app.rich_markup_mode})
     return get_docs_for_click(obj=command, ctx=ctx, indent=1, name="leadflow").strip()
+
+
+# --- the benchmark chart ----------------------------------------------------------------
+
+CHART = Path("benchmarks/bench.svg")
+
+
+def bench_chart(page_dir: Path) -> str:
+    """The chart `leadflow bench --chart` wrote, once committed beside the page."""
+    if (page_dir / CHART).is_file():
+        return f"![The latest committed run of leadflow bench]({CHART.as_posix()})"
+    return (
+        '!!! note "No chart committed yet"\n'
+        "    `make bench` writes `bench.svg`; copy it to `docs/benchmarks/bench.svg` and\n"
+        "    commit it to show it here."
+    )
