@@ -21,6 +21,7 @@ defaults. The command line comes from typer's own Markdown generator (what
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -95,14 +96,23 @@ def settings_reference() -> str:
     from leadflow.app.cli import settings_classes
 
     owners = adapter_names_by_settings_class()
-    parts: list[str] = []
-    for cls in settings_classes():
-        if not cls.__module__.startswith("leadflow."):
-            continue  # a plug-in installed where the docs are built is not leadflow's
-        names = owners.get(cls)
-        title = f"Adapter {', '.join(f'`{n}`' for n in names)}" if names else _title(cls)
+    ours = [c for c in settings_classes() if c.__module__.startswith("leadflow.")]
+    # (a plug-in installed where the docs are built is not leadflow's); some classes
+    # are listed twice (the receiver's is also an AdapterSettings), hence dict.fromkeys
+    own = [c for c in dict.fromkeys(ours) if c not in owners]
+    parts = [_settings_section(cls, _title(cls)) for cls in own]
+    for cls, names in sorted(owners.items(), key=lambda item: _adapter_order(item[1][0])):
+        title = "Adapter " + ", ".join(f"`{name}`" for name in names)
         parts.append(_settings_section(cls, title))
     return "\n".join(parts)
+
+
+def _adapter_order(entry: str) -> tuple[int, str]:
+    """`leadflow adapters` order: by kind as the interfaces list them, then by name."""
+    from leadflow.integrations.base import KINDS
+
+    kind, _, name = entry.partition(".")
+    return (list(KINDS).index(kind) if kind in KINDS else len(KINDS), name)
 
 
 def settings_table(name: str) -> str:
@@ -185,14 +195,14 @@ def _settings_section(cls: type[BaseSettings], title: str) -> str:
     out = [f"## {title}", ""]
     doc = _doc(cls) if cls.__name__ != "Settings" else ""  # its docstring is for developers
     if doc:
-        out += [doc, ""]
+        out += [_prose(doc), ""]
     for section, rows in groups.items():
         if section:
             out += [f"### `{prefix}{section}{delimiter}*`", ""]
             field = cls.model_fields[section.lower()]
             doc = field.description or _doc(_model(field.annotation) or object)
             if doc:
-                out += [doc, ""]
+                out += [_prose(doc), ""]
         out += [_table(rows), ""]
     return "\n".join(out)
 
@@ -218,10 +228,30 @@ def _doc(cls: type) -> str:
 def _table(settings: list[Setting]) -> str:
     lines = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
     for s in settings:
-        names = "<br>".join(f"`{_cell(v)}`" for v in s.variables)
-        description = _cell(s.field.description or "")
+        names = "<br>".join(_variable(v) for v in s.variables)
+        description = _cell(_prose(s.field.description or ""))
         lines.append(f"| {names} | {_type(s.field)} | {_default(s.field)} | {description} |")
-    return "\n".join(lines)
+    # docs/stylesheets/extra.css gives the names room
+    return '<div class="settings-table" markdown>\n\n' + "\n".join(lines) + "\n\n</div>"
+
+
+def _variable(name: str) -> str:
+    """A variable name that may wrap after an underscore, not in the middle of a word
+    (raw HTML, so the underscores are entities: Markdown would read `_X_` as emphasis)."""
+    parts = html.escape(name).split("_")
+    return "<code>" + "&#95;<wbr>".join(parts) + "</code>"
+
+
+CODE_LIKE = re.compile(r"(LEADFLOW_[A-Z0-9_<>]+|__[A-Z0-9_]+|\{[^{}]*\}|\[[^\[\]]*\])")
+
+
+def _prose(text: str) -> str:
+    """A description as Markdown: variable names, JSON and lists as code, so that
+    underscores are not emphasis and `{...}` is not read as attributes."""
+    pieces = re.split(r"(`[^`]*`)", text)  # what is already code stays as it is
+    return "".join(
+        piece if piece.startswith("`") else CODE_LIKE.sub(r"`\1`", piece) for piece in pieces
+    )
 
 
 def _cell(text: str) -> str:
