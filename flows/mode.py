@@ -90,6 +90,13 @@ class ModeReader:
                 self._read_at = time.monotonic()
             return self._value
 
+    async def refresh(self) -> str:
+        """Read the mode now and keep it (without the lock: a reader meanwhile is
+        answered from the cache, not made to wait for this read)."""
+        mode = await current_mode(self.settings)
+        self.remember(mode)
+        return mode
+
     def remember(self, mode: str) -> None:
         self._value, self._read_at = mode, time.monotonic()
 
@@ -103,6 +110,12 @@ _shared = ModeReader()
 async def mode_now() -> str:
     """The mode, from this process's cache (at most `MODE_TTL_SECONDS` old)."""
     return await _shared.get()
+
+
+async def refresh_mode() -> str:
+    """Read the mode now into this process's cache: a long-running process (the
+    real-time stream) does it in the background, so its leads never wait for it."""
+    return await _shared.refresh()
 
 
 def forget_mode() -> None:

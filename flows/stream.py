@@ -16,7 +16,9 @@ long-running process that takes leads one at a time) hands its accepted leads to
 - leads that arrive together are grouped: a group takes whatever is waiting when the
   engine has room, so a lone lead goes straight through and a burst becomes bulk
   calls. Groups overlap in the engine's pipeline (flows/engine.py);
-- each lead's mode is read when its group is taken (leadflow.flows.mode);
+- each lead's mode is read when its group is taken (leadflow.flows.mode), from a
+  cache the stream keeps fresh in the background (at most `MODE_TTL_SECONDS` old, as
+  anywhere else), so no lead waits for the Prefect API to say it;
 - each lead's Decision is published as an artifact after its side effects, off its
   path, a few at a time;
 - `stop()` stops taking leads, gives those in flight `drain_seconds`, and hands the
@@ -43,11 +45,12 @@ from prefect import flow
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from leadflow.flows import mode as run_modes
 from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.batch_intake import merge_rows
 from leadflow.flows.context import use_runtime
 from leadflow.flows.engine import Group, Pipeline
-from leadflow.flows.mode import mode_now
+from leadflow.flows.mode import mode_now, refresh_mode
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult, LeftToCurrentProcess
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
@@ -247,6 +250,7 @@ class LeadStream:
         current: _Handover | None = None
         async with inbox.holding():
             recovering = asyncio.create_task(self._recover_forever())
+            reading_mode = asyncio.create_task(self._keep_mode_fresh(), name="leadflow-mode")
             try:
                 while not self._stopping.is_set():
                     handover = _Handover(self)
@@ -265,11 +269,12 @@ class LeadStream:
                 if current is not None:
                     current.stop_taking.set()
                 recovering.cancel()
+                reading_mode.cancel()
                 if runs:
                     _done, late = await asyncio.wait(runs, timeout=drain)
                     for run in late:
                         run.cancel()
-                    await asyncio.gather(*runs, recovering, return_exceptions=True)
+                    await asyncio.gather(*runs, recovering, reading_mode, return_exceptions=True)
                 released = await inbox.release()
                 if released:
                     log.info("accepted leads handed back for the next start", leads=released)
@@ -377,6 +382,19 @@ class LeadStream:
                 log.info("finishing leads accepted earlier and not finished", leads=len(found))
                 self.put(found)
             await asyncio.sleep(RECOVER_EVERY_SECONDS)
+
+    async def _keep_mode_fresh(self) -> None:
+        """Read the mode every half `MODE_TTL_SECONDS`, so the cache a group's mode
+        comes from is never too old to use: a lead that arrives after a quiet spell
+        would otherwise wait for the Prefect API (a few to tens of milliseconds)."""
+        while True:
+            ttl = run_modes.MODE_TTL_SECONDS
+            if ttl > 0:  # 0: every read asks the API (tests): nothing to keep
+                try:
+                    await refresh_mode()
+                except Exception as exc:  # the leads read it themselves meanwhile
+                    log.warning("could not read the mode", error=str(exc)[:200])
+            await asyncio.sleep(ttl / 2 if ttl > 0 else 1.0)
 
     def stop(self) -> None:
         """Stop taking leads (see `run`)."""

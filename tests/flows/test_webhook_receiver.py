@@ -141,3 +141,37 @@ async def test_leads_a_dead_receiver_accepted_are_finished_by_the_next(gated) ->
 
         await until(finished)
     assert [lead.email for lead, _key in notifier.sent] == ["orphan@example.org"]
+
+
+async def test_the_mode_is_kept_fresh_in_the_background_not_read_on_a_leads_way(
+    gated, monkeypatch
+) -> None:
+    """Leads that arrive further apart than the mode's cache lasts still find it fresh:
+    the stream re-reads it in the background, so no lead's group waits for the API."""
+    import leadflow.flows.mode as modes
+
+    runtime, notifier = gated
+    notifier.gate.set()
+    readers: list[str] = []
+    read = modes.current_mode
+
+    async def reading(settings=None) -> str:
+        readers.append(asyncio.current_task().get_name())
+        return await read(settings)
+
+    monkeypatch.setattr(modes, "current_mode", reading)
+    monkeypatch.setattr(modes, "MODE_TTL_SECONDS", 0.2)
+    modes.forget_mode()
+    app = create_app(runtime)
+    async with LifespanManager(app), client(app) as http:
+        for i in range(3):
+            await asyncio.sleep(0.3)  # longer than the cache lasts
+            answer = await http.post("/leads", json={"email": f"spaced{i}@example.org"})
+            assert answer.status_code == 202
+
+        async def finished() -> bool:
+            return await runtime.inbox.counts() == {"finished": 3}
+
+        await until(finished)
+    modes.forget_mode()
+    assert len(readers) >= 3 and set(readers) == {"leadflow-mode"}
