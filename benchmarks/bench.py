@@ -402,6 +402,11 @@ class ApiRetries(logging.Handler):
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[ApiRetries]:
+        # Prefect sets its logging up when `prefect.main` is first imported (lazily,
+        # by `from prefect import flow`), which would take this handler off again:
+        # import it before the count, not during it.
+        import prefect.main  # noqa: F401
+
         logger = logging.getLogger("prefect.client")
         level = logger.level
         logger.addHandler(self)
