@@ -41,15 +41,14 @@ LEGACY_HELP = (
 def shadow(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="The current process's calls at once.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
-    batch: Annotated[
-        bool | None,
+    batch_size: Annotated[
+        int | None,
         typer.Option(
-            "--batch/--per-lead",
-            help="Chunks decided in bulk (the backlog path) or leadflow's tasks per lead "
-            "[default: chunks above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
-            show_default=False,
+            min=1, max=1000, help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
         ),
     ] = None,
 ) -> None:
@@ -86,7 +85,7 @@ def shadow(
             path=file,
             legacy=legacy,
             concurrency=concurrency,
-            batch=batch,
+            batch_size=batch_size,
         )
     )
     summary = _unless_failed(result)
@@ -194,7 +193,9 @@ def cutover(
     legacy: Annotated[
         str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Groups in flight at once.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
@@ -215,15 +216,17 @@ def cutover(
             runtime, cutover_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
         )
     )
-    summary = _unless_failed(result)
+    from leadflow.flows.summary import LeadsFailedError
+
+    summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
     out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
     table = Table(title=f"Leads from {summary.file}", title_justify="left")
     table.add_column("went to")
     table.add_column("leads", justify="right")
-    for route, count in sorted(summary.routes.items()):
+    for route, count in sorted((summary.routes or {"leadflow": summary.processed}).items()):
         table.add_row(route, str(count))
     out.print(table)
     for failure in summary.failed:
-        err.print(f"[red]failed:[/] {failure}", highlight=False)
-    if summary.failed:
+        err.print(f"[red]failed:[/] {failure.who}: {failure.branch}: {failure.reason}")
+    if summary.failed_total:
         raise typer.Exit(1)

@@ -750,6 +750,12 @@ class Pipeline:
         self._turn = asyncio.Condition()
         self._running: set[asyncio.Task] = set()
 
+    async def wait_for_room(self) -> None:
+        """Wait until a group can start at once (for a caller that decides what to
+        submit only then: a file reads the mode when its next group can start)."""
+        await self._slots.acquire()
+        self._slots.release()
+
     async def submit(self, group: Group) -> None:
         """Start `group`; waits while `in_flight` groups are in the pipeline."""
         await self._slots.acquire()

@@ -60,6 +60,16 @@ async def set_mode(mode: str) -> None:
     _shared.remember(mode)
 
 
+def needs_legacy(mode: str, legacy: str | None) -> None:
+    """A run that starts in shadow or pilot mode without the current process fails at
+    once, having done nothing."""
+    if mode in ("shadow", "pilot") and not legacy:
+        raise ModeError(
+            f"mode {mode}: the current process must be given (--legacy SPEC, or the "
+            "setting LEADFLOW_SHADOW__LEGACY); nothing was done"
+        )
+
+
 def in_pilot(lead_id: str, share: float) -> bool:
     """Whether a lead is in the pilot share: the first 8 bytes of the SHA-256 of its
     id as a number in [0, 1). The same lead lands in the same bucket in every run and

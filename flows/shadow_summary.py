@@ -1,7 +1,7 @@
 """What a shadow run of a file found, counted as its comparisons are made.
 
-A shadow run of a backlog stores its comparisons a chunk at a time and keeps none of
-them, so its summary is a running count (`ShadowTally`), not a look over a list.
+A shadow run stores its comparisons a group at a time and keeps none of them, so its
+summary is a running count (`ShadowTally`), not a look over a list.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, Field
 
 from leadflow.compare import EFFECT_FIELDS
-from leadflow.flows.files import Merged, SetAside
+from leadflow.flows.summary import Merged, SetAside
 from leadflow.intake import Rejection
 from leadflow.markdown import escape, table
 from leadflow.models import Decision

@@ -67,7 +67,7 @@ async def test_a_mode_switch_in_the_middle_of_a_file(mode_variable, make_runtime
     runtime = make_runtime(notifier=notifier)
     await set_mode("live")
     with use_runtime(runtime):
-        summary = await cutover_file(path=first_rows(tmp_path, 8), concurrency=1)
+        summary = await cutover_file(path=first_rows(tmp_path, 8), concurrency=1, batch_size=1)
     await runtime.aclose()
     assert summary.modes == ["live", "legacy"]
     assert summary.routes == {"leadflow": 3, "current process": 5}
@@ -79,7 +79,7 @@ async def test_a_failing_pilot_lead_falls_back_to_the_current_process(
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
     down = RuntimeError("notifier down")
-    notifier = MemoryNotifier(failures={"notify_team": [down] * 3})
+    notifier = MemoryNotifier(failures={"notify_team": [down] * 6})  # bulk, then each
     runtime = make_runtime(notifier=notifier, pipeline={"retries": 0})
     await set_mode("pilot")
     with use_runtime(runtime):
