@@ -461,15 +461,16 @@ async def measure_backlog(vendors_url: str, workdir: Path, sizes: dict) -> dict:
 
 
 def summarise(results: dict) -> dict:
-    """The figures in the schema of `--json`: seconds; p50 unless named."""
+    """The figures in the schema of `--json`: seconds; p50 unless named; what was
+    lost or repeated beside them (the test suite runs `--quick` and checks those)."""
+    from realtime import WAYS
+
     mem = results.get("memory", {})
 
     def ways(run: dict) -> dict:
-        return {
-            f"{way}_{q}_s": run[way][q]
-            for way in ("bound", "legacy", "realtime", "process_lead")
-            for q in ("p50", "p95", "max")
-        }
+        figures = {f"{way}_{q}_s": run[way][q] for way in WAYS for q in ("p50", "p95", "max")}
+        figures["repeated"] = sum(run[way]["repeated"] for way in WAYS)
+        return figures
 
     b = results.get("backlog")
     return {
@@ -477,7 +478,7 @@ def summarise(results: dict) -> dict:
         "burst": results.get("burst")
         and {
             key: results["burst"][key]
-            for key in ("leads", "done", "last_done_s", "rate_limited", "receiver_503")
+            for key in ("leads", "done", "last_done_s", "rate_limited", "receiver_503", "repeated")
         },
         "backlog": b
         and {
@@ -487,11 +488,17 @@ def summarise(results: dict) -> dict:
             "groups_of_1_leads_per_s": b["groups_of_1"]["leads_per_s"],
             "legacy_leads_per_s": b["legacy"]["leads_per_s"],
             "shadow_leads_per_s": b["shadow"].get("leads_per_s"),
+            "shadow_skipped": b["shadow"].get("skipped"),
+            "failed": b["groups_of_100"]["failed"] + b["groups_of_1"]["failed"],
             "rate_limited_responses": b["rate_limited_responses"],
         },
         "memory": {
             "rss_mb_20k": mem.get(20_000, {}).get("rss_mb"),
             "rss_mb_200k": mem.get(200_000, {}).get("rss_mb"),
+            "runs": {
+                str(count): {key: m[key] for key in ("leads", "failed", "rss_mb")}
+                for count, m in mem.items()
+            },
         },
     }
 
