@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
@@ -167,11 +168,53 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     """Run a command's flows; a temporary server that did not start is an error to
     act on (the message says how), not a traceback."""
     from leadflow.flows.temporary_server import ServerStartError
+    from leadflow.flows.watchdog import OrchestratorDown
 
+    started = time.time()
     try:
         return asyncio.run(work)
     except ServerStartError as exc:
         raise _fail(str(exc)) from None
+    except OrchestratorDown as exc:
+        _orchestrator_down(exc, started)
+
+
+def _orchestrator_down(exc, started: float) -> NoReturn:
+    """One line for a run whose Prefect API went away: what failed, what was done (from
+    leadflow's own records), what to run next; then out, without waiting for Prefect's
+    client to give up retrying (its background threads would hold the process)."""
+    done = _leads_done_since(started)
+    err.print(
+        f"[bold red]error:[/] {exc}; {done} leads were finished before that and are kept; "
+        "run the same command again once the Prefect API is back: it does the rest and "
+        "repeats nothing",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def _leads_done_since(started: float) -> int:
+    """Leads whose side effects were all confirmed since `started`, from the database."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(load_settings().database_url)
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return 0
+        since = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with sqlite3.connect(url.database, timeout=5) as connection:
+            (count,) = connection.execute(
+                "select count(*) from lead_decisions where done_at >= ?", (since,)
+            ).fetchone()
+        return count
+    except Exception:
+        return 0
 
 
 class _Bar:
@@ -308,11 +351,12 @@ async def run_flow(
     before it stops. Returns the flow's result (a failed run's exception, not raised),
     its run id and the trouble."""
     from leadflow.flows.temporary_server import prefect_api
+    from leadflow.flows.watchdog import watched
 
     async with prefect_api() as server:
         async with runtime.opened():
             with _progress_bar() if progress else nullcontext():
-                state = await runtime.run_flow(flow_fn, **parameters)
+                state = await watched(runtime.run_flow(flow_fn, **parameters))
                 result = await state.aresult(raise_on_failure=False)
         trouble = server.trouble() if server else None
     return result, state.state_details.flow_run_id, trouble
