@@ -213,16 +213,27 @@ class Sender:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: dict) -> tuple[int, dict[str, str], bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self._streams
         raw = json.dumps(body).encode()
-        writer.write(
+        request = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(raw)}\r\n\r\n".encode()
             + raw
         )
-        status = int((await reader.readline()).split()[1])
+        for _attempt in range(2):  # an idle connection the server closed: once more
+            if self._streams is None:
+                self._streams = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self._streams
+            writer.write(request)
+            try:
+                status_line = await reader.readline()
+            except ConnectionError:
+                status_line = b""
+            if status_line:
+                break
+            await self.close()
+        else:
+            raise RuntimeError("the receiver closed the connection without answering")
+        status = int(status_line.split()[1])
         headers = {}
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
