@@ -21,8 +21,11 @@ every way:
 - real-time path: a POST to `leadflow serve-webhook`;
 - process_lead: the manual path (a flow run per lead) in this warm process.
 
-The ways run interleaved lead by lead (their order rotating), so load on the
-machine hits all alike, one lead at a time after a warm-up.
+The bound, the old way and the real-time path run interleaved lead by lead (their
+order rotating), so load on the machine hits all alike, one lead at a time after a
+warm-up. `process_lead` runs in a pass of its own, after the burst: each of its flow
+runs keeps the Prefect server (on SQLite) busy for seconds after the lead, which would
+load the machine under the ways measured beside it.
 
 The burst: `BURST` leads POSTed at once by `BURST_CLIENTS` clients to the same
 receiver at 50 ms a call, the stub vendors limited to `VENDOR_RATE`/s and
@@ -358,7 +361,7 @@ async def burst(receiver_url: str, stub: Stub, leads: int, clients: int) -> dict
 async def measure_realtime(
     receiver_url: str, vendors_url: str, workdir: Path, sizes: dict
 ) -> dict[str, Any]:
-    """Part A: one lead at a time at each latency, then the burst."""
+    """Part A: one lead at a time at each latency, the burst, then `process_lead`."""
     from bench import environment
 
     from leadflow.app.runtime import build_runtime, prefect_clients, use_runtime
@@ -384,15 +387,18 @@ async def measure_realtime(
             async def realtime(record: dict) -> None:
                 await post_lead(posting, record)
 
-            ordered = {name: realtime if name == "realtime" else ways[name] for name in WAYS}
+            interleaved = {"bound": ways["bound"], "legacy": ways["legacy"], "realtime": realtime}
+            manual = {"process_lead": ways["process_lead"]}
+            count, warmup = sizes["one_lead"], sizes["warmup"]
             with use_runtime(runtime):
                 for latency in sizes["latencies"]:
-                    results["one_lead"].append(
-                        await one_at_a_time(
-                            ordered, stub, latency, sizes["one_lead"], sizes["warmup"]
-                        )
-                    )
-            results["burst"] = await burst(receiver_url, stub, sizes["burst"], BURST_CLIENTS)
+                    run = await one_at_a_time(interleaved, stub, latency, count, warmup)
+                    results["one_lead"].append(run)
+                results["burst"] = await burst(receiver_url, stub, sizes["burst"], BURST_CLIENTS)
+                for run in results["one_lead"]:
+                    alone = await one_at_a_time(manual, stub, run["latency_ms"], count, warmup)
+                    run["process_lead"] = alone["process_lead"]
+                    run["load_process_lead"] = alone["load"]
     finally:
         await posting.close()
         await runtime.aclose()

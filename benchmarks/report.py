@@ -57,9 +57,11 @@ def print_report(results: dict, figures: dict) -> None:
 def _one_lead_table(console: Console, run: dict) -> None:
     bound = run["bound"]
     load = " -> ".join(f"{x:.2f}" for x in run["load"])
+    manual = " -> ".join(f"{x:.2f}" for x in run.get("load_process_lead", []))
     table = Table(
         title=f"A. one lead at a time, {run['latency_ms']} ms per call, {run['leads']} leads "
-        f"each (POST or call to the last side effect answered; load {load})",
+        f"each, from the POST or call to the last side effect answered (load {load}; "
+        f"process_lead in a pass of its own, load {manual})",
         title_justify="left",
     )
     columns = ("way", "p50 ms", "p95 ms", "max ms", "p50 / bound", "p95 / bound", "repeats")
