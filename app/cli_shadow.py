@@ -163,13 +163,13 @@ def mode(
         typer.Argument(help="legacy, shadow, pilot or live; omit to show the current mode."),
     ] = None,
 ) -> None:
-    """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
-    run when it starts (`leadflow run`, the deployments, the poll, webhook leads,
-    `leadflow cutover`) and by file runs before each lead: legacy (leadflow does
-    nothing), shadow (both run, leadflow records instead of acting; the current process
-    from LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real,
-    falling back to the current process on failure), live (leadflow acts on every
-    lead). Setting `legacy` is the kill switch."""
+    """Show or set the run mode (the Prefect Variable leadflow_mode), read as leads
+    are taken in, a group at a time (`leadflow run`, the deployments, the poll, webhook
+    leads, `leadflow cutover`; `leadflow lead` once): legacy (leadflow does nothing),
+    shadow (both run, leadflow records instead of acting; the current process from
+    LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real, falling
+    back to the current process on failure), live (leadflow acts on every lead).
+    Setting `legacy` is the kill switch."""
     _quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
