@@ -45,8 +45,6 @@ docs-serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/leadflow bench --json bench.json --chart bench.svg
-	$(BIN)/python benchmarks/one_lead.py
-	$(BIN)/python benchmarks/burst.py
 
 clean:
 	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache site

@@ -578,13 +578,13 @@ def _print_outcome(outcome) -> None:
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option(help="A smaller run, under two minutes.")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller run, a few minutes at most.")] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="Write an SVG chart to this file.")] = None,
     parts: Annotated[
-        str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
+        str, typer.Option(help="Which parts: a (real time), b (backlog), c (memory).")
     ] = "abc",
     faults: Annotated[
         bool,
@@ -595,8 +595,9 @@ def bench(
     ] = False,
     leads: Annotated[int, typer.Option(help="With --faults: leads in the file.", min=10)] = 200,
 ) -> None:
-    """Measure the single-lead path, the backlog path and memory against stub vendors
-    on loopback, and print the figures (see benchmarks/bench.py and the README)."""
+    """Measure the real-time path (serve-webhook), a backlog and memory against stub
+    vendors on loopback, and print the figures against their targets (see
+    benchmarks/bench.py and the README)."""
     code = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (code / "bench.py").is_file():
         raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")

@@ -118,14 +118,16 @@ def print_shadow_summary(summary: ShadowRunSummary) -> None:
     for field, share in summary.agreement.items():
         fields.add_row(field, f"{share:.1%}", str(summary.mismatched_fields.get(field, 0)))
     out.print(fields)
-    for side, errors in (
-        ("current process", summary.control_errors),
-        ("leadflow", summary.candidate_errors),
+    for side, errors, total in (
+        ("current process", summary.control_errors, summary.control_errors_total),
+        ("leadflow", summary.candidate_errors, summary.candidate_errors_total),
     ):
         for error in errors:
             err.print(f"[red]{side} failed:[/] {error}", highlight=False)
-    if summary.set_aside:
-        out.print(f"Set aside (not compared): {len(summary.set_aside)} records")
+        if total > len(errors):
+            err.print(f"[red]{side} failed:[/] and {total - len(errors)} more", highlight=False)
+    if summary.set_aside_total:
+        out.print(f"Set aside (not compared): {summary.set_aside_total} records")
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
     out.print("Next: `leadflow report` for agreement over the window and the verdict")
 
@@ -172,13 +174,13 @@ def mode(
         typer.Argument(help="legacy, shadow, pilot or live; omit to show the current mode."),
     ] = None,
 ) -> None:
-    """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
-    run when it starts (`leadflow run`, the deployments, the poll, webhook leads,
-    `leadflow cutover`) and by file runs before each lead: legacy (leadflow does
-    nothing), shadow (both run, leadflow records instead of acting; the current process
-    from LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real,
-    falling back to the current process on failure), live (leadflow acts on every
-    lead). Setting `legacy` is the kill switch."""
+    """Show or set the run mode (the Prefect Variable leadflow_mode), read as leads
+    are taken in, a group at a time (`leadflow run`, the deployments, the poll, webhook
+    leads, `leadflow cutover`; `leadflow lead` once): legacy (leadflow does nothing),
+    shadow (both run, leadflow records instead of acting; the current process from
+    LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real, falling
+    back to the current process on failure), live (leadflow acts on every lead).
+    Setting `legacy` is the kill switch."""
     _quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
@@ -208,9 +210,16 @@ def cutover(
         int | None, typer.Option(min=1, help="Groups in flight at once.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+        ),
+    ] = None,
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
-    each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    each lead went: the current process, shadow, leadflow, or a pilot fallback. The
+    mode is read as each group of leads is taken in."""
     if not verbose:
         _quiet_prefect_console()
     from leadflow.flows.files import check_lead_file
@@ -224,7 +233,13 @@ def cutover(
 
     result, _run_id, _trouble = _run(
         run_flow(
-            runtime, cutover_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
+            runtime,
+            cutover_file,
+            progress=True,
+            path=file,
+            legacy=legacy,
+            concurrency=concurrency,
+            batch_size=batch_size,
         )
     )
     from leadflow.flows.summary import LeadsFailedError

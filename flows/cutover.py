@@ -105,7 +105,7 @@ async def route_leads(
         return [_left(lead, mode) for lead in leads]
     if mode == "live":
         return await run_group(Group(leads, rows=rows), runtime)
-    context = shadow_context(runtime, spec, settings)
+    context = shadow_context(runtime, spec, settings, baseline=False)
     await warm_up(settings)
     try:
         if mode == "shadow":
@@ -129,22 +129,27 @@ async def _pilot(
     rows: dict[str, int],
 ) -> list[LeadResult]:
     """The pilot share through leadflow for real beside the current process's
-    decision; a pilot lead leadflow fails is handed back to the current process."""
+    decision; a pilot lead leadflow fails is handed back to the current process, and
+    its failed side effects are closed, not left for `leadflow replay`."""
     share = context.settings.pilot_share
     pilot = [lead for lead in leads if in_pilot(lead.id, share)]
     if not pilot:
         return [_left(lead, "pilot") for lead in leads]
     limit = context.settings.timeout_seconds
 
-    async def leadflow() -> tuple[dict[str, LeadResult], float]:
+    async def leadflow() -> tuple[dict[str, Any], float]:
         began = time.perf_counter()
-        with use_runtime(live), in_mode("pilot"):
-            results = await run_group(Group(pilot, rows=rows), live)
-        ms = (time.perf_counter() - began) * 1000
-        return {result.lead_id: result for result in results}, ms
+        try:
+            with use_runtime(live), in_mode("pilot"):
+                results = await run_group(Group(pilot, rows=rows), live)
+            answers: dict[str, Any] = {result.lead_id: result for result in results}
+        except Exception as exc:  # the engine's own failure (its database): all handed back
+            log.warning("pilot group failed in leadflow", error=f"{type(exc).__name__}: {exc}")
+            answers = dict.fromkeys((lead.id for lead in pilot), exc)
+        return answers, (time.perf_counter() - began) * 1000
 
     controls, (ours, ms) = await asyncio.gather(context.controls(pilot, raw), leadflow())
-    records, by_id = [], {}
+    records, by_id, handed_back = [], {}, []
     for lead in pilot:
         result = ours[lead.id]
         if isinstance(result, AlreadyDone):  # leadflow finished it in an earlier run
@@ -162,7 +167,9 @@ async def _pilot(
         else:
             log.warning("pilot lead handed back to the current process", lead_id=lead.id)
             by_id[lead.id] = _left(lead, "pilot", "fallback")
+            handed_back.append(lead.id)
     await ComparisonStore(context.settings.database_url).add_many(records)
+    await live.failed_effects.hand_back(handed_back)
     return [by_id.get(lead.id) or _left(lead, "pilot") for lead in leads]
 
 

@@ -5,12 +5,15 @@ leadflow (the candidate) runs the group through the one engine (flows/engine.py)
 with every side-effecting adapter replaced by a recorder (integrations/recorders.py):
 nothing reaches the CRM, the notifier or the event sink, and leadflow's round robin,
 decisions and once-only claims live in the shadow database, apart from the live
-ones. Either side may raise or hang: that is recorded for the lead (with the timeout
+ones, the decisions and claims under a scope of the run's and the group's own: each
+group is decided afresh, so a lead that comes again in the same run (a webhook sent
+twice) is compared again rather than answered as done. Either side may raise or
+hang: that is recorded for the lead (with the timeout
 `LEADFLOW_SHADOW__TIMEOUT_SECONDS`) and never reaches the other side. Both durations
 are measured (a lead of a group takes its group's time on leadflow's side). Each
-lead's comparison goes to the comparison store; the first
-`LEADFLOW_SHADOW__BASELINE_SAMPLE` leads are also decided a second time by the
-control, to measure its own noise.
+lead's comparison goes to the comparison store; in `shadow_file` and `shadow_lead`
+the first `LEADFLOW_SHADOW__BASELINE_SAMPLE` leads are also decided a second time by
+the control, to measure its own noise.
 
 `shadow_file` streams a file as `process_file` does and shadows it a group at a time,
 storing and counting each group's comparisons as it ends (memory stays flat);
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,6 +51,7 @@ from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
+from leadflow.integrations.wiring import Adapters
 from leadflow.logging import get_logger
 from leadflow.models import Decision, Lead, LeadOutcome, StepTiming
 from leadflow.once import OnceStore
@@ -112,6 +117,7 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
+    live_adapters: Adapters  # what the recorders stand in for (the CRM's reads pass)
     calls: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     baseline_left: int = 0
 
@@ -169,6 +175,14 @@ class ShadowContext:
         sides = await asyncio.gather(*(one(lead) for lead in leads))
         return {lead.id: side for lead, side in zip(leads, sides, strict=True)}
 
+    def for_group(self) -> Runtime:
+        """The shadow runtime for one group: recorders and decisions under a scope of
+        the group's own (see the module docstring)."""
+        scope = f"{self.run_id}/{uuid.uuid4().hex[:12]}"
+        adapters = shadowed(self.live_adapters, self.journal, scope, look_up=self.settings.look_up)
+        decisions = DecisionStore(self.settings.database_url, f"shadow:{scope}")
+        return dataclasses.replace(self.runtime, adapters=adapters, decisions=decisions)
+
     def take_baseline(self, leads: Sequence[Lead]) -> list[Lead]:
         """The leads of this group decided a second time by the control (the first
         `baseline_sample` of the run)."""
@@ -201,7 +215,7 @@ async def compare_group(
     limit = context.settings.timeout_seconds
     with in_mode("shadow"):
         controls, (answers, ms) = await asyncio.gather(
-            context.controls(leads, raw), candidates(leads, context.runtime, limit)
+            context.controls(leads, raw), candidates(leads, context.for_group(), limit)
         )
     twice = context.take_baseline(leads)
     again = await context.controls(twice, raw) if twice else {}
@@ -219,8 +233,12 @@ async def compare_group(
     return records
 
 
-def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
-    """What the leads of one run compared with the current process `spec` share."""
+def shadow_context(
+    live: Runtime, spec: str, settings: ShadowSettings, *, baseline: bool = True
+) -> ShadowContext:
+    """What the leads of one run compared with the current process `spec` share.
+    `baseline`: the run's first leads are decided twice by the current process (not
+    for leads routed by the mode: each group would ask it twice again)."""
     run_id = str(flow_run.id or f"local-{time.time_ns()}")
     journal = Journal()
     return ShadowContext(
@@ -230,8 +248,9 @@ def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> Shadow
         runtime=shadow_runtime(live, journal, run_id, settings),
         journal=journal,
         settings=settings,
+        live_adapters=live.adapters,
         calls=asyncio.Semaphore(live.settings.pipeline.concurrency),
-        baseline_left=settings.baseline_sample,
+        baseline_left=settings.baseline_sample if baseline else 0,
     )
 
 
@@ -240,11 +259,15 @@ def shadow_runtime(
 ) -> Runtime:
     """leadflow as configured, with recorders for side effects, and every store in the
     shadow database under this run's scope: nothing done in a shadow run is ever taken
-    for something done for real."""
+    for something done for real. Its settings name the shadow database too: the
+    engine stores a decision and claims its side effects in one transaction on the
+    runtime's database (the adapters were built already: the CRM's reads still reach
+    the live one)."""
     url = settings.database_url
     lease = timedelta(seconds=live.settings.pipeline.claim_lease_seconds)
     return dataclasses.replace(
         live,
+        settings=live.settings.model_copy(update={"database_url": url}),
         adapters=shadowed(live.adapters, journal, run_id, look_up=settings.look_up),
         assigner=Assigner(live.rules.assignment, url),
         decisions=DecisionStore(url, f"shadow:{run_id}"),
@@ -254,10 +277,16 @@ def shadow_runtime(
     )
 
 
+_prepared: set[str] = set()
+
+
 async def warm_up(settings: ShadowSettings) -> None:
     """Prepare the shadow database's schema before the first leads start, so the first
-    leads' timings (and timeouts) are not spent on it."""
-    await prepare_schema(settings.database_url)
+    leads' timings (and timeouts) are not spent on it; once per database and process
+    (the mode routes each group here, and preparing takes the write lock)."""
+    if settings.database_url not in _prepared:
+        await prepare_schema(settings.database_url)
+        _prepared.add(settings.database_url)
 
 
 @flow(name="shadow-file")

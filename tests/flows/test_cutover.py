@@ -12,6 +12,7 @@ from prefect.variables import Variable
 
 import leadflow.flows.mode
 from leadflow.app.runtime import use_runtime
+from leadflow.failed_effects import HANDED_BACK
 from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
 from leadflow.flows.report import shadow_report
 from leadflow.shadow_settings import ShadowSettings
@@ -84,6 +85,10 @@ async def test_a_failing_pilot_lead_falls_back_to_the_current_process(
     await set_mode("pilot")
     with use_runtime(runtime):
         summary = await cutover_file(path=first_rows(tmp_path, 3), legacy=LEGACY)
+    # handed back: the current process notifies; `leadflow replay` must not as well
+    handed_back = await runtime.failed_effects.all()
+    assert [(f.branch, f.status) for f in handed_back] == [("notify_team", HANDED_BACK)] * 3
+    assert await runtime.failed_effects.open() == []
     await runtime.aclose()
     assert summary.routes == {"fallback": 3}
     stored = await ComparisonStore(ShadowSettings().database_url).in_window(

@@ -20,6 +20,7 @@ from leadflow.flows.summary import LeftToCurrentProcess
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.models import Decision
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
@@ -273,3 +274,100 @@ async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch
     assert live.decision.tier and await effects.counts() == (1, 1, 1)
     assert "mode:legacy" in legacy_tags and "mode:shadow" in shadow_tags
     assert "mode:live" in live_tags
+
+
+@pytest.fixture
+def counted_legacy(monkeypatch):
+    """The example current process, importable as python:shadow_counted_legacy:decide,
+    counting the records it is asked about; its round robin starts afresh."""
+    import sys
+    import types
+    from collections import Counter
+
+    from examples.legacy import process
+
+    monkeypatch.setattr(process, "_credit", {})
+    module = types.ModuleType("shadow_counted_legacy")
+    module.asked = Counter()
+
+    def decide(record):
+        module.asked[record["email"]] += 1
+        return process.decide(record)
+
+    module.decide = decide
+    monkeypatch.setitem(sys.modules, "shadow_counted_legacy", module)
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", "python:shadow_counted_legacy:decide")
+    return module
+
+
+async def test_shadow_mode_asks_the_current_process_once_per_lead_and_again_when_it_comes_again(
+    make_runtime, tmp_path, counted_legacy
+):
+    """Leads routed by the mode (a group at a time, as the receiver and the files do):
+    the current process is asked once per lead (the noise baseline is `leadflow
+    shadow`'s, not every group's), and a lead that comes again in the same run (a
+    webhook sent twice) is compared again, decided afresh, not failed."""
+    from prefect import flow
+
+    from leadflow.flows.batch_intake import StreamedIntake
+    from leadflow.flows.cutover import route_leads
+    from leadflow.flows.files import open_contents
+
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    piece = StreamedIntake(open_contents(first_rows(tmp_path, 3), runtime)).whole()
+
+    @flow
+    async def twice() -> list:
+        first = await route_leads(runtime, piece.leads, piece.rows, "shadow")
+        return first + await route_leads(runtime, piece.leads, piece.rows, "shadow")
+
+    with use_runtime(runtime):
+        results = await twice()
+    await runtime.aclose()
+    assert [(r.route, r.mode) for r in results] == [("shadow", "shadow")] * 6
+    assert sorted(counted_legacy.asked.values()) == [2, 2, 2]
+    compared = await stored()
+    assert [r.kind for r in compared] == ["shadow"] * 6  # no baseline
+    assert len({r.run_id for r in compared}) == 1
+    assert all(r.candidate and r.candidate_error is None for r in compared)
+    assert all(set(r.intended) == {"crm", "notify", "event"} for r in compared)
+    assert await effects.counts() == (0, 0, 0)
+
+
+async def test_shadow_mode_in_groups_of_one_and_of_100_gives_the_same_comparisons(
+    make_runtime, tmp_path, monkeypatch, counted_legacy
+):
+    """The same file in shadow mode (process-file, the mode routing each group),
+    a group per lead and one group of all, each from a fresh shadow database: the
+    same decisions on both sides, the same comparisons, the same intended effects."""
+    from examples.legacy import process
+
+    def plain(decision) -> dict:
+        return decision.model_dump(mode="json", include=set(Decision.COMPARED_FIELDS))
+
+    await set_mode("shadow")
+    compared = {}
+    for size in (1, 100):
+        url = f"sqlite+aiosqlite:///{tmp_path}/shadow-{size}.db"
+        monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", url)
+        monkeypatch.setattr(process, "_credit", {})
+        runtime = make_runtime()
+        with use_runtime(runtime):
+            summary = await process_file(path=first_rows(tmp_path, 30), batch_size=size)
+        await runtime.aclose()
+        assert summary.routes == {"shadow": 30 - len(summary.merged) - summary.set_aside_total}
+        assert summary.groups == (summary.routes["shadow"] if size == 1 else 1)
+        compared[size] = {
+            r.lead_id: (
+                r.outcome.value,
+                sorted(r.comparison.mismatched_fields),
+                plain(r.control),
+                plain(r.candidate),
+                {e: {k: v for k, v in d.items() if k != "due_at"} for e, d in r.intended.items()},
+            )
+            for r in await stored("shadow")
+        }
+    assert len(compared[1]) == summary.routes["shadow"] > 20
+    assert compared[1] == compared[100]
+    assert any(mismatched for _o, mismatched, *_ in compared[1].values())  # the example's

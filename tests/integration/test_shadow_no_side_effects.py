@@ -13,9 +13,12 @@ from leadflow.flows.files import process_file
 from leadflow.flows.shadow import shadow_file
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
+from leadflow.once import side_effect_claims
+from leadflow.stores.decisions import lead_decisions
 from tests.conftest import EXAMPLES
 
 SEEDED_CONTACTS = 3
+table_rows = {lead_decisions: 12, side_effect_claims: 3 * 12}  # a decision, three claims each
 
 
 async def _count(url: str, table: sa.Table) -> int:
@@ -39,6 +42,11 @@ async def test_a_shadow_run_sends_nothing_and_writes_nothing(
     assert await _count(url, contacts) == SEEDED_CONTACTS  # the seed only: no upsert
     assert await _count(url, lead_events) == 0
     assert not (tmp_path / "outbox.jsonl").exists()
+    # leadflow's own records of the shadow run (its decisions, its once-only claims)
+    # are the shadow database's: the live one holds none, not even under another scope
+    shadow = f"sqlite+aiosqlite:///{tmp_path}/s.db"
+    for table in (lead_decisions, side_effect_claims):
+        assert (await _count(url, table), await _count(shadow, table)) == (0, table_rows[table])
 
     # The same leads for real reach all three, so the counts above could have moved.
     await process_file(path=leads)
