@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 
 # Offline machines: keep the Prefect server from reporting telemetry errors.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# mkdocs-material prints a banner about its future on every build; the build is offline.
+export NO_MKDOCS_2_WARNING ?= 1
 
 .PHONY: run test lint docs docs-serve bench clean shadow
 
