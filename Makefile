@@ -37,9 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, a
-# missing page or a reference that no longer matches the code fails the build.
+# missing page or a reference that no longer matches the code fails the build (not
+# --quiet: it hides the warnings that --strict counts, and a broken link would pass).
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	$(BIN)/mkdocs build --strict
 
 # The site on http://127.0.0.1:8000, rebuilt as docs/ changes.
 docs-serve: $(STAMP)
