@@ -131,20 +131,16 @@ class _WithoutTraceback(logging.Formatter):
 
 
 def settings_classes() -> list[type]:
-    """Every settings class that reads LEADFLOW_* variables: leadflow's, shadow mode's
-    the receiver's, the real-time stream's and every adapter's (plug-ins included)."""
+    """Every settings class that reads LEADFLOW_* variables, once each: leadflow's,
+    shadow mode's, the receiver's, the real-time stream's and every adapter's
+    (plug-ins included)."""
     from leadflow.flows.stream import StreamSettings
     from leadflow.flows.webhook_app import ReceiverSettings
     from leadflow.integrations.registry import adapter_settings_classes
     from leadflow.shadow_settings import ShadowSettings
 
-    return [
-        Settings,
-        ShadowSettings,
-        ReceiverSettings,
-        StreamSettings,
-        *adapter_settings_classes(),
-    ]
+    found = [Settings, ShadowSettings, ReceiverSettings, StreamSettings]
+    return list(dict.fromkeys([*found, *adapter_settings_classes()]))
 
 
 def _warn_about_unknown_variables() -> None:

@@ -10,7 +10,7 @@ long-running process that takes leads one at a time) hands its accepted leads to
   receiver answered; at start the stream also takes the unfinished leads of holders
   that are gone (a killed receiver), and looks again every minute;
 - they run inside a `lead-stream` flow run that lasts up to
-  `LEADFLOW_STREAM__ROLL_SECONDS` or `ROLL_LEADS`, then hands over to the next one
+  `LEADFLOW_STREAM_ROLL_SECONDS` or `_ROLL_LEADS`, then hands over to the next one
   (the next run starts and takes over before the last one stops taking leads, so no
   lead waits for a flow run to be created), keeping the UI readable;
 - leads that arrive together are grouped: a group takes whatever is waiting when the
