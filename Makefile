@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 
 # Offline machines: keep the Prefect server from reporting telemetry errors.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# mkdocs-material prints a banner about its future on every build; the build is offline.
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test lint bench clean shadow
+.PHONY: run test lint docs docs-serve bench clean shadow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,17 +29,25 @@ shadow: $(STAMP)
 	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide; \
 	  status=$$?; $(BIN)/leadflow report && exit $$status
 
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, a
+# missing page or a reference that no longer matches the code fails the build (not
+# --quiet: it hides the warnings that --strict counts, and a broken link would pass).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# The site on http://127.0.0.1:8000, rebuilt as docs/ changes.
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
 bench: $(STAMP)
 	$(BIN)/leadflow bench --json bench.json --chart bench.svg
-	$(BIN)/python benchmarks/one_lead.py
-	$(BIN)/python benchmarks/burst.py
 
 clean:
-	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache
+	rm -rf $(VENV) .leadflow .pytest_cache .ruff_cache site

@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
@@ -130,20 +131,16 @@ class _WithoutTraceback(logging.Formatter):
 
 
 def settings_classes() -> list[type]:
-    """Every settings class that reads LEADFLOW_* variables: leadflow's, shadow mode's
-    the receiver's, the real-time stream's and every adapter's (plug-ins included)."""
+    """Every settings class that reads LEADFLOW_* variables, once each: leadflow's,
+    shadow mode's, the receiver's, the real-time stream's and every adapter's
+    (plug-ins included)."""
     from leadflow.flows.stream import StreamSettings
     from leadflow.flows.webhook_app import ReceiverSettings
     from leadflow.integrations.registry import adapter_settings_classes
     from leadflow.shadow_settings import ShadowSettings
 
-    return [
-        Settings,
-        ShadowSettings,
-        ReceiverSettings,
-        StreamSettings,
-        *adapter_settings_classes(),
-    ]
+    found = [Settings, ShadowSettings, ReceiverSettings, StreamSettings]
+    return list(dict.fromkeys([*found, *adapter_settings_classes()]))
 
 
 def _warn_about_unknown_variables() -> None:
@@ -167,11 +164,53 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     """Run a command's flows; a temporary server that did not start is an error to
     act on (the message says how), not a traceback."""
     from leadflow.flows.temporary_server import ServerStartError
+    from leadflow.flows.watchdog import OrchestratorDown
 
+    started = time.time()
     try:
         return asyncio.run(work)
     except ServerStartError as exc:
         raise _fail(str(exc)) from None
+    except OrchestratorDown as exc:
+        _orchestrator_down(exc, started)
+
+
+def _orchestrator_down(exc, started: float) -> NoReturn:
+    """One line for a run whose Prefect API went away: what failed, what was done (from
+    leadflow's own records), what to run next; then out, without waiting for Prefect's
+    client to give up retrying (its background threads would hold the process)."""
+    done = _leads_done_since(started)
+    err.print(
+        f"[bold red]error:[/] {exc}; {done} leads were finished before that and are kept; "
+        "run the same command again once the Prefect API is back: it does the rest and "
+        "repeats nothing",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def _leads_done_since(started: float) -> int:
+    """Leads whose side effects were all confirmed since `started`, from the database."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(load_settings().database_url)
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return 0
+        since = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with sqlite3.connect(url.database, timeout=5) as connection:
+            (count,) = connection.execute(
+                "select count(*) from lead_decisions where done_at >= ?", (since,)
+            ).fetchone()
+        return count
+    except Exception:
+        return 0
 
 
 class _Bar:
@@ -197,7 +236,7 @@ def run(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Groups in flight at once [default: LEADFLOW_PIPELINE__CONCURRENCY]."
+            min=1, help="Groups in flight at once.", show_default="LEADFLOW_PIPELINE__CONCURRENCY"
         ),
     ] = None,
     strict: Annotated[
@@ -220,8 +259,8 @@ def run(
         typer.Option(
             min=1,
             max=1000,
-            help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]; the decisions "
-            "are the same whatever the size.",
+            show_default="LEADFLOW_PIPELINE__BATCH_SIZE",
+            help="Leads per group; the decisions are the same whatever the size.",
         ),
     ] = None,
 ) -> None:
@@ -308,11 +347,12 @@ async def run_flow(
     before it stops. Returns the flow's result (a failed run's exception, not raised),
     its run id and the trouble."""
     from leadflow.flows.temporary_server import prefect_api
+    from leadflow.flows.watchdog import watched
 
     async with prefect_api() as server:
         async with runtime.opened():
             with _progress_bar() if progress else nullcontext():
-                state = await runtime.run_flow(flow_fn, **parameters)
+                state = await watched(runtime.run_flow(flow_fn, **parameters))
                 result = await state.aresult(raise_on_failure=False)
         trouble = server.trouble() if server else None
     return result, state.state_details.flow_run_id, trouble
@@ -540,13 +580,13 @@ def _print_outcome(outcome) -> None:
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option(help="A smaller run, under two minutes.")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller run, a few minutes at most.")] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="Write an SVG chart to this file.")] = None,
     parts: Annotated[
-        str, typer.Option(help="Which parts: a (one lead), b (backlog), c (memory).")
+        str, typer.Option(help="Which parts: a (real time), b (backlog), c (memory).")
     ] = "abc",
     faults: Annotated[
         bool,
@@ -557,8 +597,9 @@ def bench(
     ] = False,
     leads: Annotated[int, typer.Option(help="With --faults: leads in the file.", min=10)] = 200,
 ) -> None:
-    """Measure the single-lead path, the backlog path and memory against stub vendors
-    on loopback, and print the figures (see benchmarks/bench.py and the README)."""
+    """Measure the real-time path (serve-webhook), a backlog and memory against stub
+    vendors on loopback, and print the figures against their targets (see
+    benchmarks/bench.py and the README)."""
     code = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (code / "bench.py").is_file():
         raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
@@ -602,7 +643,9 @@ def adapters() -> None:
 def serve(
     poll_interval: Annotated[
         float | None,
-        typer.Option(min=1, help="Seconds between polls [default: the prefect.yaml schedule]."),
+        typer.Option(
+            min=1, help="Seconds between polls.", show_default="the prefect.yaml schedule"
+        ),
     ] = None,
 ) -> None:
     """Serve the deployments of deployments/prefect.yaml from this process, schedules

@@ -41,15 +41,17 @@ LEGACY_HELP = (
 def shadow(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="The current process's calls at once.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
-    batch: Annotated[
-        bool | None,
+    batch_size: Annotated[
+        int | None,
         typer.Option(
-            "--batch/--per-lead",
-            help="Chunks decided in bulk (the backlog path) or leadflow's tasks per lead "
-            "[default: chunks above LEADFLOW_PIPELINE__BATCH_THRESHOLD records].",
-            show_default=False,
+            min=1,
+            max=1000,
+            help="Leads per group.",
+            show_default="LEADFLOW_PIPELINE__BATCH_SIZE",
         ),
     ] = None,
 ) -> None:
@@ -86,7 +88,7 @@ def shadow(
             path=file,
             legacy=legacy,
             concurrency=concurrency,
-            batch=batch,
+            batch_size=batch_size,
         )
     )
     summary = _unless_failed(result)
@@ -116,23 +118,33 @@ def print_shadow_summary(summary: ShadowRunSummary) -> None:
     for field, share in summary.agreement.items():
         fields.add_row(field, f"{share:.1%}", str(summary.mismatched_fields.get(field, 0)))
     out.print(fields)
-    for side, errors in (
-        ("current process", summary.control_errors),
-        ("leadflow", summary.candidate_errors),
+    for side, errors, total in (
+        ("current process", summary.control_errors, summary.control_errors_total),
+        ("leadflow", summary.candidate_errors, summary.candidate_errors_total),
     ):
         for error in errors:
             err.print(f"[red]{side} failed:[/] {error}", highlight=False)
-    if summary.set_aside:
-        out.print(f"Set aside (not compared): {len(summary.set_aside)} records")
+        if total > len(errors):
+            err.print(f"[red]{side} failed:[/] and {total - len(errors)} more", highlight=False)
+    if summary.set_aside_total:
+        out.print(f"Set aside (not compared): {summary.set_aside_total} records")
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
     out.print("Next: `leadflow report` for agreement over the window and the verdict")
 
 
 @app.command()
 def report(
-    days: Annotated[int | None, typer.Option(min=1, help="Window in days [default: 14].")] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Window in days.", show_default="LEADFLOW_SHADOW__WINDOW_DAYS"),
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the HTML and CSV [.leadflow/reports].")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the HTML and CSV.",
+            show_default="LEADFLOW_SHADOW__REPORT_DIR",
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
 ) -> None:
@@ -162,13 +174,13 @@ def mode(
         typer.Argument(help="legacy, shadow, pilot or live; omit to show the current mode."),
     ] = None,
 ) -> None:
-    """Show or set the run mode (the Prefect Variable leadflow_mode), read by every
-    run when it starts (`leadflow run`, the deployments, the poll, webhook leads,
-    `leadflow cutover`) and by file runs before each lead: legacy (leadflow does
-    nothing), shadow (both run, leadflow records instead of acting; the current process
-    from LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real,
-    falling back to the current process on failure), live (leadflow acts on every
-    lead). Setting `legacy` is the kill switch."""
+    """Show or set the run mode (the Prefect Variable leadflow_mode), read as leads
+    are taken in, a group at a time (`leadflow run`, the deployments, the poll, webhook
+    leads, `leadflow cutover`; `leadflow lead` once): legacy (leadflow does nothing),
+    shadow (both run, leadflow records instead of acting; the current process from
+    LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real, falling
+    back to the current process on failure), live (leadflow acts on every lead).
+    Setting `legacy` is the kill switch."""
     _quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
@@ -194,11 +206,20 @@ def cutover(
     legacy: Annotated[
         str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Leads in flight at once.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Groups in flight at once.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Leads per group [default: LEADFLOW_PIPELINE__BATCH_SIZE]."
+        ),
+    ] = None,
 ) -> None:
     """Process FILE the way the current mode (`leadflow mode`) says, and print where
-    each lead went: the current process, shadow, leadflow, or a pilot fallback."""
+    each lead went: the current process, shadow, leadflow, or a pilot fallback. The
+    mode is read as each group of leads is taken in."""
     if not verbose:
         _quiet_prefect_console()
     from leadflow.flows.files import check_lead_file
@@ -212,18 +233,26 @@ def cutover(
 
     result, _run_id, _trouble = _run(
         run_flow(
-            runtime, cutover_file, progress=True, path=file, legacy=legacy, concurrency=concurrency
+            runtime,
+            cutover_file,
+            progress=True,
+            path=file,
+            legacy=legacy,
+            concurrency=concurrency,
+            batch_size=batch_size,
         )
     )
-    summary = _unless_failed(result)
+    from leadflow.flows.summary import LeadsFailedError
+
+    summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
     out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
     table = Table(title=f"Leads from {summary.file}", title_justify="left")
     table.add_column("went to")
     table.add_column("leads", justify="right")
-    for route, count in sorted(summary.routes.items()):
+    for route, count in sorted((summary.routes or {"leadflow": summary.processed}).items()):
         table.add_row(route, str(count))
     out.print(table)
     for failure in summary.failed:
-        err.print(f"[red]failed:[/] {failure}", highlight=False)
-    if summary.failed:
+        err.print(f"[red]failed:[/] {failure.who}: {failure.branch}: {failure.reason}")
+    if summary.failed_total:
         raise typer.Exit(1)

@@ -487,24 +487,32 @@ async def _claims_for(group: Group, keys: list[EffectKey], runtime: Runtime) -> 
 async def _record(
     runtime: Runtime, token: str, done: list[EffectKey], failed: dict[EffectKey, BaseException]
 ) -> bool:
-    """Mark the answered claims, waiting out a busy database (up to
-    `record_timeout_seconds`). False if it could not: the side effects were sent, so
-    they are not failed; their claims expire and the next run confirms them under the
-    same keys."""
+    """Mark the answered claims. False if the database stayed busy too long: the side
+    effects were sent, so they are not failed; their claims expire and the next run
+    confirms them under the same keys."""
+    reasons = {k: _reason(e) for k, e in failed.items()}
+    return await durably(
+        runtime, "record side effects", runtime.once.finish, token, done=done, failed=reasons
+    )
+
+
+async def durably(
+    runtime: Runtime, what: str, write: Callable[..., Awaitable[Any]], *args, **kwargs
+) -> bool:
+    """A write of what already happened, waiting out a busy (locked) database for up
+    to `LEADFLOW_PIPELINE__RECORD_TIMEOUT_SECONDS`. False if it could not be written:
+    the caller reports the lead as not yet confirmed, never as failed."""
     deadline = time.monotonic() + runtime.settings.pipeline.record_timeout_seconds
     pause = 0.5
     while True:
         try:
-            await runtime.once.finish(
-                token, done=done, failed={k: _reason(e) for k, e in failed.items()}
-            )
+            await write(*args, **kwargs)
             return True
         except OperationalError as exc:
             if time.monotonic() + pause > deadline:
-                log.warning(
-                    "could not record side effects", error=str(exc.orig)[:200], sent=len(done)
-                )
+                log.warning(f"could not {what}", error=str(exc.orig)[:200])
                 return False
+            log.info(f"database busy; waiting to {what}", error=str(exc.orig)[:200])
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -687,8 +695,8 @@ async def settle(group: Group, runtime: Runtime) -> None:
             )
             for b, r in failed.items()
         ]
-    await runtime.decisions.mark_done(finished)
-    await runtime.failed_effects.record(failures)
+    await durably(runtime, "mark leads done", runtime.decisions.mark_done, finished)
+    await durably(runtime, "keep failed side effects", runtime.failed_effects.record, failures)
     results = group.results()
     with about(group):
         for result in results:
@@ -749,6 +757,12 @@ class Pipeline:
         self._decided = 0
         self._turn = asyncio.Condition()
         self._running: set[asyncio.Task] = set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until a group can start at once (for a caller that decides what to
+        submit only then: a file reads the mode when its next group can start)."""
+        await self._slots.acquire()
+        self._slots.release()
 
     async def submit(self, group: Group) -> None:
         """Start `group`; waits while `in_flight` groups are in the pipeline."""

@@ -39,12 +39,13 @@ from leadflow.flows.artifacts import publish_leads
 from leadflow.flows.batch_intake import Piece, StreamedIntake
 from leadflow.flows.context import current_runtime
 from leadflow.flows.engine import Group, Pipeline
-from leadflow.flows.mode import mode_now, start_run
+from leadflow.flows.mode import mode_now, needs_legacy, start_run
 from leadflow.flows.naming import file_run_name
 from leadflow.flows.summary import FileRunSummary, LeadResult, LeadsFailedError, RunTally
 from leadflow.integrations.file_source import SUFFIXES, FileStream, open_file
 from leadflow.logging import get_logger
 from leadflow.models import Lead
+from leadflow.shadow_settings import ShadowSettings
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
@@ -103,7 +104,7 @@ async def process_file(
             LEADFLOW_PIPELINE__CONCURRENCY setting (8 by default).
     """
     runtime = current_runtime()
-    await start_run()
+    needs_legacy(await start_run(), ShadowSettings().legacy)
     summary = await run_file(runtime, Path(path), batch_size=batch_size, concurrency=concurrency)
     await acreate_markdown_artifact(
         key="process-file-summary", markdown=summary.as_markdown(), description=str(path)
@@ -128,8 +129,10 @@ async def run_file(
     *,
     batch_size: int | None = None,
     concurrency: int | None = None,
+    legacy: str | None = None,
 ) -> FileRunSummary:
-    """The pipeline over a file, inside the current flow run (see the module docstring)."""
+    """The pipeline over a file, inside the current flow run (see the module docstring).
+    `legacy`: the current process for leads the mode routes (default the setting)."""
     started = time.perf_counter()
     settings = runtime.settings.pipeline
     size = batch_size or settings.batch_size
@@ -148,7 +151,7 @@ async def run_file(
         table.add(group, results)
 
     pipeline = Pipeline(runtime, in_flight=concurrency or settings.concurrency, on_done=done)
-    reading = asyncio.create_task(_read(runtime, intake, size, pipeline, tally))
+    reading = asyncio.create_task(_read(runtime, intake, size, pipeline, tally, legacy))
     try:
         await reading
         await pipeline.drain()
@@ -168,7 +171,12 @@ async def run_file(
 
 
 async def _read(
-    runtime: Runtime, intake: StreamedIntake, size: int, pipeline: Pipeline, tally: RunTally
+    runtime: Runtime,
+    intake: StreamedIntake,
+    size: int,
+    pipeline: Pipeline,
+    tally: RunTally,
+    legacy: str | None,
 ) -> None:
     """Read the file a piece at a time (in a worker thread), set aside the bad
     records, and hand each piece's leads to the engine, or where the mode sends them."""
@@ -181,18 +189,24 @@ async def _read(
         if not piece.leads:
             continue
         number += 1
+        await pipeline.wait_for_room()  # the mode as it is when the group can start
         mode = await mode_now()
+        tally.saw(mode)
         if mode == "live":
             await pipeline.submit(Group(piece.leads, number=number, rows=piece.positions))
         else:
-            tally.add(await route_piece(runtime, piece, mode))
+            tally.add(await route_piece(runtime, piece, mode, legacy))
 
 
-async def route_piece(runtime: Runtime, piece: Piece, mode: str) -> list[LeadResult]:
+async def route_piece(
+    runtime: Runtime, piece: Piece, mode: str, legacy: str | None = None
+) -> list[LeadResult]:
     """The leads of a piece taken in while the mode is not `live` (flows/cutover.py)."""
     from leadflow.flows.cutover import route_leads  # it builds on this module
 
-    return await route_leads(runtime, piece.leads, piece.rows, mode, rows=piece.positions)
+    return await route_leads(
+        runtime, piece.leads, piece.rows, mode, rows=piece.positions, legacy=legacy
+    )
 
 
 class _LeadsTable:

@@ -14,9 +14,11 @@ server:
 (LEADFLOW_LIMITS__<ADAPTER>__CONCURRENCY / __PER_SECOND). The tasks that call a
 vendor hold `vendor_limit(adapter)` around the call. Prefect's `concurrency()` and
 `rate_limit()` do nothing for a limit the server does not have, so `vendor_limit`
-looks the limits up first (again a minute later, for a long-running process) and
-logs once per process when an adapter has none: silence would look like a limit in
-force.
+looks the limits up first and logs once per process when an adapter has none:
+silence would look like a limit in force. A long-running process looks again a
+minute later, in the background: the call that finds the answer a minute old goes
+ahead on it instead of waiting for the API (on a lead's path, the look-ups of three
+side effects' vendors cost tens of milliseconds).
 
 The side-effect tasks of an adapter with limits in the settings also carry a
 `vendor:<name>` tag (flows/lead.py), so the runs of one vendor can be found in the UI.
@@ -91,7 +93,8 @@ async def apply_limits(settings: Settings) -> list[AppliedLimit]:
 
 
 class _Known:
-    """Which limits exist on the server, looked up at most once a minute per name."""
+    """Which limits exist on the server: looked up on first use, then again in the
+    background once the answer is a minute old."""
 
     def __init__(self) -> None:
         self.checked: dict[str, tuple[float, bool]] = {}
@@ -101,6 +104,7 @@ class _Known:
         self.locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        self._refreshing: dict[str, asyncio.Task] = {}
 
     def _fresh(self, name: str) -> bool | None:
         seen = self.checked.get(name)
@@ -109,22 +113,43 @@ class _Known:
         return None
 
     async def exists(self, name: str) -> bool:
-        known = self._fresh(name)
-        if known is not None:
-            return known
+        seen = self.checked.get(name)
+        if seen is not None:
+            if self._fresh(name) is None:
+                self._refresh_later(name)
+            return seen[1]
         lock = self.locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
         async with lock:
-            known = self._fresh(name)
-            if known is not None:
-                return known
+            if name not in self.checked:
+                await self._look_up(name)
+            return self.checked[name][1]
+
+    async def _look_up(self, name: str) -> None:
+        try:
+            async with get_client() as client:
+                limit = await client.read_global_concurrency_limit_by_name(name)
+            found = bool(limit.active)
+        except ObjectNotFound:
+            found = False
+        self.checked[name] = (time.monotonic(), found)
+
+    def _refresh_later(self, name: str) -> None:
+        """Look `name` up again off the caller's path (once at a time); until it
+        answers, and if it fails, the last answer stands and the next call tries again."""
+        loop = asyncio.get_running_loop()
+        running = self._refreshing.get(name)
+        if running is not None and not running.done() and running.get_loop() is loop:
+            return
+
+        async def refresh() -> None:
+            lock = self.locks.setdefault(loop, asyncio.Lock())
             try:
-                async with get_client() as client:
-                    limit = await client.read_global_concurrency_limit_by_name(name)
-                found = bool(limit.active)
-            except ObjectNotFound:
-                found = False
-            self.checked[name] = (time.monotonic(), found)
-            return found
+                async with lock:
+                    await self._look_up(name)
+            except Exception as exc:
+                log.warning("could not look up a vendor limit", limit=name, error=str(exc)[:200])
+
+        self._refreshing[name] = loop.create_task(refresh())
 
 
 _known = _Known()

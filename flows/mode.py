@@ -1,14 +1,17 @@
-"""The run mode, read by every run when it starts: the cut-over switch and kill switch.
+"""The run mode, read as leads are taken in: the cut-over switch and kill switch.
 
 The mode lives in the Prefect Variable `leadflow_mode` (default: `LEADFLOW_MODE`,
 `live`), so an operator switches it in the UI or with `leadflow mode legacy`, with no
-redeploy. Every flow that can act on a lead (`process-file`, `process-file-batched`,
-`process-lead`, and through them `poll-leads` and the webhook receiver; `cutover-file`)
-reads it when it starts, and file runs read it again before each lead (or batch) starts.
+redeploy. Every way in reads it once per lead, when the lead is taken in: a file
+(`process-file`, `cutover-file`, each file of `poll-leads`) as each group can start,
+the webhook receiver and `poll-source` as each group is taken from the inbox,
+`process-lead` when it starts. Live leads go to the engine; the others to
+`flows/cutover.py:route_leads`. Runs also read it when they start, for their tag,
+and fail at once in shadow or pilot without the current process (`needs_legacy`).
 
 Reads go through one cache per process, kept `MODE_TTL_SECONDS`: a file of thousands of
-leads asks the Prefect API about once per TTL, not once per lead, and a switch reaches
-every lead that starts later than one TTL after it. `set_mode` in this process updates
+leads asks the Prefect API about once per TTL, not once per group, and a switch reaches
+every group taken in later than one TTL after it. `set_mode` in this process updates
 the cache at once.
 
 The mode of the current run is also kept in a context variable, so the runs' and
@@ -60,6 +63,16 @@ async def set_mode(mode: str) -> None:
     _shared.remember(mode)
 
 
+def needs_legacy(mode: str, legacy: str | None) -> None:
+    """A run that starts in shadow or pilot mode without the current process fails at
+    once, having done nothing."""
+    if mode in ("shadow", "pilot") and not legacy:
+        raise ModeError(
+            f"mode {mode}: the current process must be given (--legacy SPEC, or the "
+            "setting LEADFLOW_SHADOW__LEGACY); nothing was done"
+        )
+
+
 def in_pilot(lead_id: str, share: float) -> bool:
     """Whether a lead is in the pilot share: the first 8 bytes of the SHA-256 of its
     id as a number in [0, 1). The same lead lands in the same bucket in every run and
@@ -90,6 +103,13 @@ class ModeReader:
                 self._read_at = time.monotonic()
             return self._value
 
+    async def refresh(self) -> str:
+        """Read the mode now and keep it (without the lock: a reader meanwhile is
+        answered from the cache, not made to wait for this read)."""
+        mode = await current_mode(self.settings)
+        self.remember(mode)
+        return mode
+
     def remember(self, mode: str) -> None:
         self._value, self._read_at = mode, time.monotonic()
 
@@ -103,6 +123,12 @@ _shared = ModeReader()
 async def mode_now() -> str:
     """The mode, from this process's cache (at most `MODE_TTL_SECONDS` old)."""
     return await _shared.get()
+
+
+async def refresh_mode() -> str:
+    """Read the mode now into this process's cache: a long-running process (the
+    real-time stream) does it in the background, so its leads never wait for it."""
+    return await _shared.refresh()
 
 
 def forget_mode() -> None:

@@ -1,27 +1,24 @@
 """Shadow mode: leadflow beside the current process, on the same leads, with no effect.
 
-Per lead, the current process (the control) and leadflow (the candidate) run at
-the same time. The control's answer is the one that counts; leadflow runs its real
-pipeline (the same tasks as `process_file`) with every side-effecting adapter
-replaced by a recorder (integrations.recorders), so nothing reaches the CRM, the
-notifier or the event sink, and its round-robin state lives in the shadow database,
-apart from the live rotation. Either side may raise or hang: that is recorded for the
-lead (with the timeout `LEADFLOW_SHADOW__TIMEOUT_SECONDS`) and never reaches the other
-side. Both durations are measured. Each lead's comparison goes to the comparison
-store; the first `LEADFLOW_SHADOW__BASELINE_SAMPLE` leads are also decided a second
-time by the control, to measure its own noise.
+For each group of leads, the current process (the control) decides each lead while
+leadflow (the candidate) runs the group through the one engine (flows/engine.py)
+with every side-effecting adapter replaced by a recorder (integrations/recorders.py):
+nothing reaches the CRM, the notifier or the event sink, and leadflow's round robin,
+decisions and once-only claims live in the shadow database, apart from the live
+ones, the decisions and claims under a scope of the run's and the group's own: each
+group is decided afresh, so a lead that comes again in the same run (a webhook sent
+twice) is compared again rather than answered as done. Either side may raise or
+hang: that is recorded for the lead (with the timeout
+`LEADFLOW_SHADOW__TIMEOUT_SECONDS`) and never reaches the other side. Both durations
+are measured (a lead of a group takes its group's time on leadflow's side). Each
+lead's comparison goes to the comparison store; in `shadow_file` and `shadow_lead`
+the first `LEADFLOW_SHADOW__BASELINE_SAMPLE` leads are also decided a second time by
+the control, to measure its own noise.
 
-`shadow_file` does a file in one flow run (like `process_file`); `shadow_lead` does
-one record, for leads that arrive one at a time (polls, webhooks).
-
-A backlog (a file above `LEADFLOW_PIPELINE__BATCH_THRESHOLD` records, where `leadflow
-run` switches to micro-batches) is streamed as `leadflow run` streams one, and shadowed
-in chunks of `LEADFLOW_PIPELINE__BATCH_SIZE` leads: leadflow decides each chunk in bulk,
-without task runs, as the micro-batch path does (flows/shadow_backlog.py), while the
-current process decides the chunk's leads one by one. Each chunk's comparisons are
-stored and counted (flows/shadow_summary.py) as it ends, and let go. Five task runs per
-lead, or the whole file in memory, would make a shadow run of a backlog many times
-slower, or larger, than the run it is meant to judge.
+`shadow_file` streams a file as `process_file` does and shadows it a group at a time,
+storing and counting each group's comparisons as it ends (memory stays flat);
+`shadow_lead` does one record. In shadow and pilot *modes* every way in routes its
+leads through `flows/cutover.py`, which uses `compare_group` and `ShadowContext`.
 """
 
 from __future__ import annotations
@@ -29,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,39 +39,36 @@ from prefect.runtime import flow_run
 
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
-from leadflow.done import DoneLeads
-from leadflow.flows.batch_intake import Piece, StreamedIntake
+from leadflow.failed_effects import FailedEffects
+from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.flows.context import current_runtime, use_runtime
-from leadflow.flows.files import (
-    LeadFile,
-    _listener,
-    open_contents,
-    read_contents,
-    split_records,
-)
-from leadflow.flows.lead import run_pipeline
+from leadflow.flows.engine import Group, run_group
+from leadflow.flows.files import LeadFile, open_contents
 from leadflow.flows.mode import in_mode, tag_run
-from leadflow.flows.shadow_backlog import Decided, decide_chunk, decide_one
 from leadflow.flows.shadow_summary import ShadowRunSummary, ShadowTally
+from leadflow.flows.summary import FailedBranch, LeadResult, progress
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
-from leadflow.integrations.file_source import FileContents, count_records
 from leadflow.integrations.legacy_spec import build_legacy
 from leadflow.integrations.recorders import Journal, shadowed
+from leadflow.integrations.wiring import Adapters
 from leadflow.logging import get_logger
-from leadflow.models import Decision, Lead, StepTiming
+from leadflow.models import Decision, Lead, LeadOutcome, StepTiming
+from leadflow.once import OnceStore
 from leadflow.schema import prepare_schema
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
+from leadflow.stores.decisions import DecisionStore
+from leadflow.stores.inbox import Inbox
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
 
-# Chunks of a backlog decided at once: one chunk's look-up overlaps the other's
-# assignment transaction, which the database serialises anyway.
-CHUNKS_IN_FLIGHT = 2
+# Groups of a file compared at once: one group's look-ups and the current process's
+# calls overlap the other's assignment transaction, which the database serialises.
+GROUPS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -85,28 +81,35 @@ class Side:
     ms: float
 
 
-async def _guarded(work, limit_s: float) -> Side:
-    """Run one side; whatever it raises, or a timeout, becomes its recorded error."""
+async def guarded(work: Callable[[], Awaitable[Any]], limit_s: float) -> tuple[Any, float]:
+    """Run one side: its answer, or whatever it raised (a timeout included), and how
+    long it took in ms."""
     began = time.perf_counter()
     try:
         answer = await asyncio.wait_for(work(), limit_s)
     except Exception as exc:
         answer = exc
-    return _side(answer, (time.perf_counter() - began) * 1000, limit_s)
+    return answer, (time.perf_counter() - began) * 1000
 
 
-def _side(answer: Decided | BaseException, ms: float, limit_s: float) -> Side:
+def side_of(answer: Any, ms: float, limit_s: float) -> Side:
+    """A side from what it answered: (decision, steps), a lead result, or an error."""
     if isinstance(answer, TimeoutError):
         return Side(None, [], f"TimeoutError: no answer within {limit_s:g} s", ms)
     if isinstance(answer, BaseException):
         return Side(None, [], f"{type(answer).__name__}: {answer}", ms)
+    if isinstance(answer, FailedBranch):
+        return Side(None, [], answer.reason, ms)
+    if isinstance(answer, LeadOutcome):
+        error = "; ".join(f"{b}: {why}" for b, why in answer.failed_branches.items()) or None
+        return Side(answer.decision, answer.steps, error, ms)
     decision, steps = answer
     return Side(decision, steps, None, ms)
 
 
 @dataclass
 class ShadowContext:
-    """What every lead of one shadow run shares."""
+    """What every lead of one shadow (or pilot) run shares."""
 
     run_id: str
     spec: str
@@ -114,9 +117,9 @@ class ShadowContext:
     runtime: Runtime  # leadflow with recorders in place of side effects
     journal: Journal
     settings: ShadowSettings
-    # leadflow's steps for each lead without task runs (`decide_one`): a backlog that
-    # is routed lead by lead, in shadow mode, as the cut-over code does
-    in_process: bool = False
+    live_adapters: Adapters  # what the recorders stand in for (the CRM's reads pass)
+    calls: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    baseline_left: int = 0
 
     @property
     def rep_teams(self) -> dict[str, list[str]]:
@@ -136,7 +139,14 @@ class ShadowContext:
             legacy=self.spec,
             lead_id=lead.id,
             email=lead.email,
-            comparison=self.compare(control.decision, candidate.decision, extra.get("intended")),
+            comparison=compare(
+                control.decision,
+                candidate.decision,
+                rules=self.settings.compare,
+                provides=self.legacy.provides,
+                rep_teams=self.rep_teams,
+                intended=extra.get("intended"),
+            ),
             control=control.decision,
             candidate=candidate.decision,
             control_error=control.error,
@@ -149,95 +159,87 @@ class ShadowContext:
             **extra,
         )
 
-    def compare(
-        self,
-        control: Decision | None,
-        candidate: Decision | None,
-        intended: dict[str, Any] | None = None,
-    ):
-        return compare(
-            control,
-            candidate,
-            rules=self.settings.compare,
-            provides=self.legacy.provides,
-            rep_teams=self.rep_teams,
-            intended=intended,
+    async def controls(
+        self, leads: Sequence[Lead], raw: dict[str, dict[str, Any]]
+    ) -> dict[str, Side]:
+        """The current process's decision for each lead, at most `calls` at a time."""
+        limit = self.settings.timeout_seconds
+
+        async def one(lead: Lead) -> Side:
+            async with self.calls:
+                answer, ms = await guarded(
+                    lambda: self.legacy.decide_with_steps(raw[lead.id]), limit
+                )
+            return side_of(answer, ms, limit)
+
+        sides = await asyncio.gather(*(one(lead) for lead in leads))
+        return {lead.id: side for lead, side in zip(leads, sides, strict=True)}
+
+    def for_group(self) -> Runtime:
+        """The shadow runtime for one group: recorders and decisions under a scope of
+        the group's own (see the module docstring)."""
+        scope = f"{self.run_id}/{uuid.uuid4().hex[:12]}"
+        adapters = shadowed(self.live_adapters, self.journal, scope, look_up=self.settings.look_up)
+        decisions = DecisionStore(self.settings.database_url, f"shadow:{scope}")
+        return dataclasses.replace(self.runtime, adapters=adapters, decisions=decisions)
+
+    def take_baseline(self, leads: Sequence[Lead]) -> list[Lead]:
+        """The leads of this group decided a second time by the control (the first
+        `baseline_sample` of the run)."""
+        chosen = list(leads[: max(self.baseline_left, 0)])
+        self.baseline_left -= len(chosen)
+        return chosen
+
+    async def aclose(self) -> None:
+        await self.legacy.aclose()
+
+
+async def candidates(
+    leads: Sequence[Lead], runtime: Runtime, limit_s: float
+) -> tuple[dict[str, Any], float]:
+    """leadflow's answer for each lead of a group through the engine with `runtime`,
+    within `limit_s`: its result, or the error that stopped the whole group."""
+    with use_runtime(runtime):
+        answer, ms = await guarded(lambda: run_group(Group(leads), runtime), limit_s)
+    if isinstance(answer, BaseException):
+        return dict.fromkeys((lead.id for lead in leads), answer), ms
+    return {result.lead_id: result for result in answer}, ms
+
+
+async def compare_group(
+    leads: Sequence[Lead], raw: dict[str, dict[str, Any]], context: ShadowContext
+) -> list[ComparisonRecord]:
+    """Both sides for a group of leads, at once: the current process decides each
+    lead, leadflow runs the group through the engine with recorders. Returns each
+    lead's comparison (and a baseline one for the run's first leads)."""
+    limit = context.settings.timeout_seconds
+    with in_mode("shadow"):
+        controls, (answers, ms) = await asyncio.gather(
+            context.controls(leads, raw), candidates(leads, context.for_group(), limit)
         )
-
-
-async def shadow_one(
-    lead: Lead, raw: dict[str, Any], context: ShadowContext, *, baseline: bool = False
-) -> list[ComparisonRecord]:
-    """Both sides for one lead, at once; the comparison (and, for a baseline lead, the
-    control against itself)."""
-    timeout = context.settings.timeout_seconds
-
-    async def candidate():
-        if context.in_process:
-            return await decide_one(lead, context.runtime)
-        outcome = await run_pipeline(lead, context.runtime, [])
-        return outcome.decision, outcome.steps
-
-    control, ours = await asyncio.gather(
-        _guarded(lambda: context.legacy.decide_with_steps(raw), timeout),
-        _guarded(candidate, timeout),
-    )
-    records = [context.record(lead, raw, control, ours, intended=context.journal.of(lead.id))]
-    if baseline:
-        again = await _guarded(lambda: context.legacy.decide_with_steps(raw), timeout)
-        records.append(context.record(lead, raw, control, again, kind="baseline"))
-    return records
-
-
-async def shadow_chunk(
-    leads: Sequence[Lead],
-    raw: dict[str, dict[str, Any]],
-    context: ShadowContext,
-    calls: asyncio.Semaphore,
-    baseline: set[str],
-) -> list[ComparisonRecord]:
-    """Both sides for a chunk of a backlog, at once: leadflow decides the whole chunk
-    in bulk (flows/shadow_backlog.py) while the current process decides its leads one
-    by one, at most `calls` at a time. A lead of the chunk waits for all of it, so
-    leadflow's time for each lead is the chunk's. The leads in `baseline` are decided a
-    second time by the current process."""
-    timeout = context.settings.timeout_seconds
-
-    async def control(lead: Lead) -> Side:
-        async with calls:
-            return await _guarded(lambda: context.legacy.decide_with_steps(raw[lead.id]), timeout)
-
-    async def candidates() -> list[Side]:
-        began = time.perf_counter()
-        try:
-            answers = await asyncio.wait_for(decide_chunk(leads, context.runtime), timeout)
-        except Exception as exc:
-            answers = [exc] * len(leads)
-        ms = (time.perf_counter() - began) * 1000
-        return [_side(answer, ms, timeout) for answer in answers]
-
-    controls, ours = await asyncio.gather(
-        asyncio.gather(*(control(lead) for lead in leads)), candidates()
-    )
-    twice = [lead for lead in leads if lead.id in baseline]
-    seconds = await asyncio.gather(*(control(lead) for lead in twice))
-    again = {lead.id: side for lead, side in zip(twice, seconds, strict=True)}
+    twice = context.take_baseline(leads)
+    again = await context.controls(twice, raw) if twice else {}
     records: list[ComparisonRecord] = []
-    for lead, control_side, candidate_side in zip(leads, controls, ours, strict=True):
+    for lead in leads:
+        ours = side_of(answers[lead.id], ms, limit)
+        control = controls[lead.id]
         intended = context.journal.of(lead.id)
-        records.append(
-            context.record(lead, raw[lead.id], control_side, candidate_side, intended=intended)
-        )
+        records.append(context.record(lead, raw[lead.id], control, ours, intended=intended))
         if lead.id in again:
             records.append(
-                context.record(lead, raw[lead.id], control_side, again[lead.id], kind="baseline")
+                context.record(lead, raw[lead.id], control, again[lead.id], kind="baseline")
             )
+    context.journal.forget(lead.id for lead in leads)
     return records
 
 
-def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> ShadowContext:
-    """What the leads of one run compared with the current process `spec` share."""
-    run_id = _run_id()
+def shadow_context(
+    live: Runtime, spec: str, settings: ShadowSettings, *, baseline: bool = True
+) -> ShadowContext:
+    """What the leads of one run compared with the current process `spec` share.
+    `baseline`: the run's first leads are decided twice by the current process (not
+    for leads routed by the mode: each group would ask it twice again)."""
+    run_id = str(flow_run.id or f"local-{time.time_ns()}")
     journal = Journal()
     return ShadowContext(
         run_id=run_id,
@@ -246,51 +248,93 @@ def shadow_context(live: Runtime, spec: str, settings: ShadowSettings) -> Shadow
         runtime=shadow_runtime(live, journal, run_id, settings),
         journal=journal,
         settings=settings,
+        live_adapters=live.adapters,
+        calls=asyncio.Semaphore(live.settings.pipeline.concurrency),
+        baseline_left=settings.baseline_sample if baseline else 0,
     )
 
 
-def shadow_runtime(live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings):
-    """leadflow as configured, with recorders for side effects and its own rotation."""
+def shadow_runtime(
+    live: Runtime, journal: Journal, run_id: str, settings: ShadowSettings
+) -> Runtime:
+    """leadflow as configured, with recorders for side effects, and every store in the
+    shadow database under this run's scope: nothing done in a shadow run is ever taken
+    for something done for real. Its settings name the shadow database too: the
+    engine stores a decision and claims its side effects in one transaction on the
+    runtime's database (the adapters were built already: the CRM's reads still reach
+    the live one)."""
+    url = settings.database_url
+    lease = timedelta(seconds=live.settings.pipeline.claim_lease_seconds)
     return dataclasses.replace(
         live,
+        settings=live.settings.model_copy(update={"database_url": url}),
         adapters=shadowed(live.adapters, journal, run_id, look_up=settings.look_up),
-        assigner=Assigner(live.rules.assignment, settings.database_url),
-        # Nothing is done for real in a shadow run: its record of done leads is the
-        # shadow database's, never the live one that reruns skip by.
-        done=DoneLeads(settings.database_url, f"shadow:{run_id}"),
+        assigner=Assigner(live.rules.assignment, url),
+        decisions=DecisionStore(url, f"shadow:{run_id}"),
+        once=OnceStore(url, lease=lease),
+        failed_effects=FailedEffects(url),
+        inbox=Inbox(url, lease=lease),
     )
 
 
-def _run_id() -> str:
-    return str(flow_run.id or f"local-{time.time_ns()}")
+_prepared: set[str] = set()
+
+
+async def warm_up(settings: ShadowSettings) -> None:
+    """Prepare the shadow database's schema before the first leads start, so the first
+    leads' timings (and timeouts) are not spent on it; once per database and process
+    (the mode routes each group here, and preparing takes the write lock)."""
+    if settings.database_url not in _prepared:
+        await prepare_schema(settings.database_url)
+        _prepared.add(settings.database_url)
 
 
 @flow(name="shadow-file")
 async def shadow_file(
-    path: LeadFile, legacy: str, concurrency: int | None = None, batch: bool | None = None
+    path: LeadFile, legacy: str, batch_size: int | None = None, concurrency: int | None = None
 ) -> ShadowRunSummary:
     """Run leadflow beside the current process (`legacy`, a spec such as
     `python:examples.legacy.process:decide`) over every lead in a file, with no side
     effects, and store each lead's comparison. Bad records are listed, not quarantined.
-    A backlog is streamed and shadowed in chunks: with `batch`, or by default above
-    the batch threshold, as `leadflow run` chooses micro-batches."""
+    The file is streamed and shadowed `batch_size` leads at a time, as `leadflow run`
+    processes it; `concurrency` bounds the current process's calls at once."""
     live = current_runtime()
     settings = ShadowSettings()
     started = time.perf_counter()
     await tag_run("shadow")
-    file = Path(path)
     tally = ShadowTally(str(path), legacy)
-    if batch is None:
-        batch = count_records(file) > live.settings.pipeline.batch_threshold
-    if batch:
-        await _shadow_backlog(live, settings, legacy, file, tally, concurrency)
-    else:
-        contents = read_contents(file, live)
-        intake = split_records(contents)
-        raw = {lead.id: record for lead, record in _with_records(contents, intake.leads)}
-        tally.set_aside(sorted(intake.bad, key=lambda rejection: rejection.position))
-        tally.merged(intake.merged)
-        tally.add(await _shadow_leads(live, settings, legacy, intake.leads, raw, concurrency))
+    context = shadow_context(live, legacy, settings)
+    if concurrency:
+        context.calls = asyncio.Semaphore(concurrency)
+    await warm_up(settings)
+    store = ComparisonStore(settings.database_url)
+    intake = StreamedIntake(await asyncio.to_thread(open_contents, Path(path), live))
+    listener = progress()
+    total = await asyncio.to_thread(intake.count)
+    if listener:
+        listener.started(total)
+    pieces = intake.pieces(batch_size or live.settings.pipeline.batch_size)
+    slots = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+
+    async def one(piece) -> None:
+        try:
+            records = await compare_group(piece.leads, piece.rows, context)
+            await store.add_many(records)
+            tally.add(records)
+            _finished(listener, records)
+        finally:
+            slots.release()
+
+    try:
+        async with asyncio.TaskGroup() as groups:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                tally.set_aside(piece.bad)
+                tally.merged(piece.merged)
+                if piece.leads:
+                    await slots.acquire()
+                    groups.create_task(one(piece))
+    finally:
+        await context.aclose()
     summary = tally.final()
     summary.wall_seconds = round(time.perf_counter() - started, 3)
     await acreate_markdown_artifact(
@@ -308,115 +352,32 @@ async def shadow_lead(record: dict[str, Any], legacy: str) -> ComparisonRecord |
     if isinstance(checked, Rejection):
         log.warning("lead not compared", reason=checked.reason)
         return None
-    results = await _shadow_leads(live, ShadowSettings(), legacy, [checked], {checked.id: record})
-    return results[0]
-
-
-async def _shadow_leads(
-    live: Runtime,
-    settings: ShadowSettings,
-    spec: str,
-    leads: list[Lead],
-    raw: dict[str, dict[str, Any]],
-    concurrency: int | None = None,
-) -> list[ComparisonRecord]:
-    """Leads one at a time, at most `concurrency` at once, each through `shadow_one`."""
-    context = shadow_context(live, spec, settings)
-    await _warm_up(settings)
-    listener = _listener.get()
-    if listener:
-        listener.started(len(leads))
-    limit = asyncio.Semaphore(concurrency or live.settings.pipeline.concurrency)
-    baseline = {lead.id for lead in leads[: settings.baseline_sample]}
-
-    async def one(lead: Lead) -> list[ComparisonRecord]:
-        async with limit:
-            records = await shadow_one(lead, raw[lead.id], context, baseline=lead.id in baseline)
-        return _finished(listener, records)
-
+    settings = ShadowSettings()
+    context = shadow_context(live, legacy, settings)
+    await warm_up(settings)
     try:
-        with use_runtime(context.runtime), in_mode("shadow"):
-            nested = await asyncio.gather(*(one(lead) for lead in leads))
+        (result, *_baseline) = await compare_group([checked], {checked.id: record}, context)
     finally:
-        await context.legacy.aclose()
-    results = [record for records in nested for record in records]
-    await ComparisonStore(settings.database_url).add_many(results)
-    return results
+        await context.aclose()
+    await ComparisonStore(settings.database_url).add_many([result, *_baseline])
+    return result
 
 
-async def _shadow_backlog(
-    live: Runtime,
-    settings: ShadowSettings,
-    spec: str,
-    path: Path,
-    tally: ShadowTally,
-    concurrency: int | None = None,
-) -> None:
-    """A backlog, streamed as `leadflow run` streams one (`StreamedIntake`) and
-    shadowed a chunk of `batch_size` leads at a time (`shadow_chunk`). Each chunk's
-    comparisons are stored and counted when it ends, then let go, so memory stays
-    flat however long the file is."""
-    pipeline = live.settings.pipeline
-    context = shadow_context(live, spec, settings)
-    await _warm_up(settings)
-    store = ComparisonStore(settings.database_url)
-    intake = StreamedIntake(await asyncio.to_thread(open_contents, path, live))
-    listener = _listener.get()
-    total = await asyncio.to_thread(intake.count)
-    if listener:
-        listener.started(total)
-    calls = asyncio.Semaphore(concurrency or pipeline.concurrency)
-    slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
-    baseline_left = settings.baseline_sample
-
-    async def chunk(piece: Piece, baseline: set[str]) -> None:
-        try:
-            records = await shadow_chunk(piece.leads, piece.rows, context, calls, baseline)
-            await store.add_many(records)
-            tally.add(records)
-            context.journal.forget(lead.id for lead in piece.leads)
-            _finished(listener, records)
-        finally:
-            slots.release()
-
-    pieces = intake.pieces(pipeline.batch_size)
-    try:
-        with use_runtime(context.runtime), in_mode("shadow"):
-            async with asyncio.TaskGroup() as chunks:
-                while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-                    tally.set_aside(piece.bad)
-                    tally.merged(piece.merged)
-                    if not piece.leads:
-                        continue
-                    baseline = {lead.id for lead in piece.leads[: max(baseline_left, 0)]}
-                    baseline_left -= len(baseline)
-                    await slots.acquire()
-                    chunks.create_task(chunk(piece, baseline))
-    finally:
-        await context.legacy.aclose()
-
-
-def _finished(listener, records: list[ComparisonRecord]) -> list[ComparisonRecord]:
+def _finished(listener, records: list[ComparisonRecord]) -> None:
     """Tell the progress listener, if any, about each lead compared."""
     if listener:
         for record in records:
             if record.kind == "shadow":
                 listener.finished(record.lead_id, record.outcome.value != "error")
-    return records
 
 
-def _with_records(contents: FileContents, leads: list[Lead]):
-    """Each valid lead with the record it came from (the control gets the record, as
-    the current process would)."""
-    by_id = {}
-    for record in contents.records:
-        checked = validate_record(record)
-        if isinstance(checked, Lead) and checked.id not in by_id:
-            by_id[checked.id] = record.data
-    return [(lead, by_id[lead.id]) for lead in leads]
+def shadow_results(records: list[ComparisonRecord]) -> list[LeadResult]:
+    """What a run that routes leads (flows/cutover.py) reports for shadowed leads: the
+    current process has them."""
+    from leadflow.flows.summary import LeftToCurrentProcess
 
-
-async def _warm_up(settings: ShadowSettings) -> None:
-    """Prepare the shadow database's schema before the first leads start, so the first
-    few leads' timings (and timeouts) are not spent on it."""
-    await prepare_schema(settings.database_url)
+    return [
+        LeftToCurrentProcess(lead_id=r.lead_id, mode="shadow", route="shadow", email=r.email or "")
+        for r in records
+        if r.kind == "shadow"
+    ]

@@ -1,7 +1,10 @@
 """What a shadow run of a file found, counted as its comparisons are made.
 
-A shadow run of a backlog stores its comparisons a chunk at a time and keeps none of
-them, so its summary is a running count (`ShadowTally`), not a look over a list.
+A shadow run stores its comparisons a group at a time and keeps none of them, so its
+summary is a running count (`ShadowTally`), not a look over a list; its lists (the
+errors of either side, the records set aside) keep their first `SUMMARY_LIST_LIMIT`
+items, as a file run's do, and the totals count all: memory stays flat even when the
+current process fails for every lead of a long file.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, Field
 
 from leadflow.compare import EFFECT_FIELDS
-from leadflow.flows.files import Merged, SetAside
+from leadflow.flows.summary import SUMMARY_LIST_LIMIT, Merged, SetAside
 from leadflow.intake import Rejection
 from leadflow.markdown import escape, table
 from leadflow.models import Decision
@@ -32,6 +35,9 @@ class ShadowRunSummary(BaseModel):
     control_errors: list[str] = Field(default_factory=list)
     candidate_errors: list[str] = Field(default_factory=list)
     set_aside: list[SetAside] = Field(default_factory=list)
+    control_errors_total: int = 0
+    candidate_errors_total: int = 0
+    set_aside_total: int = 0
     baseline: int = 0
     wall_seconds: float = 0.0
 
@@ -41,7 +47,7 @@ class ShadowRunSummary(BaseModel):
             f"# Shadow run over {escape(self.file)} against {escape(self.legacy)}",
             "",
             f"{self.compared} leads compared in {self.wall_seconds:.1f} s; "
-            f"{len(self.set_aside)} records set aside; nothing was sent or written.",
+            f"{self.set_aside_total} records set aside; nothing was sent or written.",
             "",
             table(("outcome", "leads"), sorted(self.outcomes.items())),
             "",
@@ -73,9 +79,11 @@ class ShadowTally:
         self.mismatched: Counter[str] = Counter()
 
     def set_aside(self, rejections: Iterable[Rejection]) -> None:
+        summary = self.summary
         for rejection in rejections:
-            self.summary.set_aside.append(SetAside.of(rejection))
-            self.summary.records += 1
+            summary.records += 1
+            summary.set_aside_total += 1
+            _keep(summary.set_aside, SetAside.of(rejection))
 
     def merged(self, merged: Iterable[Merged]) -> None:
         self.summary.records += sum(1 for _ in merged)
@@ -98,9 +106,11 @@ class ShadowTally:
                 elif outcome == "mismatched":
                     self.mismatched[field] += 1
             if record.control_error:
-                summary.control_errors.append(f"{record.lead_id}: {record.control_error}")
+                summary.control_errors_total += 1
+                _keep(summary.control_errors, f"{record.lead_id}: {record.control_error}")
             if record.candidate_error:
-                summary.candidate_errors.append(f"{record.lead_id}: {record.candidate_error}")
+                summary.candidate_errors_total += 1
+                _keep(summary.candidate_errors, f"{record.lead_id}: {record.candidate_error}")
 
     def final(self) -> ShadowRunSummary:
         """The summary so far, fields in `Decision.COMPARED_FIELDS` order, then effects."""
@@ -115,3 +125,9 @@ class ShadowTally:
             field: self.mismatched[field] for field in summary.agreement if self.mismatched[field]
         }
         return summary
+
+
+def _keep(kept: list, item: object) -> None:
+    """Add to one of the summary's lists while it has room (SUMMARY_LIST_LIMIT)."""
+    if len(kept) < SUMMARY_LIST_LIMIT:
+        kept.append(item)

@@ -10,15 +10,20 @@ long-running process that takes leads one at a time) hands its accepted leads to
   receiver answered; at start the stream also takes the unfinished leads of holders
   that are gone (a killed receiver), and looks again every minute;
 - they run inside a `lead-stream` flow run that lasts up to
-  `LEADFLOW_STREAM__ROLL_SECONDS` or `ROLL_LEADS`, then hands over to the next one
+  `LEADFLOW_STREAM_ROLL_SECONDS` or `_ROLL_LEADS`, then hands over to the next one
   (the next run starts and takes over before the last one stops taking leads, so no
   lead waits for a flow run to be created), keeping the UI readable;
 - leads that arrive together are grouped: a group takes whatever is waiting when the
   engine has room, so a lone lead goes straight through and a burst becomes bulk
   calls. Groups overlap in the engine's pipeline (flows/engine.py);
-- each lead's mode is read when its group is taken (leadflow.flows.mode);
+- each lead's mode is read when its group is taken (leadflow.flows.mode), from a
+  cache the stream keeps fresh in the background (at most `MODE_TTL_SECONDS` old, as
+  anywhere else), so no lead waits for the Prefect API to say it;
 - each lead's Decision is published as an artifact after its side effects, off its
-  path, a few at a time;
+  path, a few at a time; during a burst, once the burst has passed (at most
+  `ARTIFACTS_WAIT_SECONDS` later), so the Prefect API and this process spend the
+  burst on its leads (an artifact per lead cost the Prefect server about 2 s of CPU
+  in a burst of 500 on 2 cores);
 - `stop()` stops taking leads, gives those in flight `drain_seconds`, and hands the
   rest back to the inbox for the next start.
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -42,11 +48,12 @@ from prefect import flow
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from leadflow.flows import mode as run_modes
 from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.batch_intake import merge_rows
 from leadflow.flows.context import use_runtime
 from leadflow.flows.engine import Group, Pipeline
-from leadflow.flows.mode import mode_now
+from leadflow.flows.mode import mode_now, refresh_mode
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult, LeftToCurrentProcess
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
@@ -61,6 +68,7 @@ log = get_logger(__name__)
 
 RECOVER_EVERY_SECONDS = 60.0
 ARTIFACTS_AT_ONCE = 4
+ARTIFACTS_WAIT_SECONDS = 30.0
 
 
 class StreamSettings(AdapterSettings):
@@ -209,6 +217,8 @@ class LeadStream:
         self._queue: asyncio.Queue[InboxEntry] = asyncio.Queue()
         self._in_flight = 0
         self._stopping = asyncio.Event()
+        self._quiet = asyncio.Event()  # no lead waiting or in flight
+        self._quiet.set()
         self._finished_at: list[float] = []
         self.runs = 0
 
@@ -217,6 +227,7 @@ class LeadStream:
     def put(self, entries: Sequence[InboxEntry]) -> None:
         for entry in entries:
             self._queue.put_nowait(entry)
+            self._quiet.clear()
 
     @property
     def pending(self) -> int:
@@ -246,6 +257,7 @@ class LeadStream:
         current: _Handover | None = None
         async with inbox.holding():
             recovering = asyncio.create_task(self._recover_forever())
+            reading_mode = asyncio.create_task(self._keep_mode_fresh(), name="leadflow-mode")
             try:
                 while not self._stopping.is_set():
                     handover = _Handover(self)
@@ -264,11 +276,12 @@ class LeadStream:
                 if current is not None:
                     current.stop_taking.set()
                 recovering.cancel()
+                reading_mode.cancel()
                 if runs:
                     _done, late = await asyncio.wait(runs, timeout=drain)
                     for run in late:
                         run.cancel()
-                    await asyncio.gather(*runs, recovering, return_exceptions=True)
+                    await asyncio.gather(*runs, recovering, reading_mode, return_exceptions=True)
                 released = await inbox.release()
                 if released:
                     log.info("accepted leads handed back for the next start", leads=released)
@@ -295,6 +308,8 @@ class LeadStream:
 
         async def settled(group: Group | None, results: list[LeadResult]) -> None:
             self._in_flight -= len(results)
+            if self.pending == 0:
+                self._quiet.set()
             self._finished_at += [time.monotonic()] * len(results)
             del self._finished_at[:-1000]
             summary.leads += len(results)
@@ -306,13 +321,19 @@ class LeadStream:
             if group is not None and self.settings.decision_artifacts:
                 for lead, result in zip(group.leads, results, strict=True):
                     if isinstance(result, LeadOutcome):
-                        task = asyncio.create_task(self._publish(gate, lead, result))
+                        publish = self._publish(gate, lead, result, handover.stop_taking)
+                        task = asyncio.create_task(publish)
                         publishing.add(task)
                         task.add_done_callback(publishing.discard)
 
         pipeline = Pipeline(self.runtime, in_flight=self.runtime.settings.pipeline.concurrency)
         runner = InboxRunner(self.runtime, pipeline, settled)
         size = self.runtime.settings.pipeline.batch_size
+        # What is loaded by now (Prefect, SQLAlchemy, the adapters, this run's engine)
+        # lives as long as the process: kept out of the garbage collector, whose full
+        # collections otherwise stop the event loop for 100-150 ms every few dozen
+        # leads (walking that heap), on whichever lead is in flight.
+        gc.freeze()
         handover.ready.set()
         try:
             while not handover.stop_taking.is_set():
@@ -334,7 +355,12 @@ class LeadStream:
                 await asyncio.gather(*publishing, return_exceptions=True)
         return summary
 
-    async def _publish(self, gate: asyncio.Semaphore, lead: Lead, outcome: LeadOutcome) -> None:
+    async def _publish(
+        self, gate: asyncio.Semaphore, lead: Lead, outcome: LeadOutcome, hurry: asyncio.Event
+    ) -> None:
+        """Once no lead waits (at once for a lone lead), the run hands over or stops
+        (`hurry`), or `ARTIFACTS_WAIT_SECONDS` have passed."""
+        await _first(self._quiet.wait(), hurry.wait(), asyncio.sleep(ARTIFACTS_WAIT_SECONDS))
         async with gate:
             try:
                 await publish_decision(lead, outcome)
@@ -371,6 +397,19 @@ class LeadStream:
                 log.info("finishing leads accepted earlier and not finished", leads=len(found))
                 self.put(found)
             await asyncio.sleep(RECOVER_EVERY_SECONDS)
+
+    async def _keep_mode_fresh(self) -> None:
+        """Read the mode every half `MODE_TTL_SECONDS`, so the cache a group's mode
+        comes from is never too old to use: a lead that arrives after a quiet spell
+        would otherwise wait for the Prefect API (a few to tens of milliseconds)."""
+        while True:
+            ttl = run_modes.MODE_TTL_SECONDS
+            if ttl > 0:  # 0: every read asks the API (tests): nothing to keep
+                try:
+                    await refresh_mode()
+                except Exception as exc:  # the leads read it themselves meanwhile
+                    log.warning("could not read the mode", error=str(exc)[:200])
+            await asyncio.sleep(ttl / 2 if ttl > 0 else 1.0)
 
     def stop(self) -> None:
         """Stop taking leads (see `run`)."""

@@ -95,16 +95,19 @@ class AlreadyDone(BaseModel):
 
 
 class LeftToCurrentProcess(BaseModel):
-    """A lead taken in while the mode was not `live` and not in the pilot share
-    (leadflow.flows.mode): leadflow did nothing with it; the current process has it."""
+    """A lead the cut-over mode (leadflow.flows.mode) left to the current process:
+    `current process` (legacy mode, or outside the pilot share: leadflow did nothing),
+    `shadow` (leadflow decided it beside, with no effect) or `fallback` (a pilot lead
+    leadflow failed, handed back)."""
 
     lead_id: str
     mode: str
+    route: str = "current process"
     email: str = ""
 
     @property
-    def route(self) -> str:
-        return f"left to the current process (mode {self.mode})"
+    def described(self) -> str:
+        return f"{self.route} (mode {self.mode})"
 
 
 LeadResult = LeadOutcome | FailedBranch | AlreadyDone | LeftToCurrentProcess
@@ -150,7 +153,7 @@ class FileRunSummary(BaseModel):
     @property
     def nothing_processed(self) -> bool:
         """Records came in and not one of them was processed or routed."""
-        return self.records > 0 and self.processed == 0 and not self.routes.get("current process")
+        return self.records > 0 and self.processed == 0 and not self.routes
 
     def as_markdown(self) -> str:
         """Every value from a lead goes through `escape()`: it is text, never markup."""
@@ -271,6 +274,7 @@ class RunTally:
         self.tiers: Counter[str] = Counter()
         self.reps: Counter[str] = Counter()
         self.listener = progress()
+        self.modes: list[str] = []
         self._now = datetime.now(UTC)
 
     def started(self, total: int) -> None:
@@ -304,7 +308,7 @@ class RunTally:
             lead_failures = FailedBranch.all_in(result)
             failures += lead_failures
             if isinstance(result, LeftToCurrentProcess):
-                self._routed("current process", result.mode)
+                self._routed(result.route, result.mode)
             elif isinstance(result, AlreadyDone):
                 summary.processed += 1
                 summary.already_done += 1
@@ -327,18 +331,23 @@ class RunTally:
         summary.truncated |= len(failures) > room
         summary.failed += failures[: max(room, 0)]
 
+    def saw(self, mode: str) -> None:
+        """The mode as a group of the run was taken in: `modes` lists them in order."""
+        if not self.modes or self.modes[-1] != mode:
+            self.modes.append(mode)
+
     def _routed(self, route: str, mode: str) -> None:
         routes = self.summary.routes
         routes[route] = routes.get(route, 0) + 1
-        if mode not in self.summary.modes:
-            self.summary.modes.append(mode)
+        self.saw(mode)
 
     def final(self, wall_seconds: float) -> FileRunSummary:
         summary = self.summary
         summary.by_tier = dict(self.tiers)
         summary.by_rep = dict(self.reps)
+        summary.modes = self.modes or ["live"]
         summary.wall_seconds = round(wall_seconds, 3)
-        if summary.routes:
+        if summary.processed and (summary.routes or set(summary.modes) - {"live"}):
             summary.routes["leadflow"] = summary.processed
         if wall_seconds > 0:
             summary.leads_per_second = round(summary.processed / wall_seconds, 1)

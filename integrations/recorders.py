@@ -7,9 +7,11 @@ of an existing contact), so the recorder passes look-ups through to the real CRM
 unless told not to (`LEADFLOW_SHADOW__LOOK_UP=false`: then it answers "no match" and
 no request reaches the CRM at all). Its upsert is recorded, never sent.
 
-Each recorder's `once_scope` carries the shadow run's id, so Prefect's once-only
-cache of a branch never mistakes a recording for a real side effect, and every shadow
-run records afresh.
+Each recorder's `once_scope` carries the shadow run's id, so the once-only store
+never mistakes a recording for a real side effect, and every shadow run records
+afresh. The recorders have bulk methods, as the real adapters do: a group's side
+effects are one call each, not one per lead (a shadow run of a backlog must not cost
+more than the run it judges).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class RecordingCRM(_Recorder, CRM):
         return await self.reads.look_up_many(leads) if self.reads else [CrmMatch() for _ in leads]
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
+        return self._note(lead, decision, idempotency_key)
+
+    async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
+        return [self._note(lead, decision, key) for lead, decision, key in items]
+
+    def _note(self, lead: Lead, decision: Decision, idempotency_key: str) -> str:
         self.journal.note(
             lead.id,
             "crm",
@@ -89,6 +97,13 @@ class RecordingNotifier(_Recorder, Notifier):
     name = "recorder"
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
+        self._note(lead, decision, idempotency_key)
+
+    async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:
+        for lead, decision, key in items:
+            self._note(lead, decision, key)
+
+    def _note(self, lead: Lead, decision: Decision, idempotency_key: str) -> None:
         self.journal.note(
             lead.id,
             "notify",
@@ -103,6 +118,13 @@ class RecordingEventSink(_Recorder, EventSink):
     name = "recorder"
 
     async def record(self, event: LeadEvent) -> None:
+        self._note(event)
+
+    async def record_many(self, events: Sequence[LeadEvent]) -> None:
+        for event in events:
+            self._note(event)
+
+    def _note(self, event: LeadEvent) -> None:
         self.journal.note(event.lead_id, "event", event_id=event.event_id, type=event.type)
 
 

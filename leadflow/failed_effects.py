@@ -25,6 +25,7 @@ from leadflow.models import Decision, Lead
 from leadflow.schema import metadata
 
 OPEN, REPLAYED, DONE_BEFORE = "open", "replayed", "done before"
+HANDED_BACK = "handed back"  # a pilot lead leadflow failed: the current process has it
 REASON_LIMIT = 1000  # characters of the error kept; a vendor's body can be long
 
 failed_side_effects = Table(
@@ -127,6 +128,20 @@ class FailedEffects:
             )
             for row in rows
         ]
+
+    async def hand_back(self, lead_ids: Sequence[str]) -> None:
+        """Close the open failures of leads handed back to the current process (pilot
+        leads leadflow failed, flows/cutover.py): the current process does what they
+        were for, so `leadflow replay` must not do it again."""
+        if not lead_ids:
+            return
+        table = failed_side_effects
+        async with get_engine(self.database_url).begin() as connection:
+            await connection.execute(
+                update(table)
+                .where(table.c.lead_id.in_(list(lead_ids)), table.c.status == OPEN)
+                .values(status=HANDED_BACK, closed_at=datetime.now(UTC))
+            )
 
     async def close(self, closed: Sequence[tuple[FailedEffect, str]]) -> None:
         """Mark failures `replayed` or `done before`."""

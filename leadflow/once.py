@@ -171,14 +171,20 @@ class OnceStore:
             "lease_until": now + self.lease,
             "updated_at": now,
         }
-        await connection.execute(
-            insert_ignoring_duplicates(connection.engine, table, ["effect", "scope", "key"]),
+        # The rows this INSERT creates are ours: only the others (done, failed, held
+        # by another run) are read back, so a group of new leads takes one statement.
+        created = await connection.execute(
+            insert_ignoring_duplicates(
+                connection.engine, table, ["effect", "scope", "key"]
+            ).returning(table.c.effect, table.c.scope, table.c.key),
             [
                 {"effect": k.effect, "scope": k.scope, "key": k.key, "attempts": 1, **fresh}
                 for k in wanted
             ],
         )
-        for (effect, scope), names in _by_place(wanted).items():
+        claim.taken |= {EffectKey(*row) for row in created}
+        existing = [item for item in wanted if item not in claim.taken]
+        for (effect, scope), names in _by_place(existing).items():
             for chunk in _chunks(names):
                 mine = and_(
                     table.c.effect == effect, table.c.scope == scope, table.c.key.in_(chunk)

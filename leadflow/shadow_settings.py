@@ -40,11 +40,12 @@ class ShadowSettings(BaseSettings):
         env_file=".env",
         extra="ignore",
         env_ignore_empty=True,
+        populate_by_name=True,  # ShadowSettings(mode=...) in code; MODE is not read
     )
 
     mode: Mode = Field(
         default="live",
-        validation_alias=AliasChoices("LEADFLOW_MODE", "mode"),
+        validation_alias=AliasChoices("LEADFLOW_MODE", "LEADFLOW_SHADOW__MODE"),
         description="run mode when the Prefect Variable leadflow_mode is not set",
     )
     legacy: str | None = Field(

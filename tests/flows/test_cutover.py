@@ -12,6 +12,7 @@ from prefect.variables import Variable
 
 import leadflow.flows.mode
 from leadflow.app.runtime import use_runtime
+from leadflow.failed_effects import HANDED_BACK
 from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
 from leadflow.flows.report import shadow_report
 from leadflow.shadow_settings import ShadowSettings
@@ -67,7 +68,7 @@ async def test_a_mode_switch_in_the_middle_of_a_file(mode_variable, make_runtime
     runtime = make_runtime(notifier=notifier)
     await set_mode("live")
     with use_runtime(runtime):
-        summary = await cutover_file(path=first_rows(tmp_path, 8), concurrency=1)
+        summary = await cutover_file(path=first_rows(tmp_path, 8), concurrency=1, batch_size=1)
     await runtime.aclose()
     assert summary.modes == ["live", "legacy"]
     assert summary.routes == {"leadflow": 3, "current process": 5}
@@ -79,11 +80,15 @@ async def test_a_failing_pilot_lead_falls_back_to_the_current_process(
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
     down = RuntimeError("notifier down")
-    notifier = MemoryNotifier(failures={"notify_team": [down] * 3})
+    notifier = MemoryNotifier(failures={"notify_team": [down] * 6})  # bulk, then each
     runtime = make_runtime(notifier=notifier, pipeline={"retries": 0})
     await set_mode("pilot")
     with use_runtime(runtime):
         summary = await cutover_file(path=first_rows(tmp_path, 3), legacy=LEGACY)
+    # handed back: the current process notifies; `leadflow replay` must not as well
+    handed_back = await runtime.failed_effects.all()
+    assert [(f.branch, f.status) for f in handed_back] == [("notify_team", HANDED_BACK)] * 3
+    assert await runtime.failed_effects.open() == []
     await runtime.aclose()
     assert summary.routes == {"fallback": 3}
     stored = await ComparisonStore(ShadowSettings().database_url).in_window(

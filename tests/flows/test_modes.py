@@ -1,4 +1,4 @@
-"""Every run reads the mode when it starts: `process-file`, `process-file-batched` and
+"""Every way in reads the mode as it takes leads in: `process-file` (per group) and
 `process-lead` on a real Prefect API, with the embedded adapters, in each mode; a
 switch in the middle of a file; and the `mode:` tag on the runs."""
 
@@ -13,14 +13,14 @@ from prefect.client.orchestration import get_client
 
 from leadflow.app.runtime import use_runtime
 from leadflow.db import ensure_tables
-from leadflow.flows.batch import process_file_batched
-from leadflow.flows.cutover import RoutedLead
 from leadflow.flows.files import process_file
 from leadflow.flows.lead import process_lead
 from leadflow.flows.mode import ModeError, set_mode
+from leadflow.flows.summary import LeftToCurrentProcess
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.models import Decision
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
@@ -115,40 +115,41 @@ async def test_legacy_mode_process_file_does_nothing_and_marks_nothing_done(make
     assert await effects.counts() == (6, 6, 6)
 
 
-async def test_batch_path_in_legacy_mode_does_nothing(make_runtime, tmp_path):
+async def test_groups_in_legacy_mode_do_nothing(make_runtime, tmp_path):
     runtime = make_runtime()
     effects = Effects(runtime, tmp_path)
     await set_mode("legacy")
     with use_runtime(runtime):
-        summary = await process_file_batched(path=first_rows(tmp_path, 5), batch_size=2)
+        summary = await process_file(path=first_rows(tmp_path, 5), batch_size=2)
     await runtime.aclose()
     assert summary.routes == {"current process": 5}
     assert await effects.counts() == (0, 0, 0)
 
 
 async def test_kill_switch_in_the_middle_of_a_process_file_run(make_runtime, tmp_path):
-    """Leads started before the switch finish; every lead that starts after it is left
-    to the current process and not marked done, so a later live run picks them up."""
+    """Leads taken in before the switch finish; every lead taken in after it (groups of
+    one, one at a time) is left to the current process and not marked done, so a later
+    live run picks them up."""
     notifier = SwitchingNotifier(tmp_path / "outbox.jsonl")
     runtime = make_runtime(notifier=notifier)
     effects = Effects(runtime, tmp_path)
     path = first_rows(tmp_path, 8)
     await set_mode("live")
     with use_runtime(runtime):
-        summary = await process_file(path=path, concurrency=1)
+        summary = await process_file(path=path, batch_size=1, concurrency=1)
         assert summary.modes == ["live", "legacy"]
         assert summary.routes == {"leadflow": 3, "current process": 5}
         assert await effects.counts() == (3, 3, 3)
 
         await set_mode("live")
-        again = await process_file(path=path, concurrency=1)
+        again = await process_file(path=path, batch_size=1, concurrency=1)
     await runtime.aclose()
     assert again.already_done == 3 and again.routes == {}
     assert await effects.counts() == (8, 8, 8)  # the five left, once each
 
 
 class BatchSwitchingNotifier(SwitchingNotifier):
-    """The kill switch after the third lead, on the batch path's bulk call."""
+    """The kill switch after the third lead, on a group's bulk call."""
 
     async def notify_many(self, items):
         await super(SwitchingNotifier, self).notify_many(items)
@@ -158,15 +159,15 @@ class BatchSwitchingNotifier(SwitchingNotifier):
                 await set_mode("legacy")
 
 
-async def test_kill_switch_in_the_middle_of_a_batched_run(make_runtime, tmp_path):
-    """The batch path checks the mode as it reads each batch: batches already read
-    finish, the rest are left; nothing left is sent, and every lead is one or the other."""
+async def test_kill_switch_in_the_middle_of_a_run_in_groups(make_runtime, tmp_path):
+    """The mode is read as each group is taken in: groups already taken finish, the
+    rest are left; nothing left is sent, and every lead is one or the other."""
     notifier = BatchSwitchingNotifier(tmp_path / "outbox.jsonl")
     runtime = make_runtime(notifier=notifier)
     effects = Effects(runtime, tmp_path)
     await set_mode("live")
     with use_runtime(runtime):
-        summary = await process_file_batched(path=first_rows(tmp_path, 24), batch_size=1)
+        summary = await process_file(path=first_rows(tmp_path, 24), batch_size=2, concurrency=1)
     await runtime.aclose()
     assert summary.modes == ["live", "legacy"]
     ours, left = summary.routes["leadflow"], summary.routes["current process"]
@@ -248,8 +249,8 @@ async def test_pilot_mode_process_file_sends_only_the_pilot_share(
 
 
 async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch):
-    """The per-lead path (webhooks, `leadflow run-one`): legacy leaves the lead, shadow
-    compares it with nothing sent, live processes it; each run tagged with its mode."""
+    """One lead by hand (`leadflow lead`): legacy leaves the lead, shadow compares it
+    with nothing sent, live processes it; each run tagged with its mode."""
     monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
     runtime = make_runtime()
     effects = Effects(runtime, tmp_path)
@@ -264,11 +265,109 @@ async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch
                 assert await effects.counts() == (0, 0, 0)
     await runtime.aclose()
     legacy, legacy_tags = results["legacy"]
-    assert isinstance(legacy, RoutedLead) and legacy.route == "current process"
+    assert isinstance(legacy, LeftToCurrentProcess) and legacy.route == "current process"
     shadow, shadow_tags = results["shadow"]
-    assert shadow.route == "shadow" and shadow.comparison in ("matched", "mismatched")
-    assert len(await stored("shadow")) == 1
+    assert shadow.route == "shadow"
+    (compared,) = await stored("shadow")
+    assert compared.outcome.value in ("matched", "mismatched")
     live, live_tags = results["live"]
     assert live.decision.tier and await effects.counts() == (1, 1, 1)
     assert "mode:legacy" in legacy_tags and "mode:shadow" in shadow_tags
     assert "mode:live" in live_tags
+
+
+@pytest.fixture
+def counted_legacy(monkeypatch):
+    """The example current process, importable as python:shadow_counted_legacy:decide,
+    counting the records it is asked about; its round robin starts afresh."""
+    import sys
+    import types
+    from collections import Counter
+
+    from examples.legacy import process
+
+    monkeypatch.setattr(process, "_credit", {})
+    module = types.ModuleType("shadow_counted_legacy")
+    module.asked = Counter()
+
+    def decide(record):
+        module.asked[record["email"]] += 1
+        return process.decide(record)
+
+    module.decide = decide
+    monkeypatch.setitem(sys.modules, "shadow_counted_legacy", module)
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", "python:shadow_counted_legacy:decide")
+    return module
+
+
+async def test_shadow_mode_asks_the_current_process_once_per_lead_and_again_when_it_comes_again(
+    make_runtime, tmp_path, counted_legacy
+):
+    """Leads routed by the mode (a group at a time, as the receiver and the files do):
+    the current process is asked once per lead (the noise baseline is `leadflow
+    shadow`'s, not every group's), and a lead that comes again in the same run (a
+    webhook sent twice) is compared again, decided afresh, not failed."""
+    from prefect import flow
+
+    from leadflow.flows.batch_intake import StreamedIntake
+    from leadflow.flows.cutover import route_leads
+    from leadflow.flows.files import open_contents
+
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    piece = StreamedIntake(open_contents(first_rows(tmp_path, 3), runtime)).whole()
+
+    @flow
+    async def twice() -> list:
+        first = await route_leads(runtime, piece.leads, piece.rows, "shadow")
+        return first + await route_leads(runtime, piece.leads, piece.rows, "shadow")
+
+    with use_runtime(runtime):
+        results = await twice()
+    await runtime.aclose()
+    assert [(r.route, r.mode) for r in results] == [("shadow", "shadow")] * 6
+    assert sorted(counted_legacy.asked.values()) == [2, 2, 2]
+    compared = await stored()
+    assert [r.kind for r in compared] == ["shadow"] * 6  # no baseline
+    assert len({r.run_id for r in compared}) == 1
+    assert all(r.candidate and r.candidate_error is None for r in compared)
+    assert all(set(r.intended) == {"crm", "notify", "event"} for r in compared)
+    assert await effects.counts() == (0, 0, 0)
+
+
+async def test_shadow_mode_in_groups_of_one_and_of_100_gives_the_same_comparisons(
+    make_runtime, tmp_path, monkeypatch, counted_legacy
+):
+    """The same file in shadow mode (process-file, the mode routing each group),
+    a group per lead and one group of all, each from a fresh shadow database: the
+    same decisions on both sides, the same comparisons, the same intended effects."""
+    from examples.legacy import process
+
+    def plain(decision) -> dict:
+        return decision.model_dump(mode="json", include=set(Decision.COMPARED_FIELDS))
+
+    await set_mode("shadow")
+    compared = {}
+    for size in (1, 100):
+        url = f"sqlite+aiosqlite:///{tmp_path}/shadow-{size}.db"
+        monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", url)
+        monkeypatch.setattr(process, "_credit", {})
+        runtime = make_runtime()
+        with use_runtime(runtime):
+            summary = await process_file(path=first_rows(tmp_path, 30), batch_size=size)
+        await runtime.aclose()
+        assert summary.routes == {"shadow": 30 - len(summary.merged) - summary.set_aside_total}
+        assert summary.groups == (summary.routes["shadow"] if size == 1 else 1)
+        compared[size] = {
+            r.lead_id: (
+                r.outcome.value,
+                sorted(r.comparison.mismatched_fields),
+                plain(r.control),
+                plain(r.candidate),
+                {e: {k: v for k, v in d.items() if k != "due_at"} for e, d in r.intended.items()},
+            )
+            for r in await stored("shadow")
+        }
+    assert len(compared[1]) == summary.routes["shadow"] > 20
+    assert compared[1] == compared[100]
+    assert any(mismatched for _o, mismatched, *_ in compared[1].values())  # the example's

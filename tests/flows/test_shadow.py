@@ -119,17 +119,17 @@ def backlog_file(tmp_path, rows: int) -> Path:
     ("side", "how"),
     [("candidate", "one lead"), ("candidate", "hang"), ("control", "crash"), ("control", "hang")],
 )
-async def test_on_the_backlog_path_a_failure_stays_on_its_side_and_with_its_leads(
+async def test_in_groups_a_failure_stays_on_its_side_and_with_its_leads(
     make_runtime, prefect_api, shadow_db, legacy_module, tmp_path, monkeypatch, side, how
 ):
-    """Chunks of 5 out of 12 leads: a lead leadflow fails is the only one failed (the
-    chunk is decided again one lead at a time); a hanging leadflow times out its
-    chunks and nothing else; a crashing or hanging current process leaves leadflow's
+    """Groups of 5 out of 12 leads: a lead leadflow fails is the only one failed (the
+    group is decided again one lead at a time); a hanging leadflow times out its
+    groups and nothing else; a crashing or hanging current process leaves leadflow's
     decisions whole."""
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "3")
     scorer = {"one lead": OneLeadBreaks("lead7@backlog.test"), "hang": broken_scorer("hang")}
     adapters = {"scorer": scorer[how]} if side == "candidate" else {}
-    runtime = make_runtime(pipeline={"batch_threshold": 10, "batch_size": 5}, **adapters)
+    runtime = make_runtime(pipeline={"batch_size": 5}, **adapters)
     legacy = f"python:shadow_test_legacy:{how if side == 'control' else 'decide'}"
     with use_runtime(runtime):
         summary = await shadow_file(path=backlog_file(tmp_path, 12), legacy=legacy)
@@ -182,22 +182,24 @@ def expected_mismatches(record) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("legacy", "backlog"),
+    ("legacy", "group"),
     [
-        (PYTHON_LEGACY, False),
-        ("observed:examples/legacy/decisions.csv", False),
-        ("rules:examples/legacy/rules.toml", False),
-        (PYTHON_LEGACY, True),  # the backlog path: chunks decided in bulk, no task runs
+        (PYTHON_LEGACY, 100),
+        ("observed:examples/legacy/decisions.csv", 100),
+        ("rules:examples/legacy/rules.toml", 100),
+        (PYTHON_LEGACY, 20),  # three groups of the 55 leads
+        (PYTHON_LEGACY, 1),  # a group per lead: the same comparisons
     ],
 )
 async def test_the_example_mismatches_are_exactly_the_rule_differences(
-    make_runtime, prefect_api, shadow_db, legacy, backlog, monkeypatch
+    make_runtime, prefect_api, shadow_db, legacy, group, monkeypatch
 ):
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")  # a loaded CI machine
-    chunks = {"batch_threshold": 10, "batch_size": 20}  # three chunks of the 55 leads
-    runtime = make_runtime(pipeline=chunks if backlog else {"batch_threshold": 500})
+    runtime = make_runtime()
     with use_runtime(runtime):
-        summary = await shadow_file(path=EXAMPLES / "leads.csv", legacy=legacy)
+        summary = await shadow_file(
+            path=EXAMPLES / "leads.csv", legacy=legacy, batch_size=group, concurrency=8
+        )
     await runtime.aclose()
     assert summary.compared == 55 and summary.outcomes.get("error") is None
     records = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))

@@ -13,9 +13,12 @@ from leadflow.flows.files import process_file
 from leadflow.flows.shadow import shadow_file
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
+from leadflow.once import side_effect_claims
+from leadflow.stores.decisions import lead_decisions
 from tests.conftest import EXAMPLES
 
 SEEDED_CONTACTS = 3
+table_rows = {lead_decisions: 12, side_effect_claims: 3 * 12}  # a decision, three claims each
 
 
 async def _count(url: str, table: sa.Table) -> int:
@@ -39,6 +42,11 @@ async def test_a_shadow_run_sends_nothing_and_writes_nothing(
     assert await _count(url, contacts) == SEEDED_CONTACTS  # the seed only: no upsert
     assert await _count(url, lead_events) == 0
     assert not (tmp_path / "outbox.jsonl").exists()
+    # leadflow's own records of the shadow run (its decisions, its once-only claims)
+    # are the shadow database's: the live one holds none, not even under another scope
+    shadow = f"sqlite+aiosqlite:///{tmp_path}/s.db"
+    for table in (lead_decisions, side_effect_claims):
+        assert (await _count(url, table), await _count(shadow, table)) == (0, table_rows[table])
 
     # The same leads for real reach all three, so the counts above could have moved.
     await process_file(path=leads)
@@ -51,19 +59,16 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
     webhook_runtime, webhook_server, tmp_path, monkeypatch
 ):
     """The mode switched to shadow (the Prefect Variable), not the shadow command: a
-    file run, the batch path, a poll of the drop folder and a webhook lead all compare
-    and send nothing to the loopback notifier; switched back to live, they send."""
+    file run (in groups of 100 and of 2), a poll of the drop folder and a webhook lead
+    all compare and send nothing to the loopback notifier; switched back to live, they
+    send."""
     import asyncio
-    import dataclasses
 
     import httpx
+    from asgi_lifespan import LifespanManager
     from prefect.variables import Variable
 
     import leadflow.flows.mode
-    import leadflow.flows.shadow
-    from leadflow.app.runtime import use_runtime
-    from leadflow.flows.batch import process_file_batched
-    from leadflow.flows.lead import run_pipeline
     from leadflow.flows.mode import MODE_VARIABLE, forget_mode, set_mode
     from leadflow.flows.poll import poll_leads
     from leadflow.flows.webhook_app import create_app
@@ -80,36 +85,26 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "drop.csv").write_text(leads.read_text())
+    await webhook_runtime.prepare_stores()
     app = create_app(webhook_runtime)
     try:
         await set_mode("shadow")
         assert (await process_file(path=leads)).routes == {"shadow": 4}
-        # leadflow's tasks per lead for a small file; above the batch threshold (a
-        # backlog) its steps without task runs
-        pipeline_calls = []
-
-        async def counted(lead, *args, **kwargs):
-            pipeline_calls.append(lead.id)
-            return await run_pipeline(lead, *args, **kwargs)
-
-        monkeypatch.setattr(leadflow.flows.shadow, "run_pipeline", counted)
-        assert (await process_file_batched(path=leads, batch_size=2)).routes == {"shadow": 4}
-        assert len(pipeline_calls) == 4
-        settings = webhook_runtime.settings
-        pipeline = settings.pipeline.model_copy(update={"batch_threshold": 2})
-        backlog = dataclasses.replace(
-            webhook_runtime, settings=settings.model_copy(update={"pipeline": pipeline})
-        )
-        with use_runtime(backlog):
-            assert (await process_file_batched(path=leads, batch_size=2)).routes == {"shadow": 4}
-        assert len(pipeline_calls) == 4
+        assert (await process_file(path=leads, batch_size=2)).routes == {"shadow": 4}
         assert (await poll_leads(folder=str(inbox), settle_seconds=0)).processed == ["drop.csv"]
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://receiver"
-        ) as http:
+        async with (
+            LifespanManager(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://receiver"
+            ) as http,
+        ):
             response = await http.post("/leads", json={"email": "hook@bigco.test"})
             assert response.status_code == 202
-            await asyncio.wait_for(asyncio.gather(*app.state.pending), timeout=120)
+            for _ in range(2400):  # the lead-stream run takes it: at most two minutes
+                if not (await webhook_runtime.inbox.counts()).get("accepted"):
+                    break
+                await asyncio.sleep(0.05)
+        assert await webhook_runtime.inbox.counts() == {"left": 1}
 
         assert webhook_server.requests == []
         assert await _count(url, contacts) <= SEEDED_CONTACTS
@@ -117,7 +112,7 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
         stored = await ComparisonStore(ShadowSettings().database_url).in_window(
             datetime.now(UTC) - timedelta(hours=1)
         )
-        assert len([r for r in stored if r.kind == "shadow"]) == 4 * 4 + 1
+        assert len([r for r in stored if r.kind == "shadow"]) == 3 * 4 + 1
 
         await set_mode("live")
         await process_file(path=leads)

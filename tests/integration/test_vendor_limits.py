@@ -157,6 +157,25 @@ async def test_vendor_limit_is_looked_up_once_a_minute(tmp_path: Path):
     assert limits._known.checked == before and time.monotonic() - started < 1
 
 
+async def test_a_minute_old_answer_is_looked_up_again_off_the_callers_path(tmp_path: Path):
+    """The call that finds the answer a minute old goes ahead on it; the look-up runs
+    in the background, and the next call has the server's new answer."""
+    notifier = TerminalNotifier(tmp_path / "outbox.jsonl", echo=False)
+    async with vendor_limit(notifier):
+        pass
+    name = concurrency_name("terminal")
+    assert limits._known.checked[name][1] is False
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(name, 5)
+    stale = time.monotonic() - limits.LOOK_AGAIN_SECONDS - 1
+    limits._known.checked[name] = (stale, False)
+
+    assert await limits._known.exists(name) is False  # the last answer, at once
+    await limits._known._refreshing[name]
+    assert limits._known.checked[name][0] > stale
+    assert await limits._known.exists(name) is True
+
+
 async def test_a_shadow_runs_look_ups_hold_the_real_crms_limits(tmp_path: Path):
     """The recorder that stands in for the CRM in a shadow run reads through the real
     one, so its look-ups count against that vendor's limits, not a "recorder" vendor."""

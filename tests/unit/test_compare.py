@@ -205,3 +205,36 @@ async def test_the_store_keeps_both_sides_and_reads_back_a_window(tmp_path):
     assert found[0].control.score == 60 and found[0].control_ms == 12.5
     assert found[0].intended == {"crm": {"rep": "alice@x"}}
     assert len(await store.in_window(now - timedelta(days=30))) == 2
+
+
+def test_a_shadow_runs_summary_counts_every_error_and_keeps_the_first_thousand():
+    """A long file whose current process fails for every lead: the summary's lists stop
+    at SUMMARY_LIST_LIMIT (memory stays flat), the totals and the outcomes count all."""
+    from leadflow.flows.shadow_summary import ShadowTally
+    from leadflow.flows.summary import SUMMARY_LIST_LIMIT
+    from leadflow.intake import Rejection
+
+    tally = ShadowTally("leads.csv", "python:old:decide")
+    failing = [
+        ComparisonRecord(
+            run_id="r",
+            lead_id=f"l{n}",
+            comparison=compare(None, decision()),
+            candidate=decision(),
+            control_error="RuntimeError: the old script fell over",
+        )
+        for n in range(SUMMARY_LIST_LIMIT + 5)
+    ]
+    tally.add(failing[:10])
+    tally.add(failing[10:])
+    bad = Rejection(
+        key="k", origin="leads.csv", position=2, lead_ref="row 2", reason="email: missing", data={}
+    )
+    tally.set_aside([bad] * (SUMMARY_LIST_LIMIT + 1))
+    summary = tally.final()
+    assert len(summary.control_errors) == len(summary.set_aside) == SUMMARY_LIST_LIMIT
+    assert summary.control_errors_total == summary.compared == SUMMARY_LIST_LIMIT + 5
+    assert summary.set_aside_total == SUMMARY_LIST_LIMIT + 1
+    assert summary.outcomes == {"error": SUMMARY_LIST_LIMIT + 5}
+    assert summary.candidate_errors == [] and summary.candidate_errors_total == 0
+    assert f"{SUMMARY_LIST_LIMIT + 1} records set aside" in summary.as_markdown()

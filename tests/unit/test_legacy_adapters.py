@@ -83,6 +83,45 @@ async def test_python_adapter_accepts_async_functions_and_names_bad_answers():
         await PythonLegacy(not_a_decision).decide(RECORD)
 
 
+async def test_python_adapter_decides_records_asked_together_in_one_thread_trip():
+    """A plain function: the records asked for at once go to one worker thread, in
+    one trip, in order; one that raises fails only itself; one that hangs holds up its
+    trip, whose callers time out, and the next trip answers."""
+    import asyncio
+    import threading
+
+    threads: list[int] = []
+    release = threading.Event()
+
+    def answer(record):
+        threads.append(threading.get_ident())
+        if record["email"] == "bad@example.org":
+            raise RuntimeError("the old script fell over")
+        if record["email"] == "slow@example.org":
+            release.wait(5)
+        return {**ANSWER, "rep": record["email"]}
+
+    legacy = PythonLegacy(answer)
+    emails = ["a@example.org", "bad@example.org", "b@example.org"]
+    answers = await asyncio.gather(
+        *(legacy.decide({**RECORD, "email": e}) for e in emails), return_exceptions=True
+    )
+    assert [a.rep if not isinstance(a, Exception) else str(a) for a in answers] == [
+        "a@example.org",
+        "the old script fell over",
+        "b@example.org",
+    ]
+    assert len(threads) == 3 and len(set(threads)) == 1 and threads[0] != threading.get_ident()
+
+    waiting = [legacy.decide({**RECORD, "email": e}) for e in ("slow@example.org", "c@x.org")]
+    timed_out = await asyncio.gather(
+        *(asyncio.wait_for(w, 0.2) for w in waiting), return_exceptions=True
+    )
+    assert all(isinstance(t, TimeoutError) for t in timed_out)
+    release.set()
+    assert (await legacy.decide({**RECORD, "email": "d@example.org"})).rep == "d@example.org"
+
+
 async def test_command_adapter_reads_stdout_and_enforces_its_timeout():
     program = (
         "import json, sys; lead = json.load(sys.stdin); "

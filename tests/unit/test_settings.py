@@ -233,3 +233,14 @@ def test_env_example_lists_every_setting() -> None:
         expected += _settings_env_names(cls)
     missing = [name for name in expected if name not in listed]
     assert not missing, f".env.example does not mention: {', '.join(missing)}"
+
+
+def test_the_run_mode_is_read_from_leadflow_mode_only(monkeypatch):
+    """A plain MODE in the environment (another tool's) does not switch leadflow."""
+    from leadflow.shadow_settings import ShadowSettings
+
+    monkeypatch.setenv("MODE", "shadow")
+    assert ShadowSettings(_env_file=None).mode == "live"
+    monkeypatch.setenv("LEADFLOW_MODE", "pilot")
+    assert ShadowSettings(_env_file=None).mode == "pilot"
+    assert ShadowSettings(_env_file=None, mode="legacy").mode == "legacy"

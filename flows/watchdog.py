@@ -1,0 +1,80 @@
+"""The orchestrator failing is a failure, reported within a bound.
+
+A command's flow run talks to the Prefect API as it starts and ends, and Prefect's
+client retries a call that fails, with backoff, for minutes; the task runs in between
+report through events, which do not fail at all. So with the API gone mid-run, a run
+would do its leads and then hang at the end, retrying. `watched(work)` runs the
+command's work beside a probe of the API's `/health`; when the API has not answered
+for `DOWN_AFTER_SECONDS`, the work is cancelled (groups in flight hand their claims
+back, so nothing is counted done that was not) and `OrchestratorDown` is raised with
+what failed and since when. What the run finished is in leadflow's own records, so
+the same command, once the API is back, does the rest and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+PROBE_EVERY_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 3.0
+DOWN_AFTER_SECONDS = 20.0
+
+
+class OrchestratorDown(RuntimeError):
+    """The Prefect API stopped answering during a run."""
+
+    def __init__(self, api_url: str, since: datetime) -> None:
+        super().__init__(f"the Prefect API at {api_url} stopped answering at {since:%H:%M:%S}")
+        self.api_url = api_url
+        self.since = since
+
+
+def api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+async def _down(url: str, down_after: float) -> datetime:
+    """Return when `url`'s /health has not answered for `down_after` seconds; the
+    moment it was last seen answering."""
+    last_ok = time.monotonic()
+    last_seen = datetime.now(UTC)
+    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
+        while True:
+            try:
+                response = await client.get(f"{url.rstrip('/')}/health")
+                if response.status_code < 500:
+                    last_ok, last_seen = time.monotonic(), datetime.now(UTC)
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - last_ok >= down_after:
+                return last_seen
+            await asyncio.sleep(PROBE_EVERY_SECONDS)
+
+
+async def watched(work: Awaitable[T], *, down_after: float = DOWN_AFTER_SECONDS) -> T:
+    """`work`, cancelled with `OrchestratorDown` if the Prefect API stops answering
+    for `down_after` seconds while it runs."""
+    url = api_url()
+    running = asyncio.ensure_future(work)
+    if url is None:
+        return await running
+    probe = asyncio.create_task(_down(url, down_after))
+    try:
+        await asyncio.wait({running, probe}, return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            return running.result()
+        running.cancel()
+        await asyncio.wait({running}, timeout=10)
+        raise OrchestratorDown(url, probe.result())
+    finally:
+        probe.cancel()
