@@ -211,6 +211,18 @@ async def test_deep_json_is_422_never_202_nor_500(receiver: Receiver, levels: in
     assert await receiver.runtime.inbox.counts() == {}
 
 
+async def test_json_at_the_depth_limit_is_accepted_and_finished(receiver: Receiver) -> None:
+    """What the door lets through, the pipeline can carry: 202 means processed."""
+    inner = b"[" * 31 + b"]" * 31  # with the lead's object: 32 levels, the limit
+    body = b'{"email": "edge@example.org", "extra": ' + inner + b"}"
+    response = await receiver.post(body, receiver.signed(body))
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 60
+    while await receiver.runtime.inbox.counts() != {"finished": 1}:
+        assert time.monotonic() < deadline, await receiver.runtime.inbox.counts()
+        await asyncio.sleep(0.1)
+
+
 async def test_json_with_too_many_values_is_422(receiver: Receiver) -> None:
     body = json.dumps({"email": "wide@example.org", "extra": list(range(50_000))}).encode()
     response = await receiver.post(body, receiver.signed(body))
