@@ -11,7 +11,7 @@ the environment variable to fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,7 +169,7 @@ class AdapterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
 
-def load_settings(cls: type[T] = Settings, **overrides: object) -> T:  # type: ignore[assignment]
+def load_settings(cls: type[T] = Settings, **overrides: Any) -> T:  # type: ignore[assignment]
     """Build a settings class, turning a ValidationError into a SettingsError that names
     each offending environment variable."""
     try:
