@@ -66,7 +66,7 @@ from leadflow.flows.summary import (
 from leadflow.logging import get_logger
 from leadflow.models import Lead, LeadOutcome
 from leadflow.shadow_settings import ShadowSettings
-from leadflow.shadow_store import ComparisonStore
+from leadflow.shadow_store import ComparisonRecord, ComparisonStore
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
@@ -99,12 +99,12 @@ async def route_leads(
     given; `legacy` overrides LEADFLOW_SHADOW__LEGACY."""
     settings = ShadowSettings()
     spec = legacy or settings.legacy
-    if mode == "legacy" or (mode in ("shadow", "pilot") and not spec):
+    if mode == "live":
+        return list(await run_group(Group(leads, rows=rows), runtime))
+    if mode == "legacy" or not spec:
         if mode != "legacy":
             log.warning("no current process to compare with: leads left to it", leads=len(leads))
         return [_left(lead, mode) for lead in leads]
-    if mode == "live":
-        return await run_group(Group(leads, rows=rows), runtime)
     context = shadow_context(runtime, spec, settings, baseline=False)
     await warm_up(settings)
     try:
@@ -149,7 +149,9 @@ async def _pilot(
         return answers, (time.perf_counter() - began) * 1000
 
     controls, (ours, ms) = await asyncio.gather(context.controls(pilot, raw), leadflow())
-    records, by_id, handed_back = [], {}, []
+    records: list[ComparisonRecord] = []
+    by_id: dict[str, LeadResult] = {}
+    handed_back: list[str] = []
     for lead in pilot:
         result = ours[lead.id]
         if isinstance(result, AlreadyDone):  # leadflow finished it in an earlier run

@@ -13,6 +13,7 @@ holder is gone. The file source is served by `process_file`, which takes a path.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prefect import flow
@@ -52,7 +53,7 @@ async def poll_source() -> FileRunSummary:
     size = runtime.settings.pipeline.batch_size
     tally = RunTally(f"source {source.name}", size)
 
-    async def counted(_group: Group | None, results: list[LeadResult]) -> None:
+    async def counted(_group: Group | None, results: Sequence[LeadResult]) -> None:
         tally.add(results)
 
     pipeline = Pipeline(runtime, in_flight=runtime.settings.pipeline.concurrency)

@@ -11,7 +11,7 @@ the environment variable to fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,7 +169,11 @@ class AdapterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
 
-def load_settings(cls: type[T] = Settings, **overrides: Any) -> T:  # type: ignore[assignment]
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[T], **overrides: Any) -> T: ...
+def load_settings(cls: type[BaseSettings] = Settings, **overrides: Any) -> BaseSettings:
     """Build a settings class, turning a ValidationError into a SettingsError that names
     each offending environment variable."""
     try:
