@@ -39,13 +39,16 @@ lint: $(STAMP) types
 # mypy maps modules to folders, and leadflow.flows/.integrations/.app live in flows/,
 # integrations/, app/ (pyproject's package-dir); so it checks a tree of links shaped like the
 # installed package, rebuilt each run (a new module needs no step), and the paths it prints
-# are turned back into the source tree's. Modes per module: [tool.mypy] in pyproject.toml.
+# are turned back into the source tree's. The example plug-in (examples/plugin/) is checked
+# strictly too, as a plug-in author would. Modes per module: [tool.mypy] in pyproject.toml.
 TYPES_TREE := .mypy_tree
 types: $(STAMP)
 	@rm -rf $(TYPES_TREE) && mkdir -p $(TYPES_TREE)/leadflow
 	@ln -s $(CURDIR)/leadflow/* $(TYPES_TREE)/leadflow/
 	@for d in flows integrations app; do ln -s $(CURDIR)/$$d $(TYPES_TREE)/leadflow/$$d; done
-	@cd $(TYPES_TREE) && ../$(BIN)/mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache -p leadflow \
+	@ln -s $(CURDIR)/examples/plugin/leadflow-acme/src/leadflow_acme $(TYPES_TREE)/
+	@cd $(TYPES_TREE) && ../$(BIN)/mypy --config-file ../pyproject.toml \
+	  --cache-dir ../.mypy_cache -p leadflow -p leadflow_acme \
 	  > mypy.out; status=$$?; \
 	  sed -E 's#^leadflow/(flows|integrations|app)/#\1/#' mypy.out; exit $$status
 

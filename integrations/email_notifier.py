@@ -77,7 +77,7 @@ def lead_html(summary: LeadSummary) -> str:
     )
 
 
-class EmailNotifier(Notifier):
+class EmailNotifier(Notifier[EmailSettings]):
     name = "email"
     settings_class = EmailSettings
 

@@ -66,7 +66,7 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class HttpLeadSource(LeadSource):
+class HttpLeadSource(LeadSource[HttpSourceSettings]):
     name = "http"
     settings_class = HttpSourceSettings
 
