@@ -58,6 +58,7 @@ from leadflow.flows.shadow import (
 )
 from leadflow.flows.summary import (
     AlreadyDone,
+    EngineResult,
     FileRunSummary,
     LeadResult,
     LeadsFailedError,
@@ -137,12 +138,12 @@ async def _pilot(
         return [_left(lead, "pilot") for lead in leads]
     limit = context.settings.timeout_seconds
 
-    async def leadflow() -> tuple[dict[str, Any], float]:
+    async def leadflow() -> tuple[dict[str, EngineResult | Exception], float]:
         began = time.perf_counter()
         try:
             with use_runtime(live), in_mode("pilot"):
                 results = await run_group(Group(pilot, rows=rows), live)
-            answers: dict[str, Any] = {result.lead_id: result for result in results}
+            answers: dict[str, EngineResult | Exception] = {r.lead_id: r for r in results}
         except Exception as exc:  # the engine's own failure (its database): all handed back
             log.warning("pilot group failed in leadflow", error=f"{type(exc).__name__}: {exc}")
             answers = dict.fromkeys((lead.id for lead in pilot), exc)
@@ -157,15 +158,20 @@ async def _pilot(
         if isinstance(result, AlreadyDone):  # leadflow finished it in an earlier run
             by_id[lead.id] = result
             continue
-        ok = isinstance(result, LeadOutcome) and result.ok
+        done = result if isinstance(result, LeadOutcome) and result.ok else None
         candidate = side_of(result, ms, limit)
         records.append(
             context.record(
-                lead, raw[lead.id], controls[lead.id], candidate, kind="pilot", fallback=not ok
+                lead,
+                raw[lead.id],
+                controls[lead.id],
+                candidate,
+                kind="pilot",
+                fallback=done is None,
             )
         )
-        if ok:
-            by_id[lead.id] = result
+        if done is not None:
+            by_id[lead.id] = done
         else:
             log.warning("pilot lead handed back to the current process", lead_id=lead.id)
             by_id[lead.id] = _left(lead, "pilot", "fallback")
