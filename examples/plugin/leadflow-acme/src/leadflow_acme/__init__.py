@@ -13,10 +13,8 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import Notifier
+from leadflow import AdapterSettings, Decision, Lead, Notifier, Settings
 from leadflow.integrations.http import make_client, send
-from leadflow.models import Decision, Lead
-from leadflow.settings import AdapterSettings, Settings
 
 
 class AcmeSettings(AdapterSettings):
