@@ -120,4 +120,5 @@ def own_settings(cls: type[Adapter[Any]]) -> AdapterSettings | None:
     for an adapter without one (whose type parameter is None)."""
     if cls.settings_class is None:
         return None
-    return load_settings(cls.settings_class)
+    own: AdapterSettings = load_settings(cls.settings_class)
+    return own
