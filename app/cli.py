@@ -1024,4 +1024,4 @@ def main() -> None:  # pragma: no cover - console script shim
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -159,8 +159,11 @@ def report(
     from leadflow.flows.report import shadow_report
 
     runtime = _runtime(_settings(verbose))
-    parameters = {"window_days": days, "out_dir": str(out_dir) if out_dir else None}
-    found, _run_id, _trouble = _run(run_flow(runtime, shadow_report, **parameters))
+    found, _run_id, _trouble = _run(
+        run_flow(
+            runtime, shadow_report, window_days=days, out_dir=str(out_dir) if out_dir else None
+        )
+    )
     result = _unless_failed(found)
     out.print(Markdown(result.markdown))
     out.print(f"HTML report: {result.html_path}", highlight=False)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from prefect.artifacts import acreate_markdown_artifact
 
 from leadflow.flows.naming import label_of, show_emails
+from leadflow.flows.summary import AlreadyDone, LeadResult, LeftToCurrentProcess
 from leadflow.markdown import escape, table
 from leadflow.models import BranchResult, BranchStatus, Decision, Lead, LeadOutcome
 
@@ -103,26 +104,23 @@ def branch_status(branches: dict[str, BranchResult]) -> str:
     return "ok"
 
 
-def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[object]) -> str:
-    """One row per lead, in file order. `results` holds, per lead, a LeadOutcome, a
-    lead found done before (with its tier and rep), or anything with a `reason` (the
-    pipeline failed before deciding)."""
+def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[LeadResult]) -> str:
+    """One row per lead, in file order, with what became of it."""
     rows = []
     for lead, result in zip(leads, results, strict=True):
+        decided: tuple[str, str, str, str, str] = ("",) * 5
         if isinstance(result, LeadOutcome):
             d = result.decision
             due = f"{d.due_at:%Y-%m-%d %H:%M}" if d.due_at else ""
-            decided = (d.tier, d.score, d.rep, d.follow_up.value, due)
+            decided = (d.tier, str(d.score), d.rep, d.follow_up.value, due)
             status = branch_status(result.branches)
-        elif hasattr(result, "route"):  # left to the current process by the mode
-            decided = ("",) * 5
+        elif isinstance(result, LeftToCurrentProcess):  # left to the current process
             status = result.route
-        elif hasattr(result, "tier"):  # found done in leadflow's records: no task ran
+        elif isinstance(result, AlreadyDone):  # found done in leadflow's records: no task ran
             decided = (result.tier, "", result.rep, "", "")
             status = "done before"
         else:
-            decided = ("",) * 5
-            status = f"failed: {getattr(result, 'reason', 'before a decision')}"
+            status = f"failed: {result.reason}"
         rows.append((label_of(lead), lead.company, *decided, status))
     who = "email" if show_emails() else "lead id"
     headers = (who, "company", "tier", "score", "rep", "follow-up", "due (UTC)", "branches")
@@ -130,7 +128,7 @@ def leads_markdown(file: str, leads: Sequence[Lead], results: Sequence[object]) 
     return heading + table(headers, rows)
 
 
-async def publish_leads(file: str, leads: Sequence[Lead], results: Sequence[object]) -> None:
+async def publish_leads(file: str, leads: Sequence[Lead], results: Sequence[LeadResult]) -> None:
     await acreate_markdown_artifact(
         key=LEADS_KEY, markdown=leads_markdown(file, leads, results), description=file
     )

@@ -58,6 +58,7 @@ from leadflow.flows.shadow import (
 )
 from leadflow.flows.summary import (
     AlreadyDone,
+    EngineResult,
     FileRunSummary,
     LeadResult,
     LeadsFailedError,
@@ -66,7 +67,7 @@ from leadflow.flows.summary import (
 from leadflow.logging import get_logger
 from leadflow.models import Lead, LeadOutcome
 from leadflow.shadow_settings import ShadowSettings
-from leadflow.shadow_store import ComparisonStore
+from leadflow.shadow_store import ComparisonRecord, ComparisonStore
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
@@ -99,12 +100,12 @@ async def route_leads(
     given; `legacy` overrides LEADFLOW_SHADOW__LEGACY."""
     settings = ShadowSettings()
     spec = legacy or settings.legacy
-    if mode == "legacy" or (mode in ("shadow", "pilot") and not spec):
+    if mode == "live":
+        return list(await run_group(Group(leads, rows=rows), runtime))
+    if mode == "legacy" or not spec:
         if mode != "legacy":
             log.warning("no current process to compare with: leads left to it", leads=len(leads))
         return [_left(lead, mode) for lead in leads]
-    if mode == "live":
-        return await run_group(Group(leads, rows=rows), runtime)
     context = shadow_context(runtime, spec, settings, baseline=False)
     await warm_up(settings)
     try:
@@ -137,33 +138,40 @@ async def _pilot(
         return [_left(lead, "pilot") for lead in leads]
     limit = context.settings.timeout_seconds
 
-    async def leadflow() -> tuple[dict[str, Any], float]:
+    async def leadflow() -> tuple[dict[str, EngineResult | Exception], float]:
         began = time.perf_counter()
         try:
             with use_runtime(live), in_mode("pilot"):
                 results = await run_group(Group(pilot, rows=rows), live)
-            answers: dict[str, Any] = {result.lead_id: result for result in results}
+            answers: dict[str, EngineResult | Exception] = {r.lead_id: r for r in results}
         except Exception as exc:  # the engine's own failure (its database): all handed back
             log.warning("pilot group failed in leadflow", error=f"{type(exc).__name__}: {exc}")
             answers = dict.fromkeys((lead.id for lead in pilot), exc)
         return answers, (time.perf_counter() - began) * 1000
 
     controls, (ours, ms) = await asyncio.gather(context.controls(pilot, raw), leadflow())
-    records, by_id, handed_back = [], {}, []
+    records: list[ComparisonRecord] = []
+    by_id: dict[str, LeadResult] = {}
+    handed_back: list[str] = []
     for lead in pilot:
         result = ours[lead.id]
         if isinstance(result, AlreadyDone):  # leadflow finished it in an earlier run
             by_id[lead.id] = result
             continue
-        ok = isinstance(result, LeadOutcome) and result.ok
+        done = result if isinstance(result, LeadOutcome) and result.ok else None
         candidate = side_of(result, ms, limit)
         records.append(
             context.record(
-                lead, raw[lead.id], controls[lead.id], candidate, kind="pilot", fallback=not ok
+                lead,
+                raw[lead.id],
+                controls[lead.id],
+                candidate,
+                kind="pilot",
+                fallback=done is None,
             )
         )
-        if ok:
-            by_id[lead.id] = result
+        if done is not None:
+            by_id[lead.id] = done
         else:
             log.warning("pilot lead handed back to the current process", lead_id=lead.id)
             by_id[lead.id] = _left(lead, "pilot", "fallback")

@@ -44,10 +44,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import TaskRunNameCallbackWithParameters
 from sqlalchemy.exc import OperationalError
 from structlog.contextvars import bound_contextvars
 
@@ -57,7 +58,7 @@ from leadflow.flows.context import current_runtime
 from leadflow.flows.limits import vendor_limit
 from leadflow.flows.naming import decision_tags, label_of, lead_tags, task_tags
 from leadflow.flows.retries import retry_options
-from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult
+from leadflow.flows.summary import AlreadyDone, EngineResult, FailedBranch
 from leadflow.integrations.base import Adapter, LeadEvent
 from leadflow.integrations.errors import RateLimited, TransientError
 from leadflow.logging import get_logger
@@ -88,8 +89,9 @@ class SideEffect:
     branch: str
     effect: str
     adapter: str
-    one: Callable[[Adapter, tuple[Lead, Decision, str]], Awaitable[Any]]
-    bulk: Callable[[Adapter, list[tuple[Lead, Decision, str]]], Awaitable[Any]]
+    # the adapter is the branch's port: a CRM, a Notifier or an EventSink
+    one: Callable[[Any, tuple[Lead, Decision, str]], Awaitable[Any]]
+    bulk: Callable[[Any, list[tuple[Lead, Decision, str]]], Awaitable[Any]]
     bulk_method: str
 
 
@@ -221,10 +223,10 @@ class Group:
             row=self.rows.get(lead.id, 0),
         )
 
-    def results(self) -> list[LeadResult]:
+    def results(self) -> list[EngineResult]:
         """One result per lead, in order: answered from the store, stopped before a
         decision, or its decision and side effects."""
-        results: list[LeadResult] = []
+        results: list[EngineResult] = []
         for lead in self.leads:
             if lead.id in self.done_before:
                 stored = self.done_before[lead.id].decision
@@ -284,16 +286,18 @@ def _step_line(group: Group, step: str, ms: float, **fields: Any) -> None:
 # --- the steps, as tasks ---------------------------------------------------------------
 
 
-def _run_name(step: str) -> Callable[[dict[str, Any]], str]:
+def _run_name(step: str) -> TaskRunNameCallbackWithParameters:
     def name(parameters: dict[str, Any]) -> str:
         group = parameters.get("group")
         return f"{step} {group.label}" if isinstance(group, Group) else step
 
     name.__name__ = f"{step.replace('-', '_')}_run_name"
-    return name
+    # Prefect tells the kinds apart by the parameter's name; its Protocol's classmethod
+    # makes no plain function match it for mypy.
+    return cast(TaskRunNameCallbackWithParameters, name)
 
 
-_QUIET = {"cache_policy": NO_CACHE, "persist_result": False, "log_prints": False}
+_QUIET: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, "log_prints": False}
 
 
 @task(name="look-up", task_run_name=_run_name("look-up"), **_QUIET)
@@ -335,7 +339,7 @@ async def decide_group(group: Group) -> None:
 
 async def _decide(group: Group, leads: list[Lead], runtime: Runtime) -> None:
     matches = [group.matches[lead.id] for lead in leads]
-    options = {
+    options: dict[str, Any] = {
         "rules": runtime.rules,
         "scorer": runtime.adapters.scorer,
         "assigner": runtime.assigner,
@@ -679,9 +683,9 @@ async def settle(group: Group, runtime: Runtime) -> None:
     for `leadflow replay`, and log each lead's outcome."""
     finished, failures = [], []
     for lead in group.decided():
-        results = {b: group.effects[b][lead.id] for b in BRANCHES}
-        failed = {b: r for b, r in results.items() if r.status is BranchStatus.FAILED}
-        unrecorded = any(r.detail == UNRECORDED for r in results.values())
+        branches = {b: group.effects[b][lead.id] for b in BRANCHES}
+        failed = {b: r for b, r in branches.items() if r.status is BranchStatus.FAILED}
+        unrecorded = any(r.detail == UNRECORDED for r in branches.values())
         if not failed and not unrecorded:
             finished.append(lead)
         failures += [
@@ -711,7 +715,7 @@ async def settle(group: Group, runtime: Runtime) -> None:
             )
 
 
-def _log_result(result: LeadResult, *, one: bool) -> None:
+def _log_result(result: EngineResult, *, one: bool) -> None:
     """Each lead's outcome: at INFO for a group of one (a real-time or manual lead), at
     DEBUG within a bigger group (the group's line is at INFO), failures at WARNING."""
     if isinstance(result, LeadOutcome):
@@ -729,7 +733,7 @@ def _log_result(result: LeadResult, *, one: bool) -> None:
         log.warning("lead failed", lead_id=result.lead_id, step=result.branch, error=result.reason)
 
 
-async def run_group(group: Group, runtime: Runtime) -> list[LeadResult]:
+async def run_group(group: Group, runtime: Runtime) -> list[EngineResult]:
     """One group through every step, inside the current flow run (if any)."""
     await prepare(group, runtime)
     await decide_step(group, runtime)
@@ -822,7 +826,7 @@ class Pipeline:
 
 async def run_leads(
     runtime: Runtime, leads: Sequence[Lead], *, size: int | None = None
-) -> list[LeadResult]:
+) -> list[EngineResult]:
     """Leads through the pipeline in groups of `size` (the batch size by default),
     inside the current flow run; one result per lead, in input order. Leads with the
     same id are run once (the first), answered for each."""
@@ -831,7 +835,7 @@ async def run_leads(
         first.setdefault(lead.id, lead)
     unique = list(first.values())
     size = size or runtime.settings.pipeline.batch_size
-    by_id: dict[str, LeadResult] = {}
+    by_id: dict[str, EngineResult] = {}
 
     async def done(group: Group) -> None:
         by_id.update({result.lead_id: result for result in group.results()})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -215,9 +216,9 @@ class _LeadsTable:
 
     def __init__(self, total: int) -> None:
         self.wanted = total <= LEADS_TABLE_LIMIT
-        self.groups: list[tuple[int, list[Lead], list[LeadResult]]] = []
+        self.groups: list[tuple[int, list[Lead], Sequence[LeadResult]]] = []
 
-    def add(self, group: Group, results: list[LeadResult]) -> None:
+    def add(self, group: Group, results: Sequence[LeadResult]) -> None:
         if self.wanted:
             self.groups.append((group.number, group.leads, results))
 

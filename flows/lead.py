@@ -75,7 +75,7 @@ class LeadFailedError(RuntimeError):
 )
 async def process_lead(
     record: dict[str, Any], origin: str = "api", position: int = 0
-) -> LeadOutcome | LeftToCurrentProcess:
+) -> LeadOutcome | AlreadyDone | LeftToCurrentProcess:
     """Process one raw lead record: validate, look up, decide, then the three side
     effects at once. Ends Failed, naming the branch, if a side effect failed after its
     retries; a record that fails validation is quarantined and the run ends Failed.
@@ -90,7 +90,10 @@ async def process_lead(
         position: The record's row or line in `origin`, if any.
 
     In a mode other than `live` (leadflow.flows.mode) the lead goes where the mode
-    sends it (flows/cutover.py), and the run returns what became of it.
+    sends it (flows/cutover.py), and the run returns what became of it: left to the
+    current process, its outcome in leadflow (a pilot lead), or, for a pilot lead whose
+    exact version leadflow finished in an earlier run, AlreadyDone (nothing was run). In
+    `live` mode such a lead's outcome is its stored decision, every branch skipped.
     """
     runtime = current_runtime()
     mode = await start_run(tag_live=False)
@@ -117,9 +120,11 @@ async def process_lead(
     (result,) = await run_group(group, runtime)
     if isinstance(result, FailedBranch):
         raise LeadFailedError(result)
-    if isinstance(result, AlreadyDone):
-        result = _done_before(checked, group.done_before[checked.id].decision)
-    outcome = result
+    outcome = (
+        _done_before(checked, group.done_before[checked.id].decision)
+        if isinstance(result, AlreadyDone)
+        else result
+    )
     await _tag_this_run(checked, outcome)
     await publish_decision(checked, outcome)
     if not outcome.ok:

@@ -46,7 +46,7 @@ class ModeError(ValueError):
 
 async def current_mode(settings: ShadowSettings | None = None) -> str:
     """The run mode: the Prefect Variable, else the setting (uncached)."""
-    value = await Variable.aget(MODE_VARIABLE, default=None)
+    value = await Variable.aget(MODE_VARIABLE)
     if value is None:
         return (settings or ShadowSettings()).mode
     if value not in MODES:

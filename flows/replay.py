@@ -12,6 +12,7 @@ its own record (with the new reason) and the old one leaves the queue.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -35,7 +36,7 @@ class ReplaySummary(BaseModel):
     failed: list[FailedBranch] = Field(default_factory=list)
 
 
-def read_corrections(path: Path) -> list[tuple[str | None, dict]]:
+def read_corrections(path: Path) -> list[tuple[str | None, dict[str, Any]]]:
     """(quarantine key, corrected record) per line of an exported JSONL file."""
     import json
 
@@ -54,6 +55,7 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
     """Replay pending quarantined records, or the corrected copies in `corrected`."""
     runtime = current_runtime()
     pending = {r.key: r for r in await runtime.quarantine.pending()}
+    items: list[tuple[str | None, RawRecord]]
     if corrected is None:
         items = [
             (r.key, RawRecord(origin=r.origin, position=r.position, data=r.data))
@@ -76,7 +78,7 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
             leads.append((key, checked))
             continue
         summary.still_set_aside.append(SetAside.of(checked))
-        if key in pending and rejection_key(record) != key:
+        if key is not None and key in pending and rejection_key(record) != key:
             fresh_rejections.append(checked)
             leaving.append(key)
     await runtime.quarantine.put(fresh_rejections)
@@ -87,7 +89,7 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
         if isinstance(result, FailedBranch):
             continue
         summary.replayed += 1
-        if key in pending:
+        if key is not None and key in pending:
             leaving.append(key)
     await runtime.quarantine.mark_replayed(leaving)
     log.info(

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypedDict
 
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.annotations import NotSet
 from prefect.utilities.math import lower_clamp_multiple
 
 from leadflow.integrations.errors import RateLimited, TransientError
@@ -30,7 +34,16 @@ from leadflow.settings import PipelineSettings
 log = get_logger(__name__)
 
 
-def retry_options(settings: PipelineSettings) -> dict[str, Any]:
+class RetryOptions(TypedDict):
+    """`Task.with_options` arguments for a task that calls a vendor."""
+
+    retries: int
+    retry_delay_seconds: float | list[float]
+    retry_jitter_factor: float | type[NotSet]
+    retry_condition_fn: Callable[[Task[..., Any], TaskRun, State[Any]], Awaitable[bool]]
+
+
+def retry_options(settings: PipelineSettings) -> RetryOptions:
     """`Task.with_options` arguments for a task that calls a vendor."""
     delays = (
         exponential_backoff(backoff_factor=settings.retry_backoff_seconds)(settings.retries)
@@ -40,7 +53,8 @@ def retry_options(settings: PipelineSettings) -> dict[str, Any]:
     return {
         "retries": settings.retries,
         "retry_delay_seconds": delays,
-        "retry_jitter_factor": settings.retry_jitter_factor or None,
+        # NotSet keeps the task's own: none (Prefect's runtime takes None too, its types not)
+        "retry_jitter_factor": settings.retry_jitter_factor or NotSet,
         "retry_condition_fn": functools.partial(
             retry_transient_errors, max_retry_after=settings.max_retry_after_seconds
         ),

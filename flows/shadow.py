@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
@@ -46,7 +46,7 @@ from leadflow.flows.engine import Group, run_group
 from leadflow.flows.files import LeadFile, open_contents
 from leadflow.flows.mode import in_mode, tag_run
 from leadflow.flows.shadow_summary import ShadowRunSummary, ShadowTally
-from leadflow.flows.summary import FailedBranch, LeadResult, progress
+from leadflow.flows.summary import EngineResult, FailedBranch, LeadResult, progress
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.integrations.base import LegacyProcess
 from leadflow.integrations.legacy_spec import build_legacy
@@ -63,6 +63,8 @@ from leadflow.stores.inbox import Inbox
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
+
+T = TypeVar("T")
 
 log = get_logger(__name__)
 
@@ -81,10 +83,11 @@ class Side:
     ms: float
 
 
-async def guarded(work: Callable[[], Awaitable[Any]], limit_s: float) -> tuple[Any, float]:
+async def guarded(work: Callable[[], Awaitable[T]], limit_s: float) -> tuple[T | Exception, float]:
     """Run one side: its answer, or whatever it raised (a timeout included), and how
     long it took in ms."""
     began = time.perf_counter()
+    answer: T | Exception
     try:
         answer = await asyncio.wait_for(work(), limit_s)
     except Exception as exc:
@@ -196,7 +199,7 @@ class ShadowContext:
 
 async def candidates(
     leads: Sequence[Lead], runtime: Runtime, limit_s: float
-) -> tuple[dict[str, Any], float]:
+) -> tuple[dict[str, EngineResult | Exception], float]:
     """leadflow's answer for each lead of a group through the engine with `runtime`,
     within `limit_s`: its result, or the error that stopped the whole group."""
     with use_runtime(runtime):

@@ -17,7 +17,7 @@ holder is gone. The file source is served by `process_file`, which takes a path.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from prefect import flow
@@ -69,7 +69,7 @@ async def poll_source() -> FileRunSummary:
     size = runtime.settings.pipeline.batch_size
     tally = RunTally(f"source {source.name}", size)
 
-    async def counted(_group: Group | None, results: list[LeadResult]) -> None:
+    async def counted(_group: Group | None, results: Sequence[LeadResult]) -> None:
         tally.add(results)
 
     pipeline = Pipeline(runtime, in_flight=runtime.settings.pipeline.concurrency)

@@ -111,7 +111,7 @@ class InboxRunner:
         self,
         runtime: Runtime,
         pipeline: Pipeline,
-        on_results: Callable[[Group | None, list[LeadResult]], Awaitable[None]] | None = None,
+        on_results: Callable[[Group | None, Sequence[LeadResult]], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.pipeline = pipeline
@@ -164,7 +164,7 @@ class InboxRunner:
         if self.on_results:
             await self.on_results(group, results)
 
-    async def _close(self, ids: dict[str, list[str]], results: list[LeadResult]) -> None:
+    async def _close(self, ids: dict[str, list[str]], results: Sequence[LeadResult]) -> None:
         by_status: dict[tuple[str, str | None], list[str]] = {}
         for result in results:
             by_status.setdefault(status_of(result), []).extend(ids.get(result.lead_id, []))
@@ -306,7 +306,7 @@ class LeadStream:
         publishing: set[asyncio.Task] = set()
         gate = asyncio.Semaphore(ARTIFACTS_AT_ONCE)
 
-        async def settled(group: Group | None, results: list[LeadResult]) -> None:
+        async def settled(group: Group | None, results: Sequence[LeadResult]) -> None:
             self._in_flight -= len(results)
             if self.pending == 0:
                 self._quiet.set()

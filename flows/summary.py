@@ -14,7 +14,7 @@ line exits non-zero.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -110,7 +110,11 @@ class LeftToCurrentProcess(BaseModel):
         return f"{self.route} (mode {self.mode})"
 
 
-LeadResult = LeadOutcome | FailedBranch | AlreadyDone | LeftToCurrentProcess
+EngineResult = LeadOutcome | FailedBranch | AlreadyDone
+"""What the engine (flows/engine.py) makes of a lead."""
+LeadResult = EngineResult | LeftToCurrentProcess
+"""What a run reports for a lead: the engine's result, or the lead left to the current
+process by the cut-over mode (flows/cutover.py routes leads; only it makes the last)."""
 
 
 class FileRunSummary(BaseModel):
@@ -298,7 +302,7 @@ class RunTally:
         self.summary.truncated |= len(merged) > room
         self.summary.merged += merged[: max(room, 0)]
 
-    def add(self, results: list[LeadResult], *, group: bool = True) -> None:
+    def add(self, results: Sequence[LeadResult], *, group: bool = True) -> None:
         """Count the results of one group of leads."""
         summary = self.summary
         summary.groups += group

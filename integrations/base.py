@@ -16,7 +16,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,9 +25,13 @@ from leadflow.models import CrmMatch, Decision, Lead, StepTiming
 from leadflow.ports import LeadScorer
 
 if TYPE_CHECKING:
-    from leadflow.rules import ScoringRules
-    from leadflow.settings import AdapterSettings, Settings
+    from leadflow.settings import AdapterSettings, ScorerSettings, Settings
     from leadflow.shadow_settings import ShadowSettings
+
+S = TypeVar("S", bound="AdapterSettings | None")
+"""An adapter's own settings: its `settings_class`, or None for an adapter without one."""
+SS = TypeVar("SS", bound="ScorerSettings")
+"""A scorer's own settings: ScorerSettings, or a subclass with settings of its own."""
 
 
 class RunAlert(BaseModel):
@@ -55,27 +59,35 @@ class LeadEvent(BaseModel):
     decision: Decision
 
 
-class Adapter(ABC):
+class Adapter(ABC, Generic[S]):
     """Shared lifecycle of every adapter. Subclasses set `kind` through their interface
     and `name` themselves; the registry keys them by the pair.
 
-    An adapter with settings of its own declares their class in `settings_class` (an
-    `AdapterSettings` subclass with its `LEADFLOW_<NAME>_` prefix); the wiring
-    (leadflow.integrations.wiring) loads and validates it once and passes the instance
-    to `from_settings`, so a wrong value is reported naming its variable and no adapter
-    reads the environment itself."""
+    Generic over the adapter's own settings. An adapter with settings of its own
+    declares their class twice, as the type parameter and in `settings_class` (an
+    `AdapterSettings` subclass with its `LEADFLOW_<NAME>_` prefix):
+
+        class AcmeCRM(CRM[AcmeSettings]):
+            settings_class = AcmeSettings
+
+    and one without says so: `class MemoryCRM(CRM[None])`. The wiring
+    (leadflow.integrations.wiring) loads and validates the settings once and passes
+    the instance to `from_settings`, so a wrong value is reported naming its variable
+    and no adapter reads the environment itself."""
 
     kind: ClassVar[str]
     name: ClassVar[str]
     side_effects: ClassVar[bool] = False
-    settings_class: ClassVar[type[AdapterSettings] | None] = None
+    # not a ClassVar only because a ClassVar cannot name a type parameter
+    settings_class: type[S] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, own: AdapterSettings | None) -> Self:
+    def from_settings(cls, settings: Settings, own: S) -> Self:
         """Build from leadflow's settings and the adapter's own (an instance of
-        `settings_class`, None without one). No I/O here: connections open on first
-        use. An adapter that calls HTTP also takes `transport=` in its constructor,
-        for tests to inject an `httpx` transport."""
+        `settings_class`, None without one). Every adapter is built through this one
+        signature. No I/O here: connections open on first use. An adapter that calls
+        HTTP also takes `transport=` in its constructor, for tests to inject an `httpx`
+        transport."""
         return cls()
 
     @property
@@ -90,7 +102,7 @@ class Adapter(ABC):
         name; an adapter that reads through another names that one's."""
         return self.name
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
+    async def aclose(self) -> None:
         """Release connections. Called once when the run's adapters are closed."""
 
     async def probe(self) -> str:
@@ -99,7 +111,7 @@ class Adapter(ABC):
         return "local: nothing to call"
 
 
-class LeadSource(Adapter):
+class LeadSource(Adapter[S]):
     """A polled source that remembers where it stopped (a watermark, a cursor).
 
     The commit protocol, so that no lead is lost between the source and leadflow:
@@ -127,7 +139,7 @@ class LeadSource(Adapter):
         """Save the position reached by the records yielded so far (see the class)."""
 
 
-class CRM(Adapter):
+class CRM(Adapter[S]):
     kind = "crm"
     side_effects = True
 
@@ -169,7 +181,7 @@ def one_answer(answers: Sequence[str | BaseException]) -> str:
     return answer
 
 
-class Notifier(Adapter):
+class Notifier(Adapter[S]):
     kind = "notifier"
     side_effects = True
 
@@ -194,7 +206,7 @@ class Notifier(Adapter):
         )
 
 
-class EventSink(Adapter):
+class EventSink(Adapter[S]):
     kind = "event_sink"
     side_effects = True
 
@@ -206,20 +218,16 @@ class EventSink(Adapter):
         await asyncio.gather(*(self.record(event) for event in events))
 
 
-class Scorer(Adapter, LeadScorer):
+class Scorer(Adapter[SS], LeadScorer):
     """The scoring port (leadflow.ports.LeadScorer: `score`, `score_many`) as an
-    adapter. The one kind that reads the rules: it receives their scoring part."""
+    adapter. The one kind that reads the rules: its own settings are a ScorerSettings
+    (its `settings_class`, ScorerSettings itself without one) carrying their scoring
+    part, `own.scoring`."""
 
     kind = "scorer"
 
-    @classmethod
-    def from_settings(  # type: ignore[override]
-        cls, settings: Settings, own: AdapterSettings | None, *, scoring: ScoringRules
-    ) -> Self:
-        return cls()
 
-
-class LegacyProcess(Adapter):
+class LegacyProcess(Adapter[S]):
     """The process a team runs today, the control of a shadow run: a script, a
     service, an automation platform, or a record of what people decided.
 
@@ -236,7 +244,7 @@ class LegacyProcess(Adapter):
         cls,
         target: str,
         settings: Settings,
-        own: AdapterSettings | None,
+        own: S,
         *,
         shadow: ShadowSettings,
     ) -> Self:
@@ -249,10 +257,10 @@ class LegacyProcess(Adapter):
         return Decision.COMPARED_FIELDS
 
     @abstractmethod
-    async def decide(self, record: dict) -> Decision:
+    async def decide(self, record: dict[str, Any]) -> Decision:
         """What the current process decided (or decides) for one raw record."""
 
-    async def decide_with_steps(self, record: dict) -> tuple[Decision, list[StepTiming]]:
+    async def decide_with_steps(self, record: dict[str, Any]) -> tuple[Decision, list[StepTiming]]:
         """The decision and, when the process reports them, its steps with their
         durations (for the report's timeline); by default no steps."""
         return await self.decide(record), []
@@ -273,6 +281,6 @@ __all__ = [
     "one_answer",
 ]
 
-KINDS: dict[str, type[Adapter]] = {
+KINDS: dict[str, type[Adapter[Any]]] = {
     cls.kind: cls for cls in (LeadSource, CRM, Notifier, EventSink, Scorer, LegacyProcess)
 }

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Self
 import httpx
 from pydantic import Field, HttpUrl, SecretStr
 
-from leadflow.integrations.base import Notifier
+from leadflow.integrations.base import Notifier, S
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.messages import LeadSummary, group_by_rep
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
@@ -29,7 +29,7 @@ from leadflow.models import Decision, Lead
 from leadflow.settings import Settings, SettingsError
 
 
-class ChatNotifier(Notifier):
+class ChatNotifier(Notifier[S]):
     """Subclasses render and post; this class decides what is sent and when."""
 
     def __init__(self) -> None:
@@ -87,11 +87,10 @@ class HookSettings(VendorSettings):
     url_block: str | None = Field(default=None, description="or: a Prefect Secret block name")
 
 
-class HookChatNotifier(ChatNotifier):
+class HookChatNotifier(ChatNotifier[HookSettings]):
     """A chat notifier that POSTs JSON to a secret webhook URL. Subclasses set
     `settings_class`, `env_prefix` and render payloads in `payload_one`/`payload_digest`."""
 
-    settings_class: ClassVar[type[HookSettings]]
     env_prefix: ClassVar[str]
 
     def __init__(self, own: HookSettings, *, transport: httpx.AsyncBaseTransport | None = None):

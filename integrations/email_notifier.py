@@ -138,7 +138,7 @@ def smtp_error(
     return kind(f"email send: SMTP {exc.code}{' ' + what if what else ''}: {said}")
 
 
-class EmailNotifier(Notifier):
+class EmailNotifier(Notifier[EmailSettings]):
     name = "email"
     settings_class = EmailSettings
 

@@ -39,7 +39,7 @@ class JsonlEventsSettings(AdapterSettings):
     path: Path = Field(default=Path(".leadflow/events.jsonl"), description="file events go to")
 
 
-class JsonlEventSink(EventSink):
+class JsonlEventSink(EventSink[JsonlEventsSettings]):
     name = "jsonl"
     settings_class = JsonlEventsSettings
 
@@ -73,7 +73,7 @@ class WebhookEventsSettings(VendorSettings):
     signing_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key")
 
 
-class WebhookEventSink(EventSink):
+class WebhookEventSink(EventSink[WebhookEventsSettings]):
     name = "webhook"
     settings_class = WebhookEventsSettings
 

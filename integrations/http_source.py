@@ -70,7 +70,7 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class HttpLeadSource(WatermarkCommit, LeadSource):
+class HttpLeadSource(WatermarkCommit, LeadSource[HttpSourceSettings]):
     name = "http"
     settings_class = HttpSourceSettings
 

@@ -85,7 +85,7 @@ def hubspot_http(own: HubSpotSettings, transport: httpx.AsyncBaseTransport | Non
     )
 
 
-class HubSpotCRM(CRM):
+class HubSpotCRM(CRM[HubSpotSettings]):
     name = "hubspot"
     settings_class = HubSpotSettings
 
@@ -281,7 +281,7 @@ SOURCE_PROPERTIES = (
 )
 
 
-class HubSpotLeadSource(WatermarkCommit, LeadSource):
+class HubSpotLeadSource(WatermarkCommit, LeadSource[HubSpotSettings]):
     """Contacts created since the watermark, as leads.
 
     `POST /crm/v3/objects/contacts/search` filtered on `createdate GTE <watermark -

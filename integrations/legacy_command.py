@@ -23,7 +23,7 @@ class LegacyCommandError(RuntimeError):
     """The program failed, timed out or did not answer with JSON."""
 
 
-class CommandLegacy(AnsweringLegacy):
+class CommandLegacy(AnsweringLegacy[None]):
     name = "command"
 
     def __init__(self, argv: list[str], *, timeout: float = 10.0) -> None:

@@ -7,11 +7,11 @@ from abc import abstractmethod
 from typing import Any
 
 from leadflow.compare import decision_from_answer, steps_from_answer
-from leadflow.integrations.base import LegacyProcess
+from leadflow.integrations.base import LegacyProcess, S
 from leadflow.models import Decision, StepTiming, lead_id_of
 
 
-class AnsweringLegacy(LegacyProcess):
+class AnsweringLegacy(LegacyProcess[S]):
     @abstractmethod
     async def answer(self, record: dict) -> Any:
         """The process's raw answer for one record."""

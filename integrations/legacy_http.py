@@ -18,7 +18,7 @@ from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
 
-class HttpLegacy(AnsweringLegacy):
+class HttpLegacy(AnsweringLegacy[None]):
     name = "http"
 
     def __init__(

@@ -48,7 +48,7 @@ class NotObservedError(LookupError):
     """The export (or the CRM) has nothing for this lead."""
 
 
-class ObservedLegacy(AnsweringLegacy):
+class ObservedLegacy(AnsweringLegacy[ObservedSettings]):
     name = "observed"
     settings_class = ObservedSettings
 

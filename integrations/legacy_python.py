@@ -27,7 +27,7 @@ from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
 
-class PythonLegacy(AnsweringLegacy):
+class PythonLegacy(AnsweringLegacy[None]):
     name = "python"
 
     def __init__(self, function: Callable[[dict], Any], *, label: str = "") -> None:

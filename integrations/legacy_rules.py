@@ -21,7 +21,7 @@ from leadflow.settings import Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
 
-class RulesLegacy(LegacyProcess):
+class RulesLegacy(LegacyProcess[None]):
     name = "rules"
 
     def __init__(self, rules: Rules, crm: CRM, database_url: str) -> None:

@@ -67,7 +67,7 @@ class LocalCrmSettings(AdapterSettings):
     )
 
 
-class LocalCRM(CRM):
+class LocalCRM(CRM[LocalCrmSettings]):
     name = "local"
     settings_class = LocalCrmSettings
 

@@ -32,7 +32,7 @@ from leadflow.integrations.vendor import VendorHttp, VendorSettings
 from leadflow.logging import get_logger
 from leadflow.models import CrmMatch, Lead, Score, ScoreReason
 from leadflow.rules import ScoringRules, score_lead
-from leadflow.settings import Settings, SettingsError
+from leadflow.settings import ScorerSettings, Settings, SettingsError
 from leadflow.validation import describe_errors, dotted
 
 log = get_logger(__name__)
@@ -45,7 +45,7 @@ SYSTEM_PROMPT = (
 )
 
 
-class ModelScorerSettings(VendorSettings):
+class ModelScorerSettings(VendorSettings, ScorerSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_MODEL_SCORER_")
 
     base_url: str = Field(default="https://api.openai.com/v1", description="API root (.../v1)")
@@ -67,7 +67,7 @@ class ModelAnswer(BaseModel):
     reasons: list[ModelReason] = Field(min_length=1, max_length=20)
 
 
-class ModelScorer(Scorer):
+class ModelScorer(Scorer[ModelScorerSettings]):
     name = "model"
     settings_class = ModelScorerSettings
 
@@ -92,10 +92,8 @@ class ModelScorer(Scorer):
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, own: ModelScorerSettings, *, scoring: ScoringRules
-    ) -> Self:
-        return cls(own, scoring)
+    def from_settings(cls, settings: Settings, own: ModelScorerSettings) -> Self:
+        return cls(own, own.scoring)
 
     def request_body(self, lead: Lead, match: CrmMatch | None) -> dict:
         facts = {

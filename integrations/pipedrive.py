@@ -88,7 +88,7 @@ def lead_marker(lead_id: str) -> str:
     return f"[leadflow {lead_id}]"
 
 
-class PipedriveCRM(CRM):
+class PipedriveCRM(CRM[PipedriveSettings]):
     name = "pipedrive"
     settings_class = PipedriveSettings
 

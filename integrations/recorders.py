@@ -55,7 +55,7 @@ class _Recorder:
         return f"{self.kind}.recorder:{self.scope}"  # type: ignore[attr-defined]
 
 
-class RecordingCRM(_Recorder, CRM):
+class RecordingCRM(_Recorder, CRM[None]):
     name = "recorder"
 
     def __init__(self, journal: Journal, scope: str, reads: CRM | None) -> None:
@@ -93,7 +93,7 @@ class RecordingCRM(_Recorder, CRM):
         return "recorded, not written"
 
 
-class RecordingNotifier(_Recorder, Notifier):
+class RecordingNotifier(_Recorder, Notifier[None]):
     name = "recorder"
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
@@ -114,7 +114,7 @@ class RecordingNotifier(_Recorder, Notifier):
         )
 
 
-class RecordingEventSink(_Recorder, EventSink):
+class RecordingEventSink(_Recorder, EventSink[None]):
     name = "recorder"
 
     async def record(self, event: LeadEvent) -> None:

@@ -15,8 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from leadflow.integrations.base import KINDS, Adapter
+from leadflow.integrations.base import (
+    CRM,
+    KINDS,
+    Adapter,
+    EventSink,
+    LeadSource,
+    LegacyProcess,
+    Notifier,
+    Scorer,
+)
+
+if TYPE_CHECKING:
+    from leadflow.settings import AdapterSettings
 
 ENTRY_POINT_GROUP = "leadflow.adapters"
 
@@ -34,10 +47,12 @@ class AdapterInfo:
     load_error: str | None = None
 
 
-_registered: dict[tuple[str, str], type[Adapter]] = {}
+_registered: dict[tuple[str, str], type[Adapter[Any]]] = {}
+
+A = TypeVar("A", bound=type[Adapter[Any]])
 
 
-def register(cls: type[Adapter], *, name: str | None = None) -> type[Adapter]:
+def register(cls: A, *, name: str | None = None) -> A:
     """Register an adapter class in this process (usable as a decorator)."""
     _check_kind(cls.kind)
     _registered[(cls.kind, name or cls.name)] = cls
@@ -48,12 +63,27 @@ def unregister(kind: str, name: str) -> None:
     _registered.pop((kind, name), None)
 
 
-def get_adapter_class(kind: str, name: str) -> type[Adapter]:
+# The class a kind's name gives is of that kind's interface (checked when loaded).
+@overload
+def get_adapter_class(kind: Literal["source"], name: str) -> type[LeadSource[Any]]: ...
+@overload
+def get_adapter_class(kind: Literal["crm"], name: str) -> type[CRM[Any]]: ...
+@overload
+def get_adapter_class(kind: Literal["notifier"], name: str) -> type[Notifier[Any]]: ...
+@overload
+def get_adapter_class(kind: Literal["event_sink"], name: str) -> type[EventSink[Any]]: ...
+@overload
+def get_adapter_class(kind: Literal["scorer"], name: str) -> type[Scorer[Any]]: ...
+@overload
+def get_adapter_class(kind: Literal["legacy"], name: str) -> type[LegacyProcess[Any]]: ...
+@overload
+def get_adapter_class(kind: str, name: str) -> type[Adapter[Any]]: ...
+def get_adapter_class(kind: str, name: str) -> type[Adapter[Any]]:
     _check_kind(kind)
     if (kind, name) in _registered:
         return _registered[(kind, name)]
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=f"{kind}.{name}"):
-        cls = entry.load()
+        cls: object = entry.load()
         if not (isinstance(cls, type) and issubclass(cls, KINDS[kind])):
             raise UnknownAdapterError(
                 f"entry point {entry.name!r} ({entry.value}) is not a {KINDS[kind].__name__}"
@@ -83,7 +113,7 @@ def list_adapters() -> list[AdapterInfo]:
     )
 
 
-def adapter_settings_classes() -> list[type]:
+def adapter_settings_classes() -> list[type[AdapterSettings]]:
     """The settings class of every registered adapter, plug-ins included: every
     subclass of AdapterSettings with an environment prefix, once the adapters are
     loaded (bases shared by several adapters have none), so
@@ -91,7 +121,7 @@ def adapter_settings_classes() -> list[type]:
     from leadflow.settings import AdapterSettings
 
     list_adapters()
-    found: list[type] = []
+    found: list[type[AdapterSettings]] = []
     pending = list(AdapterSettings.__subclasses__())
     while pending:
         cls = pending.pop()

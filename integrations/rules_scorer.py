@@ -8,18 +8,18 @@ from typing import Self
 from leadflow.integrations.base import Scorer
 from leadflow.models import CrmMatch, Lead, Score
 from leadflow.rules import ScoringRules, score_lead
-from leadflow.settings import Settings
+from leadflow.settings import ScorerSettings, Settings
 
 
-class RulesScorer(Scorer):
+class RulesScorer(Scorer[ScorerSettings]):
     name = "rules"
 
     def __init__(self, rules: ScoringRules) -> None:
         self.rules = rules
 
     @classmethod
-    def from_settings(cls, settings: Settings, own: None, *, scoring: ScoringRules) -> Self:
-        return cls(scoring)
+    def from_settings(cls, settings: Settings, own: ScorerSettings) -> Self:
+        return cls(own.scoring)
 
     async def score(self, lead: Lead, match: CrmMatch | None) -> Score:
         return score_lead(lead, self.rules)

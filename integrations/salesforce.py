@@ -118,7 +118,7 @@ def soql_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class SalesforceCRM(CRM):
+class SalesforceCRM(CRM[SalesforceSettings]):
     name = "salesforce"
     settings_class = SalesforceSettings
 

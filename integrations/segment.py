@@ -71,7 +71,7 @@ def pack(items: list[tuple[dict[str, Any], int]], limit: int) -> list[list[dict[
     return batches
 
 
-class SegmentEventSink(EventSink):
+class SegmentEventSink(EventSink[SegmentSettings]):
     name = "segment"
     settings_class = SegmentSettings
 

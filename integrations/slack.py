@@ -225,7 +225,7 @@ class SlackSettings(VendorSettings):
     rate_limit_seconds: float = Field(default=1.0, gt=0, description="the window, in seconds")
 
 
-class SlackNotifier(ChatNotifier):
+class SlackNotifier(ChatNotifier[SlackSettings]):
     name = "slack"
     settings_class = SlackSettings
 

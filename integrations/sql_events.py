@@ -37,7 +37,7 @@ lead_events = Table(
 )
 
 
-class SqlEventSink(EventSink):
+class SqlEventSink(EventSink[None]):
     name = "sqlite"
 
     def __init__(self, database_url: str) -> None:

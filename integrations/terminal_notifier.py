@@ -34,7 +34,7 @@ class TerminalNotifierSettings(AdapterSettings):
     echo: bool = Field(default=True, description="also print each notification on the terminal")
 
 
-class TerminalNotifier(Notifier):
+class TerminalNotifier(Notifier[TerminalNotifierSettings]):
     name = "terminal"
     settings_class = TerminalNotifierSettings
 

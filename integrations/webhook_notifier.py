@@ -90,7 +90,7 @@ def _limiter(own: WebhookNotifierSettings) -> RateLimiter | None:
     return RateLimiter(requests, 1.0, max_concurrent=own.max_concurrent)
 
 
-class WebhookNotifier(Notifier):
+class WebhookNotifier(Notifier[WebhookNotifierSettings]):
     name = "webhook"
     settings_class = WebhookNotifierSettings
 

@@ -217,7 +217,10 @@ def compare(
         left = getattr(control, name) if control else None
         right = getattr(candidate, name) if candidate else None
         skipped = _not_judged(name, name in provided, left, right, control, candidate, rules)
-        fields[name] = skipped or _field(name, control, candidate, rules, rep_teams or {})
+        if skipped is None:
+            assert control is not None and candidate is not None  # else `error`, not judged
+            skipped = _field(name, control, candidate, rules, rep_teams or {})
+        fields[name] = skipped
     effects = (
         compare_effects(control, candidate, intended, rules, rep_teams or {}, provided)
         if intended is not None
@@ -284,6 +287,7 @@ def compare_effects(
         else:
             results[name] = _values(name, left, right, rules)
             if results[name].outcome is Outcome.MISMATCHED and name in _REP_EFFECTS:
+                assert control is not None and candidate is not None  # else `error`
                 if right == candidate.rep:  # the rep it decided: judged as `rep` is
                     same = _equivalent_reps(control, candidate, rules.rep_equivalence, rep_teams)
                     if same:
@@ -333,9 +337,9 @@ def _field(
         note = f"within {rules.score_tolerance} points"
         return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
     if name == "rep":
-        note = _equivalent_reps(control, candidate, rules.rep_equivalence, rep_teams)
-        if note:
-            return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=note)
+        same = _equivalent_reps(control, candidate, rules.rep_equivalence, rep_teams)
+        if same:
+            return FieldResult(outcome=Outcome.MATCHED, control=left, candidate=right, note=same)
     return FieldResult(outcome=Outcome.MISMATCHED, control=left, candidate=right)
 
 

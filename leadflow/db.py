@@ -23,10 +23,16 @@ import asyncio
 import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, Table, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:  # the dialect modules load when a statement needs them
+    from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = (
     weakref.WeakKeyDictionary()
@@ -76,7 +82,8 @@ def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # pragma: no cover - driver hook
+    def _on_connect(dbapi_connection: Any, _record: object) -> None:  # pragma: no cover
+        # (a driver hook; the connection is sqlite3's or aiosqlite's adapter of it)
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -85,19 +92,20 @@ def create_engine(url: str) -> AsyncEngine:
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection):  # pragma: no cover - driver hook
+    def _on_begin(connection: Connection) -> None:  # pragma: no cover - driver hook
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def _use_wal(cursor) -> None:
+def _use_wal(cursor: DBAPICursor) -> None:
     """Switch the file to WAL once. The switch needs the file to itself and SQLite
     does not wait for that, so when another connection (another worker) holds it we
     try again briefly; the file stays WAL once any connection has switched it."""
     for attempt in range(50):
         cursor.execute("PRAGMA journal_mode")
-        if cursor.fetchone()[0].lower() == "wal":
+        row = cursor.fetchone()
+        if row is not None and row[0].lower() == "wal":
             return
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -135,16 +143,20 @@ async def dispose_engines() -> None:
         await engine.dispose()
 
 
-def dialect_insert(engine: AsyncEngine, table: Table):
+def dialect_insert(engine: AsyncEngine, table: Table) -> PostgresqlInsert | SqliteInsert:
     """INSERT with the dialect's ON CONFLICT clauses (SQLite and PostgreSQL share them)."""
     if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
-def insert_ignoring_duplicates(engine: AsyncEngine, table: Table, index: list[str]):
+def insert_ignoring_duplicates(
+    engine: AsyncEngine, table: Table, index: list[str]
+) -> PostgresqlInsert | SqliteInsert:
     """INSERT that does nothing when a row with the same `index` columns exists:
     the building block of every once-only write."""
     return dialect_insert(engine, table).on_conflict_do_nothing(index_elements=index)

@@ -55,7 +55,7 @@ async def decide(
     enriched = apply_enrichment(lead, match)
     score = await timed(steps, "score", lambda: scorer.score(enriched, match))
 
-    async def follow_up():
+    async def follow_up() -> Tier:
         return rules.tier_for(score.value)
 
     tier = await timed(steps, "follow_up", follow_up)
@@ -80,7 +80,7 @@ async def decide_many(
     enriched = [apply_enrichment(lead, match) for lead, match in zip(leads, matches, strict=True)]
     scores = await timed(timings, "score", lambda: scorer.score_many(enriched, matches))
 
-    async def follow_up():
+    async def follow_up() -> list[Tier]:
         return [rules.tier_for(score.value) for score in scores]
 
     tiers = await timed(timings, "follow_up", follow_up)

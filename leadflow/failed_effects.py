@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select, update
+from sqlalchemy import Column, ColumnElement, DateTime, Integer, String, Table, Text, select, update
 
 from leadflow.db import dialect_insert, get_engine
 from leadflow.models import Decision, Lead
@@ -108,7 +108,7 @@ class FailedEffects:
     async def all(self) -> list[FailedEffect]:
         return await self._select(None)
 
-    async def _select(self, where) -> list[FailedEffect]:
+    async def _select(self, where: ColumnElement[bool] | None) -> list[FailedEffect]:
         engine = get_engine(self.database_url)
         query = select(failed_side_effects).order_by(failed_side_effects.c.failed_at)
         if where is not None:

@@ -35,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import Column, DateTime, String, Table, select, update
+from sqlalchemy.engine import RowMapping
 
 from leadflow.db import get_engine, insert_ignoring_duplicates
 from leadflow.schema import metadata
@@ -206,20 +207,20 @@ class FileLedger:
         return [_entry(row) for row in rows]
 
 
-def _entry(row) -> LedgerEntry:
+def _entry(row: RowMapping) -> LedgerEntry:
     return LedgerEntry(
         sha256=row["sha256"],
         name=row["name"],
         status=FileStatus(row["status"]),
         claimed_at=_utc(row["claimed_at"]),
-        finished_at=_utc(row["finished_at"]),
+        finished_at=_utc(row["finished_at"]) if row["finished_at"] else None,
         run_id=row["run_id"],
         detail=row["detail"],
     )
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a zone; they were written in UTC."""
-    if moment is None or moment.tzinfo is not None:
+    if moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from pydantic import SecretStr
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from leadflow.settings import LogSettings
 from leadflow.validation import is_secret_name
@@ -32,7 +33,7 @@ LOGGER_NAME = "leadflow"
 REDACTED = "**********"
 
 
-def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask SecretStr values and values under secret-looking keys."""
     return {key: _redact(key, value) for key, value in event_dict.items()}
 
@@ -47,7 +48,7 @@ def _redact(key: str, value: Any) -> Any:
     return value
 
 
-def add_run_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def add_run_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: the Prefect flow and task run this line was written in."""
     try:
         from prefect.context import FlowRunContext, TaskRunContext
@@ -63,7 +64,7 @@ def add_run_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[
     return event_dict
 
 
-SHARED_PROCESSORS: list[Any] = [
+SHARED_PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -81,7 +82,7 @@ UI_FIRST = ("lead", "rep", "branch", "step", "status")
 UI_DURATIONS = ("duration_ms", "total_ms")
 
 
-def render_for_ui(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
+def render_for_ui(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     """structlog renderer for the Prefect API: `team notified lead=ada@example.org
     rep=alice@example.com`. Leaves out the fields the UI shows itself, empty values,
     and `lead_id` when the line names its `lead`."""
@@ -198,4 +199,4 @@ def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
     """A structlog logger under the `leadflow` stdlib logger."""
     if not name.startswith(LOGGER_NAME):
         name = f"{LOGGER_NAME}.{name}"
-    return structlog.get_logger(name)
+    return structlog.stdlib.get_logger(name)

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from leadflow.compare import EFFECT_BASIS, EFFECT_FIELDS, Outcome, territory_of
-from leadflow.models import Decision
+from leadflow.compare import EFFECT_BASIS, EFFECT_FIELDS, FieldResult, Outcome, territory_of
+from leadflow.models import Decision, StepTiming
 from leadflow.shadow_settings import Gates
 from leadflow.shadow_store import ComparisonRecord
 
@@ -135,7 +135,7 @@ def _side(records: list[ComparisonRecord], which: str) -> SideStats:
     )
 
 
-def _judged(record: ComparisonRecord) -> dict:
+def _judged(record: ComparisonRecord) -> dict[str, FieldResult]:
     return {**record.comparison.fields, **record.comparison.effects}
 
 
@@ -161,7 +161,7 @@ def _example(record: ComparisonRecord) -> Example:
 
 
 def _patterns(mismatched: list[ComparisonRecord], top: int, examples: int) -> list[Pattern]:
-    groups: dict[tuple, list[ComparisonRecord]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, str, str], ...], list[ComparisonRecord]] = defaultdict(list)
     for record in mismatched:
         differing = record.comparison.mismatched_fields
         key = tuple(
@@ -192,10 +192,11 @@ def _difference(name: str, old: Any, new: Any, record: ComparisonRecord) -> tupl
     return name, str(old), str(new)
 
 
-def _timeline(steps) -> list[tuple[str, float, float]]:
+def _timeline(steps: list[StepTiming]) -> list[tuple[str, float, float]]:
     """Start and length of each step: steps in order one after another, except the
     side-effect branches, which start together after the decision."""
-    bars, clock, branch_start = [], 0.0, None
+    bars: list[tuple[str, float, float]] = []
+    clock, branch_start = 0.0, None
     for step in steps:
         if step.step in ("update_crm", "notify_team", "log_event"):
             branch_start = clock if branch_start is None else branch_start

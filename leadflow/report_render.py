@@ -82,7 +82,7 @@ def as_markdown(report: ShadowReport) -> str:
     return "\n".join(lines)
 
 
-def agreement_table(report: ShadowReport) -> list[dict]:
+def agreement_table(report: ShadowReport) -> list[dict[str, str]]:
     """Rows for the table artifact."""
     return [
         {"field": f, "agreement": _pct(a), "noise": _pct(report.noise.get(f))}
@@ -95,7 +95,7 @@ def agreement_table(report: ShadowReport) -> list[dict]:
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_FORMULA) else text
 

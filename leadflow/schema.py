@@ -30,10 +30,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:  # alembic loads only when migrations run
+    from alembic.config import Config
 
 metadata = MetaData()
 
@@ -68,7 +72,7 @@ def core_metadata() -> MetaData:
     return metadata
 
 
-def alembic_config(connection: Connection | None = None):
+def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config for leadflow's migrations; `connection` is the one env.py uses."""
     from alembic.config import Config
 

@@ -11,12 +11,15 @@ the environment variable to fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadflow.validation import Location, describe_errors
+
+if TYPE_CHECKING:  # leadflow.rules loads the rules file's parser
+    from leadflow.rules import ScoringRules
 
 
 class SettingsError(ValueError):
@@ -169,7 +172,32 @@ class AdapterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
 
-def load_settings(cls: type[T] = Settings, **overrides: object) -> T:  # type: ignore[assignment]
+class ScorerSettings(AdapterSettings):
+    """A scorer's own settings (subclass it for settings of the scorer's own), with the
+    rules' scoring part, which the wiring adds (`with_scoring`) and no environment
+    variable sets: so every adapter is built by the one `from_settings(settings, own)`,
+    and a scorer reads the points it scores by from `own.scoring`."""
+
+    _scoring: ScoringRules | None = PrivateAttr(default=None)
+
+    @property
+    def scoring(self) -> ScoringRules:
+        if self._scoring is None:
+            raise SettingsError("a scorer is built with the rules: its settings lack them")
+        return self._scoring
+
+    def with_scoring(self, scoring: ScoringRules) -> Self:
+        """A copy carrying the rules' scoring part."""
+        copy = self.model_copy()
+        copy._scoring = scoring
+        return copy
+
+
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[T], **overrides: Any) -> T: ...
+def load_settings(cls: type[BaseSettings] = Settings, **overrides: Any) -> BaseSettings:
     """Build a settings class, turning a ValidationError into a SettingsError that names
     each offending environment variable."""
     try:

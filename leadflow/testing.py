@@ -23,7 +23,8 @@ What is checked, per kind:
 
 - every adapter: its entry point loads the class and names its kind and name;
   `from_settings` (or `from_target`) connects to nothing, starts no process and
-  writes no file; `aclose()` may be called twice;
+  writes no file; `aclose()` may be called twice; its `settings_class` is the
+  settings type it gives the adapter base (`CRM[AcmeSettings]`), or a subclass;
 - side-effecting adapters (crm, notifier, event_sink): a vendor failure with 503 or
   429 raises `TransientError` (a 429 `RateLimited`), with 400 `PermanentError`;
   writing the same lead twice with the same idempotency key leaves one effect; a bulk
@@ -53,7 +54,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast, get_args, get_origin
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ from leadflow.integrations.registry import ENTRY_POINT_GROUP, get_adapter_class
 from leadflow.integrations.wiring import construct, own_settings
 from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
 from leadflow.rules import Rules
-from leadflow.settings import Settings, load_settings
+from leadflow.settings import ScorerSettings, Settings, load_settings
 from leadflow.shadow_settings import ShadowSettings
 
 __all__ = [
@@ -179,7 +180,7 @@ _IO_EVENTS = {
 _watch: dict[int, list[str]] = {}  # thread id -> what it did, while no_io() is open
 
 
-def _audit(event: str, args: tuple) -> None:
+def _audit(event: str, args: tuple[Any, ...]) -> None:
     seen = _watch.get(threading.get_ident())
     if seen is None:
         return
@@ -309,19 +310,23 @@ class LocalStore:
 # --- the contracts ---------------------------------------------------------------
 
 
-def build_from_settings(cls: type[Adapter], settings: Settings, rules: Rules) -> Adapter:
+A = TypeVar("A", bound=Adapter[Any])
+L = TypeVar("L", bound=LegacyProcess[Any])
+
+
+def build_from_settings(cls: type[A], settings: Settings, rules: Rules) -> A:
     """`cls.from_settings` called as the wiring calls it (its own settings from
-    `settings_class`; a scorer also gets the scoring rules)."""
+    `settings_class`; a scorer's carry the scoring rules)."""
     return construct(cls, settings, rules)
 
 
-def build_from_target(cls: type[LegacyProcess], target: str, settings: Settings, rules: Rules):
+def build_from_target(cls: type[L], target: str, settings: Settings, rules: Rules) -> L:
     """`cls.from_target` called as `leadflow shadow --legacy KIND:TARGET` calls it."""
     shadow = load_settings(ShadowSettings)
     return cls.from_target(target, settings, own_settings(cls), shadow=shadow)
 
 
-class AdapterContract:
+class AdapterContract(Generic[A]):
     """Checks for every adapter. Fixtures to give: `entry_point` ("kind.name") and
     `adapter` (built against your vendor stand-in); optionally `settings_env` (the
     environment `from_settings` needs, e.g. {"LEADFLOW_ACME_TOKEN": "t"})."""
@@ -331,14 +336,19 @@ class AdapterContract:
         return {}
 
     @pytest.fixture
-    def adapter_class(self, entry_point: str) -> type[Adapter]:
+    def adapter_class(self, entry_point: str) -> type[A]:
         kind, _, name = entry_point.partition(".")
-        return get_adapter_class(kind, name)
+        # of this contract's kind: test_registered_under_its_entry_point checks it
+        return cast(type[A], get_adapter_class(kind, name))
 
     @pytest.fixture
     def built_from_settings(
-        self, adapter_class, settings_env, tmp_path: Path, monkeypatch
-    ) -> Iterator[tuple[Adapter | None, list[str]]]:
+        self,
+        adapter_class: type[A],
+        settings_env: dict[str, str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> Iterator[tuple[A, list[str]]]:
         """The adapter built the way a worker builds it, in an empty working folder,
         with what it did that was I/O."""
         monkeypatch.chdir(tmp_path)
@@ -350,13 +360,13 @@ class AdapterContract:
         seen += [f"created {path.name}" for path in tmp_path.iterdir()]
         yield adapter, seen
 
-    def build_from_settings(self, cls, settings: Settings, rules: Rules) -> Adapter:
+    def build_from_settings(self, cls: type[A], settings: Settings, rules: Rules) -> A:
         return build_from_settings(cls, settings, rules)
 
-    async def exercise(self, adapter: Adapter) -> None:
+    async def exercise(self, adapter: A) -> None:
         """One ordinary call, so that `aclose` has something to close."""
 
-    def test_registered_under_its_entry_point(self, entry_point: str, adapter) -> None:
+    def test_registered_under_its_entry_point(self, entry_point: str, adapter: A) -> None:
         kind, _, name = entry_point.partition(".")
         found = entry_points(group=ENTRY_POINT_GROUP, name=entry_point)
         assert found, f"no entry point {entry_point!r} in {ENTRY_POINT_GROUP}: is it installed?"
@@ -371,39 +381,78 @@ class AdapterContract:
             f"{cls.__qualname__}.name is {cls.name!r}, but {own!r} is not an entry point"
         )
 
-    async def test_from_settings_does_no_io(self, built_from_settings) -> None:
+    async def test_from_settings_does_no_io(self, built_from_settings: tuple[A, list[str]]) -> None:
         adapter, seen = built_from_settings
         assert seen == [], f"building the adapter did I/O: {seen}"
         await adapter.aclose()
         await adapter.aclose()
 
-    async def test_aclose_is_safe_twice(self, adapter) -> None:
+    async def test_aclose_is_safe_twice(self, adapter: A) -> None:
         try:
             await self.exercise(adapter)
         finally:
             await adapter.aclose()
         await adapter.aclose()
 
+    def test_settings_class_is_its_type_parameter(self, adapter_class: type[A]) -> None:
+        declared = declared_settings(adapter_class)
+        if declared is UNDECLARED:
+            pytest.skip(f"{adapter_class.__qualname__} gives its base no settings type")
+        built_with = adapter_class.settings_class
+        if built_with is None and issubclass(adapter_class, Scorer):
+            built_with = ScorerSettings  # what the wiring gives a scorer without one
+        if declared is None:
+            assert built_with is None, (
+                f"{adapter_class.__qualname__} says it has no settings (None) but its "
+                f"settings_class is {built_with.__qualname__}"
+            )
+        else:
+            assert isinstance(declared, type) and built_with is not None, (
+                f"{adapter_class.__qualname__} is typed with {declared!r} settings but its "
+                "settings_class is None: `from_settings` would be given None"
+            )
+            assert issubclass(built_with, declared), (
+                f"{adapter_class.__qualname__}.settings_class is {built_with.__qualname__}, "
+                f"not the {declared.__qualname__} its type parameter says"
+            )
 
-class SideEffectContract(AdapterContract):
+
+UNDECLARED = object()
+
+
+def declared_settings(cls: type[Adapter[Any]]) -> object:
+    """The settings type `cls` gives the adapter base's type parameter (a class, or None
+    for an adapter without settings), or UNDECLARED when no class on its way to
+    Adapter fills the parameter in (`class AcmeCRM(CRM)`)."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Adapter):
+                argument = next(iter(get_args(base)), None)
+                if not isinstance(argument, TypeVar):
+                    return None if argument is type(None) else argument
+    return UNDECLARED
+
+
+class SideEffectContract(AdapterContract[A]):
     """Checks for adapters with side effects. Fixtures to give besides the base
     ones: `vendor` (a `Vendor`: `HttpVendor`, `LocalStore` or your own)."""
 
-    async def write(self, adapter, lead: Lead, key: str) -> Any:
+    async def write(self, adapter: A, lead: Lead, key: str) -> Any:
         raise NotImplementedError
 
-    async def write_many(self, adapter, leads: Sequence[Lead]) -> Any:
+    async def write_many(self, adapter: A, leads: Sequence[Lead]) -> Any:
         raise NotImplementedError
 
     def key(self, lead: Lead) -> str:
         return f"contract:{lead.id}"
 
-    async def exercise(self, adapter) -> None:
+    async def exercise(self, adapter: A) -> None:
         await self.write(adapter, make_lead(1), self.key(make_lead(1)))
 
     @pytest.mark.parametrize("status", [503, 429])
     async def test_a_transient_failure_is_raised_as_transient(
-        self, adapter, vendor, status: int
+        self, adapter: A, vendor: Vendor, status: int
     ) -> None:
         vendor.fail(status)
         try:
@@ -414,7 +463,7 @@ class SideEffectContract(AdapterContract):
         finally:
             await adapter.aclose()
 
-    async def test_a_permanent_failure_is_not_retried(self, adapter, vendor) -> None:
+    async def test_a_permanent_failure_is_not_retried(self, adapter: A, vendor: Vendor) -> None:
         vendor.fail(400)
         try:
             with pytest.raises(PermanentError):
@@ -422,7 +471,7 @@ class SideEffectContract(AdapterContract):
         finally:
             await adapter.aclose()
 
-    async def test_a_repeated_write_leaves_one_effect(self, adapter, vendor) -> None:
+    async def test_a_repeated_write_leaves_one_effect(self, adapter: A, vendor: Vendor) -> None:
         lead = make_lead(1)
         try:
             first = await self.write(adapter, lead, "once:1")
@@ -432,7 +481,7 @@ class SideEffectContract(AdapterContract):
         assert first == again  # the same record id from a CRM; None from the others
         assert _per_lead(await vendor.kept([lead]), [lead]) == Counter({lead.email: 1})
 
-    async def test_a_bulk_call_with_a_duplicate_inside(self, adapter, vendor) -> None:
+    async def test_a_bulk_call_with_a_duplicate_inside(self, adapter: A, vendor: Vendor) -> None:
         leads = [make_lead(i) for i in (1, 2, 1, 3)]
         try:
             result = await self.write_many(adapter, leads)
@@ -452,14 +501,14 @@ def _per_lead(kept: list[str], leads: Sequence[Lead]) -> Counter[str]:
     return Counter(by_id.get(who, who) for who in kept)
 
 
-class CRMContract(SideEffectContract):
-    async def write(self, adapter: CRM, lead: Lead, key: str) -> str:
+class CRMContract(SideEffectContract[CRM[Any]]):
+    async def write(self, adapter: CRM[Any], lead: Lead, key: str) -> str:
         return await adapter.upsert(lead, make_decision(lead), idempotency_key=key)
 
-    async def write_many(self, adapter: CRM, leads: Sequence[Lead]) -> list[str]:
+    async def write_many(self, adapter: CRM[Any], leads: Sequence[Lead]) -> list[str]:
         return await adapter.upsert_many([(x, make_decision(x), self.key(x)) for x in leads])
 
-    async def test_bulk_methods_keep_order(self, adapter: CRM, vendor) -> None:
+    async def test_bulk_methods_keep_order(self, adapter: CRM[Any], vendor: Vendor) -> None:
         leads = [make_lead(i) for i in (3, 1, 2)]
         try:
             ids = await self.write_many(adapter, leads)
@@ -472,29 +521,29 @@ class CRMContract(SideEffectContract):
         assert matches == single
 
 
-class NotifierContract(SideEffectContract):
-    async def write(self, adapter: Notifier, lead: Lead, key: str) -> None:
+class NotifierContract(SideEffectContract[Notifier[Any]]):
+    async def write(self, adapter: Notifier[Any], lead: Lead, key: str) -> None:
         return await adapter.notify(lead, make_decision(lead), idempotency_key=key)
 
-    async def write_many(self, adapter: Notifier, leads: Sequence[Lead]) -> None:
+    async def write_many(self, adapter: Notifier[Any], leads: Sequence[Lead]) -> None:
         return await adapter.notify_many([(x, make_decision(x), self.key(x)) for x in leads])
 
 
-class EventSinkContract(SideEffectContract):
-    async def write(self, adapter: EventSink, lead: Lead, key: str) -> None:
+class EventSinkContract(SideEffectContract[EventSink[Any]]):
+    async def write(self, adapter: EventSink[Any], lead: Lead, key: str) -> None:
         return await adapter.record(make_event(lead, key))
 
-    async def write_many(self, adapter: EventSink, leads: Sequence[Lead]) -> None:
+    async def write_many(self, adapter: EventSink[Any], leads: Sequence[Lead]) -> None:
         return await adapter.record_many([make_event(x, self.key(x)) for x in leads])
 
 
-class ScorerContract(AdapterContract):
+class ScorerContract(AdapterContract[Scorer[Any]]):
     """Fixtures: `entry_point`, `adapter`."""
 
-    async def exercise(self, adapter: Scorer) -> None:
+    async def exercise(self, adapter: Scorer[Any]) -> None:
         await adapter.score(make_lead(1), None)
 
-    async def test_bulk_methods_keep_order(self, adapter: Scorer) -> None:
+    async def test_bulk_methods_keep_order(self, adapter: Scorer[Any]) -> None:
         titles = ["VP Sales", "Intern", "Director of Sales", "Head of Growth"]
         leads = [make_lead(i, title=t) for i, t in enumerate(titles)]
         try:
@@ -506,15 +555,17 @@ class ScorerContract(AdapterContract):
         assert len({s.value for s in single}) > 1, "the sample leads should score differently"
 
 
-class LeadSourceContract(AdapterContract):
+class LeadSourceContract(AdapterContract[LeadSource[Any]]):
     """Fixtures: `entry_point`, `vendor`, `adapter`, and `expected` (the emails the
     vendor lists, in its order)."""
 
-    async def exercise(self, adapter: LeadSource) -> None:
+    async def exercise(self, adapter: LeadSource[Any]) -> None:
         async for _ in adapter.records():
             break
 
-    async def test_records_come_in_order(self, adapter: LeadSource, expected: list[str]) -> None:
+    async def test_records_come_in_order(
+        self, adapter: LeadSource[Any], expected: list[str]
+    ) -> None:
         try:
             records = [r async for r in adapter.records()]
         finally:
@@ -523,7 +574,9 @@ class LeadSourceContract(AdapterContract):
         positions = [r.position for r in records]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
 
-    async def test_a_transient_failure_is_raised_as_transient(self, adapter, vendor) -> None:
+    async def test_a_transient_failure_is_raised_as_transient(
+        self, adapter: LeadSource[Any], vendor: Vendor
+    ) -> None:
         vendor.fail(503)
         try:
             with pytest.raises(TransientError):
@@ -532,18 +585,22 @@ class LeadSourceContract(AdapterContract):
             await adapter.aclose()
 
 
-class LegacyContract(AdapterContract):
+class LegacyContract(AdapterContract[LegacyProcess[Any]]):
     """Fixtures: `entry_point`, `adapter`, `target` (the part after `KIND:` that
     `from_target` is built from) and `record` (a raw lead it can decide)."""
 
-    def build_from_settings(self, cls, settings: Settings, rules: Rules) -> Adapter:
+    def build_from_settings(
+        self, cls: type[LegacyProcess[Any]], settings: Settings, rules: Rules
+    ) -> LegacyProcess[Any]:
         return build_from_target(cls, self._target, settings, rules)
 
     @pytest.fixture(autouse=True)
     def _keep_target(self, target: str) -> None:
         self._target = target
 
-    async def test_decide_answers_a_decision(self, adapter: LegacyProcess, record: dict) -> None:
+    async def test_decide_answers_a_decision(
+        self, adapter: LegacyProcess[Any], record: dict[str, Any]
+    ) -> None:
         try:
             decision = await adapter.decide(record)
         finally:

@@ -76,7 +76,7 @@ def shown_value(value: object) -> str:
 
 
 def _shows_input(
-    error: ErrorDetails, loc: Sequence[int | str], message: str, hidden: Callable
+    error: ErrorDetails, loc: Sequence[int | str], message: str, hidden: Callable[[Location], bool]
 ) -> bool:
     value: Any = error.get("input")
     if not isinstance(value, _SCALARS) or isinstance(value, SecretStr):

@@ -20,11 +20,12 @@ version; notifications and events are once per person, by their keys).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlalchemy import Column, DateTime, String, Table, Text, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadflow.db import dialect_insert, get_engine
@@ -68,7 +69,7 @@ def decision_key(scope: str, lead: Lead) -> str:
     return hashlib.sha256(f"{scope}|{lead.id}|{lead_version(lead)}".encode()).hexdigest()
 
 
-def _stored(row) -> StoredDecision:
+def _stored(row: RowMapping) -> StoredDecision:
     return StoredDecision(
         lead=Lead.model_validate_json(row["lead"]),
         match=CrmMatch.model_validate_json(row["match"]) if row["match"] else None,
@@ -132,7 +133,9 @@ class DecisionStore:
         else:
             await self._insert(connection, rows)
 
-    async def _insert(self, connection: AsyncConnection, rows: list[dict]) -> None:
+    async def _insert(
+        self, connection: AsyncConnection, rows: Sequence[Mapping[str, object]]
+    ) -> None:
         statement = dialect_insert(connection.engine, lead_decisions).on_conflict_do_nothing(
             index_elements=["key"]
         )

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, String, Table, Text, func, or_, select, update
+from sqlalchemy.engine import RowMapping
 
 from leadflow.db import get_engine, serialise
 from leadflow.schema import metadata
@@ -61,7 +62,7 @@ class InboxEntry:
     record: dict[str, Any]
 
 
-def _entry(row) -> InboxEntry:
+def _entry(row: RowMapping) -> InboxEntry:
     return InboxEntry(
         id=row["id"],
         lead_id=row["lead_id"],

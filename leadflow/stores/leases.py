@@ -27,7 +27,7 @@ class LeaseKeeper:
         self._renew = renew
         self.every = lease_seconds / 3
         self._held: dict[str, int] = {}
-        self._tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
+        self._tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
             weakref.WeakKeyDictionary()
         )
 

@@ -16,11 +16,11 @@ from leadflow.db import ensure_tables
 from leadflow.flows.files import process_file
 from leadflow.flows.lead import process_lead
 from leadflow.flows.mode import ModeError, set_mode
-from leadflow.flows.summary import LeftToCurrentProcess
+from leadflow.flows.summary import AlreadyDone, LeftToCurrentProcess
 from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
-from leadflow.models import Decision
+from leadflow.models import Decision, LeadOutcome
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
 from tests.conftest import EXAMPLES
@@ -274,6 +274,27 @@ async def test_process_lead_follows_the_mode(make_runtime, tmp_path, monkeypatch
     assert live.decision.tier and await effects.counts() == (1, 1, 1)
     assert "mode:legacy" in legacy_tags and "mode:shadow" in shadow_tags
     assert "mode:live" in live_tags
+
+
+async def test_process_lead_in_pilot_mode_answers_a_lead_done_before_as_already_done(
+    make_runtime, tmp_path, monkeypatch
+):
+    """What process_lead's annotation says it returns, in pilot mode: the pilot lead's
+    outcome the first time, AlreadyDone (nothing run again) the second."""
+    monkeypatch.setenv("LEADFLOW_SHADOW__LEGACY", LEGACY)
+    monkeypatch.setenv("LEADFLOW_SHADOW__PILOT_SHARE", "1.0")
+    runtime = make_runtime()
+    effects = Effects(runtime, tmp_path)
+    record = {"email": "grace@bigco.com", "title": "CTO", "country": "US"}
+    await set_mode("pilot")
+    with use_runtime(runtime):
+        first = await process_lead(record=record, origin="webhook")
+        second = await process_lead(record=record, origin="webhook")
+    await runtime.aclose()
+    assert isinstance(first, LeadOutcome) and first.ok
+    assert isinstance(second, AlreadyDone)
+    assert (second.tier, second.rep) == (first.decision.tier, first.decision.rep)
+    assert await effects.counts() == (1, 1, 1)
 
 
 @pytest.fixture

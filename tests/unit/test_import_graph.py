@@ -23,11 +23,17 @@ FORBIDDEN = {
 
 # The adapter contract kit tests adapters, so it imports their interfaces; it sits in
 # the core folder only for its import name. Nothing but tests imports it (checked below).
-EXEMPT = {ROOT / "leadflow" / "testing.py"}
+# The package's __init__ is the public surface: it names classes of every layer, loaded
+# lazily, and is held to its own rules (test_the_public_surface_*, below).
+FACADE = ROOT / "leadflow" / "__init__.py"
+EXEMPT = {ROOT / "leadflow" / "testing.py", FACADE}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return imports_in(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+
+
+def imports_in(tree: ast.AST) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -68,6 +74,7 @@ def test_only_tests_import_the_contract_kit() -> None:
         f"{path.relative_to(ROOT)}:{line}"
         for folder in ("leadflow", "integrations", "flows", "app")
         for path in sorted((ROOT / folder).glob("*.py"))
+        if path != FACADE  # for type checkers only: test_the_public_surface_imports_...
         for line, module in imported_modules(path)
         if module == "leadflow.testing" or module.startswith("leadflow.testing.")
     ]
@@ -83,3 +90,52 @@ def test_the_command_line_runs_without_pytest() -> None:
         "assert 'leadflow.testing' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_the_public_surface_imports_no_layer_when_loaded() -> None:
+    """Its imports of the layers above the core (and of the contract kit) are for type
+    checkers only (under TYPE_CHECKING); at run time it loads a name's module when the
+    name is first used."""
+    tree = ast.parse(FACADE.read_text(encoding="utf-8"))
+    runtime = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    ]
+    upward = [
+        f"line {line} imports {module}"
+        for node in runtime
+        for line, module in imports_in(node)
+        if module.startswith(
+            ("leadflow.app", "leadflow.flows", "leadflow.integrations", "leadflow.testing")
+        )
+    ]
+    assert upward == []
+
+
+def test_the_core_loads_without_the_layers_above_it() -> None:
+    """Importing the package, or any core module through it, loads neither the flows,
+    the adapters, the CLI nor Prefect: the direction holds at run time too."""
+    code = (
+        "import sys, leadflow, leadflow.models, leadflow.settings, leadflow.decide\n"
+        "up = [m for m in sys.modules if m.startswith(('leadflow.app', 'leadflow.flows',"
+        " 'leadflow.integrations', 'prefect'))]\n"
+        "assert up == [], up"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_no_module_imports_through_the_public_surface() -> None:
+    """`from leadflow import Name` is for plug-ins and users: inside leadflow it would
+    let the core reach the layers above it through the package."""
+    import leadflow
+
+    through = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for folder in ("leadflow", "integrations", "flows", "app")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path != FACADE
+        for line, module in imported_modules(path)
+        if module.startswith("leadflow.") and module.removeprefix("leadflow.") in leadflow.__all__
+    ]
+    assert through == []

@@ -7,16 +7,14 @@ nothing twice; leadflow hands each lead's key to `notify`.
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Self
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import Notifier
+from leadflow import AdapterSettings, Decision, Lead, Notifier, Settings
 from leadflow.integrations.http import make_client, send
-from leadflow.models import Decision, Lead
-from leadflow.settings import AdapterSettings, Settings
 
 
 class AcmeSettings(AdapterSettings):
@@ -29,9 +27,9 @@ class AcmeSettings(AdapterSettings):
     timeout_seconds: float = Field(default=10.0, gt=0, description="per request")
 
 
-class AcmeNotifier(Notifier):
+class AcmeNotifier(Notifier[AcmeSettings]):
     name = "acme"  # with Notifier's kind: the entry point "notifier.acme"
-    settings_class: ClassVar[type[AcmeSettings]] = AcmeSettings
+    settings_class = AcmeSettings  # the type parameter, as a class: leadflow loads it
 
     def __init__(
         self, own: AcmeSettings, *, transport: httpx.AsyncBaseTransport | None = None
