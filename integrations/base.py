@@ -156,7 +156,7 @@ class CRM(Adapter[S]):
 
     async def upsert_many(
         self, items: Sequence[tuple[Lead, Decision, str]]
-    ) -> list[str | Exception]:
+    ) -> Sequence[str | BaseException]:
         """Bulk upsert of (lead, decision, idempotency_key) triples. The bulk contract
         (flows/engine.py relies on it): one answer per input, in input order, the
         CRM's record id, or an exception instance for an input the vendor did not

@@ -57,7 +57,7 @@ async def load_secret_block(name: str, setting: str) -> SecretStr:
         block = await Secret.aload(name)
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
         raise AuthenticationError(f"{setting}: no Prefect Secret block named {name!r}") from exc
-    value = block.get()
+    value: object = block.get()  # type: ignore[attr-defined]  # Secret.aload is untyped
     if not isinstance(value, str):
         raise AuthenticationError(f"{setting}: Prefect Secret block {name!r} is not a string")
     return SecretStr(value)

@@ -116,12 +116,12 @@ def open_file(
         raise ValueError(f"{path}: expected a .csv or .jsonl file")
     origin = str(path)
     encoding = detect_encoding(path)
-    notes = [encoding_note(encoding)] if encoding_note(encoding) else []
+    notes = [note] if (note := encoding_note(encoding)) else []
     delimiter = DEFAULT_DELIMITER
     if kind == "csv":
         with path.open(encoding=encoding, newline="") as handle:
             delimiter = sniff_delimiter(handle.read(HEAD_CHARS))
-        notes += [delimiter_note(delimiter)] if delimiter_note(delimiter) else []
+        notes += [note] if (note := delimiter_note(delimiter)) else []
         with path.open(encoding=encoding, newline="") as handle:
             headers = _csv_header(csv.reader(handle, delimiter=delimiter), origin)
     stream = FileStream(path, kind, encoding, delimiter, None, notes)

@@ -343,7 +343,7 @@ class HubSpotLeadSource(WatermarkCommit, LeadSource[HubSpotSettings]):
                         fresh += 1
                         yield record
                 read += len(results)
-                after = ((page.get("paging") or {}).get("next") or {}).get("after")
+                after = str(((page.get("paging") or {}).get("next") or {}).get("after") or "")
                 if not after or read >= SEARCH_WINDOW:
                     break
             if not after or fresh == 0:

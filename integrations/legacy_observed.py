@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -29,6 +30,9 @@ from leadflow.models import Decision, Lead, lead_id_of
 from leadflow.settings import AdapterSettings, Settings, SettingsError
 from leadflow.shadow_settings import ShadowSettings
 
+MatchKey = Literal["id", "email"]
+MATCH_KEYS: tuple[MatchKey, ...] = ("id", "email")
+
 DEFAULT_FIELDS = {"owner": "rep"}
 
 
@@ -39,8 +43,8 @@ class ObservedSettings(AdapterSettings):
         default_factory=dict,
         description='their column -> Decision field, JSON: {"owner": "rep"}',
     )
-    match_by: list[Literal["id", "email"]] = Field(
-        default_factory=lambda: ["id", "email"], description="keys tried in order"
+    match_by: list[MatchKey] = Field(
+        default_factory=lambda: list(MATCH_KEYS), description="keys tried in order"
     )
 
 
@@ -58,12 +62,12 @@ class ObservedLegacy(AnsweringLegacy[ObservedSettings]):
         *,
         crm: CRM | None = None,
         fields: dict[str, str] | None = None,
-        match_by: list[str] | None = None,
+        match_by: Sequence[MatchKey] | None = None,
     ) -> None:
         self.path = path
         self.crm = crm
         self.fields = {**DEFAULT_FIELDS, **(fields or {})}
-        self.match_by = match_by or ["id", "email"]
+        self.match_by: list[MatchKey] = list(match_by or MATCH_KEYS)
         self._rows: dict[tuple[str, str], dict[str, Any]] | None = None
         self._columns: set[str] = set()
 
@@ -93,7 +97,7 @@ class ObservedLegacy(AnsweringLegacy[ObservedSettings]):
             mapped = set(self.fields.values())
         else:
             self._load()
-            mapped = {self._field_for(column) for column in self._columns} - {None}
+            mapped = {f for column in self._columns if (f := self._field_for(column))}
         return tuple(f for f in Decision.COMPARED_FIELDS if f in mapped)
 
     def _field_for(self, column: str) -> str | None:
@@ -130,7 +134,10 @@ class ObservedLegacy(AnsweringLegacy[ObservedSettings]):
 
     async def _from_export(self, record: dict) -> dict[str, Any]:
         rows = self._load()
-        keys = {"id": lead_id_of(record), "email": str(record.get("email") or "").strip().lower()}
+        keys = {
+            "id": lead_id_of(record) or "",
+            "email": str(record.get("email") or "").strip().lower(),
+        }
         for by in self.match_by:
             if keys[by] and (by, keys[by]) in rows:
                 return rows[(by, keys[by])]

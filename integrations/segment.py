@@ -134,6 +134,8 @@ class SegmentEventSink(EventSink[SegmentSettings]):
             await self.http.request("POST", "/v1/batch", "batch", json={"batch": batch})
 
     async def probe(self) -> str:
+        if self.http.credential is None:
+            return "no write key set"
         await self.http.credential.get()
         return "write key set (Segment's tracking API has no read call: nothing sent)"
 

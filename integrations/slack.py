@@ -65,7 +65,8 @@ def fit(*parts: tuple[str, bool], limit: int = MAX_SECTION) -> str:
     shown = "".join(escape(piece) if untrusted else piece for piece, untrusted in parts)
     if len(shown) <= limit:
         return shown
-    out, size = [], 0
+    out: list[str] = []
+    size = 0
     for piece, untrusted in parts:
         for ch in piece:
             rendered = escape(ch) if untrusted else ch

@@ -505,7 +505,9 @@ class CRMContract(SideEffectContract[CRM[Any]]):
     async def write(self, adapter: CRM[Any], lead: Lead, key: str) -> str:
         return await adapter.upsert(lead, make_decision(lead), idempotency_key=key)
 
-    async def write_many(self, adapter: CRM[Any], leads: Sequence[Lead]) -> list[str]:
+    async def write_many(
+        self, adapter: CRM[Any], leads: Sequence[Lead]
+    ) -> Sequence[str | BaseException]:
         return await adapter.upsert_many([(x, make_decision(x), self.key(x)) for x in leads])
 
     async def test_bulk_methods_keep_order(self, adapter: CRM[Any], vendor: Vendor) -> None:
