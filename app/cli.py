@@ -913,7 +913,8 @@ def serve_webhook(
     runtime = _runtime(settings)
     host, port = host or own.host, port or own.port
     listening_socket = _listen(host, port)
-    _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    stream = _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    err.print(stream.describe(), highlight=False)
     err.print("stopped: leads not finished are kept in the inbox for the next start")
 
 
@@ -938,7 +939,8 @@ def _listen(host: str, port: int):
     return sock
 
 
-async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
+async def _serve_webhook(runtime: Runtime, own, sock, where: str):
+    """Serve until stopped; returns the receiver's lead stream, for its last words."""
     import uvicorn
 
     from leadflow.flows.temporary_server import prefect_api
@@ -951,6 +953,7 @@ async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
             server = _stopping_server()(config)
             err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
             await server.serve(sockets=[sock])
+    return app.state.stream
 
 
 def _stopping_server():
