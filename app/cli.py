@@ -921,7 +921,8 @@ def serve_webhook(
         raise _fail(str(exc)) from None
     runtime = _runtime(settings)
     listening_socket = _listen(host, port)
-    _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    stream = _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    err.print(stream.describe(), highlight=False)
     err.print("stopped: leads not finished are kept in the inbox for the next start")
 
 
@@ -946,7 +947,8 @@ def _listen(host: str, port: int):
     return sock
 
 
-async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
+async def _serve_webhook(runtime: Runtime, own, sock, where: str):
+    """Serve until stopped; returns the receiver's lead stream, for its last words."""
     from leadflow.flows.receiver_guard import server_config
     from leadflow.flows.temporary_server import prefect_api
     from leadflow.flows.webhook_app import create_app
@@ -958,6 +960,7 @@ async def _serve_webhook(runtime: Runtime, own, sock, where: str) -> None:
             server = _stopping_server()(config)
             err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
             await server.serve(sockets=[sock])
+    return app.state.stream
 
 
 def _stopping_server():

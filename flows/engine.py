@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prefect import tags, task
 from prefect.cache_policies import NO_CACHE
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ async def decide_group(group: Group) -> None:
         for step in group.steps[before:]:
             _step_line(group, step.step, step.duration_ms)
     if not group.stored:
-        await _store_and_claim(group, runtime)
+        await patiently(runtime, "store the decisions", _store_and_claim, group, runtime)
 
 
 async def _decide(group: Group, leads: list[Lead], runtime: Runtime) -> None:
@@ -345,7 +346,9 @@ async def _decide(group: Group, leads: list[Lead], runtime: Runtime) -> None:
         "assigner": runtime.assigner,
     }
     try:
-        decisions = await decide_many(leads, matches, steps=group.steps, **options)
+        decisions = await patiently(
+            runtime, "assign reps", decide_many, leads, matches, steps=group.steps, **options
+        )
     except TransientError:
         raise
     except Exception as exc:
@@ -478,7 +481,9 @@ async def _claims_for(group: Group, keys: list[EffectKey], runtime: Runtime) -> 
         else:
             fresh.append(item)
     if fresh:
-        again = await runtime.once.claim(fresh, token=group.token)
+        again = await patiently(
+            runtime, "claim side effects", runtime.once.claim, fresh, token=group.token
+        )
         claim.taken |= again.taken
         claim.done |= again.done
         claim.busy |= again.busy
@@ -500,25 +505,39 @@ async def _record(
     )
 
 
-async def durably(
-    runtime: Runtime, what: str, write: Callable[..., Awaitable[Any]], *args, **kwargs
-) -> bool:
-    """A write of what already happened, waiting out a busy (locked) database for up
-    to `LEADFLOW_PIPELINE__RECORD_TIMEOUT_SECONDS`. False if it could not be written:
-    the caller reports the lead as not yet confirmed, never as failed."""
+async def patiently(
+    runtime: Runtime, what: str, call: Callable[..., Awaitable[T]], *args, **kwargs
+) -> T:
+    """`call` (leadflow's own bookkeeping in its database), waiting out a busy
+    (locked) database for up to `LEADFLOW_PIPELINE__RECORD_TIMEOUT_SECONDS`: another
+    process holding SQLite's write lock longer than its busy timeout (30 s) is a
+    wait, not a failure. Safe for calls that are one transaction (it either committed
+    or left nothing). After the deadline, the database's error is raised."""
     deadline = time.monotonic() + runtime.settings.pipeline.record_timeout_seconds
     pause = 0.5
     while True:
         try:
-            await write(*args, **kwargs)
-            return True
+            return await call(*args, **kwargs)
         except OperationalError as exc:
             if time.monotonic() + pause > deadline:
-                log.warning(f"could not {what}", error=str(exc.orig)[:200])
-                return False
+                raise
             log.info(f"database busy; waiting to {what}", error=str(exc.orig)[:200])
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+async def durably(
+    runtime: Runtime, what: str, write: Callable[..., Awaitable[Any]], *args, **kwargs
+) -> bool:
+    """A write of what already happened, waiting out a busy database (`patiently`).
+    False if it could not be written: the caller reports the lead as not yet
+    confirmed, never as failed."""
+    try:
+        await patiently(runtime, what, write, *args, **kwargs)
+        return True
+    except OperationalError as exc:
+        log.warning(f"could not {what}", error=str(exc.orig)[:200])
+        return False
 
 
 @task(name="update-crm", task_run_name=_run_name("update-crm"), **_QUIET)
@@ -604,7 +623,7 @@ def _ms(started: float) -> float:
 async def recall(group: Group, runtime: Runtime) -> None:
     """Answer what the decisions store knows: leads done before (nothing to do) and
     leads decided before but not finished (their side effects, with that decision)."""
-    stored = await runtime.decisions.find(group.leads)
+    stored = await patiently(runtime, "read the decisions", runtime.decisions.find, group.leads)
     for lead in group.leads:
         found = stored.get(lead.id)
         if found is None:
@@ -617,18 +636,19 @@ async def recall(group: Group, runtime: Runtime) -> None:
             group.recalled.add(lead.id)
 
 
-async def _step(group: Group, name: str, leads: list[Lead]) -> None:
+async def _step(group: Group, name: str, leads: list[Lead]) -> str | None:
     """Run one step's task; if it ends failed (after its retries), the leads it did
-    not get through are stopped with its reason."""
+    not get through are stopped with its reason, which is returned."""
     tasks = configured_tasks(current_runtime().settings.pipeline)
     with about(group):
         state = await tasks[name](group, return_state=True)
     if state.is_completed():
-        return
+        return None
     reason = await _state_reason(state)
     for lead in leads:
         if lead.id not in group.decisions and lead.id not in group.stopped:
             group.stop(lead, name, group.errors.get((name, lead.id)) or reason)
+    return reason
 
 
 async def _state_reason(state) -> str:
@@ -645,10 +665,10 @@ async def prepare(group: Group, runtime: Runtime) -> None:
 
 async def decide_step(group: Group, runtime: Runtime) -> None:
     if group.waiting() or group.decisions:
-        await _step(group, "decide", group.waiting())
+        why = await _step(group, "decide", group.waiting())
         if not group.stored:  # the task failed before storing: nothing may be sent
             for lead in group.decided():
-                group.stop(lead, "decide", "the decision could not be stored")
+                group.stop(lead, "decide", f"the decision could not be stored: {why}")
             group.decisions.clear()
 
 

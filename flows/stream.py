@@ -195,6 +195,21 @@ class StreamRunSummary(BaseModel):
     failed: int = 0
     already_done: int = 0
     left_to_current_process: int = 0
+    resent: int = Field(
+        default=0,
+        description="side effects sent again under their key: their earlier holder was gone",
+    )
+
+    def add(self, results: Sequence[LeadResult]) -> None:
+        """Count one settled group's results."""
+        self.leads += len(results)
+        self.groups += 1
+        for result in results:
+            self.failed += bool(FailedBranch.all_in(result))
+            self.already_done += isinstance(result, AlreadyDone)
+            self.left_to_current_process += isinstance(result, LeftToCurrentProcess)
+            if isinstance(result, LeadOutcome):
+                self.resent += sum(b.resent for b in result.branches.values())
 
 
 @flow(name="lead-stream", flow_run_name="leads-{opened}", log_prints=False)
@@ -221,6 +236,8 @@ class LeadStream:
         self._quiet.set()
         self._finished_at: list[float] = []
         self.runs = 0
+        self.totals = StreamRunSummary(opened="since the start")  # every run's, added up
+        self.recovered = 0  # leads taken from the inbox: accepted earlier, not finished
 
     # --- the receiver's side -------------------------------------------------------
 
@@ -312,12 +329,8 @@ class LeadStream:
                 self._quiet.set()
             self._finished_at += [time.monotonic()] * len(results)
             del self._finished_at[:-1000]
-            summary.leads += len(results)
-            summary.groups += 1
-            for result in results:
-                summary.failed += bool(FailedBranch.all_in(result))
-                summary.already_done += isinstance(result, AlreadyDone)
-                summary.left_to_current_process += isinstance(result, LeftToCurrentProcess)
+            summary.add(results)
+            self.totals.add(results)
             if group is not None and self.settings.decision_artifacts:
                 for lead, result in zip(group.leads, results, strict=True):
                     if isinstance(result, LeadOutcome):
@@ -395,6 +408,7 @@ class LeadStream:
                 found = []
             if found:
                 log.info("finishing leads accepted earlier and not finished", leads=len(found))
+                self.recovered += len(found)
                 self.put(found)
             await asyncio.sleep(RECOVER_EVERY_SECONDS)
 
@@ -414,6 +428,21 @@ class LeadStream:
     def stop(self) -> None:
         """Stop taking leads (see `run`)."""
         self._stopping.set()
+
+    def describe(self) -> str:
+        """What this stream did, in one line for the receiver's last words."""
+        done = self.totals
+        line = f"{done.leads} leads finished"
+        if self.recovered:
+            line += f" ({self.recovered} accepted earlier and not finished, taken from the inbox)"
+        if done.failed:
+            line += f"; {done.failed} failed (see `leadflow replay --list`)"
+        if done.resent:
+            line += (
+                f"; {done.resent} side effects sent again under their keys: an earlier "
+                "receiver claimed them and did not confirm them (it was stopped or killed)"
+            )
+        return line
 
 
 async def _first(*waits: Awaitable) -> None:

@@ -14,6 +14,7 @@ the same command, once the API is back, does the rest and repeats nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -21,6 +22,9 @@ from typing import TypeVar
 
 import httpx
 
+from leadflow.logging import get_logger
+
+log = get_logger(__name__)
 T = TypeVar("T")
 
 PROBE_EVERY_SECONDS = 2.0
@@ -43,22 +47,74 @@ def api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
+# What Prefect's client says while its API does not answer: a warning and an error
+# (with the whole event) per queued event every few seconds, "Error logging to API",
+# the flow run's "Crash detected!". The watchdog says it once instead, and lets them
+# speak again when the API answers.
+OUTAGE_LOGGERS = (
+    "prefect.events.clients",
+    "prefect._internal.concurrency",
+    "EventsWorker",
+    "APILogWorker",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+)
+
+
+class _Hush:
+    """Prefect's outage messages off (`on`) and back (`off`). Loggers are disabled, not
+    raised in level: Prefect's internal loggers ignore their level."""
+
+    def __init__(self) -> None:
+        self.disabled: dict[str, bool] | None = None
+        self.raise_exceptions = logging.raiseExceptions
+
+    def on(self) -> None:
+        if self.disabled is None:
+            self.disabled = {n: logging.getLogger(n).disabled for n in OUTAGE_LOGGERS}
+            for name in OUTAGE_LOGGERS:
+                logging.getLogger(name).disabled = True
+            logging.raiseExceptions = False  # Prefect's log shipper prints its errors if set
+
+    def off(self) -> None:
+        if self.disabled is not None:
+            for name, disabled in self.disabled.items():
+                logging.getLogger(name).disabled = disabled
+            logging.raiseExceptions = self.raise_exceptions
+            self.disabled = None
+
+
 async def _down(url: str, down_after: float) -> datetime:
     """Return when `url`'s /health has not answered for `down_after` seconds; the
-    moment it was last seen answering."""
+    moment it was last seen answering. While it does not answer, Prefect's own
+    messages about it are held back and one warning says it instead."""
     last_ok = time.monotonic()
     last_seen = datetime.now(UTC)
-    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
-        while True:
-            try:
-                response = await client.get(f"{url.rstrip('/')}/health")
-                if response.status_code < 500:
+    hush = _Hush()
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
+            while True:
+                try:
+                    response = await client.get(f"{url.rstrip('/')}/health")
+                    answered = response.status_code < 500
+                except httpx.HTTPError:
+                    answered = False
+                if answered:
                     last_ok, last_seen = time.monotonic(), datetime.now(UTC)
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - last_ok >= down_after:
-                return last_seen
-            await asyncio.sleep(PROBE_EVERY_SECONDS)
+                    hush.off()
+                elif time.monotonic() - last_ok >= down_after:
+                    return last_seen  # still hushed: the command ends with its own line
+                elif hush.disabled is None:
+                    hush.on()
+                    log.warning(
+                        "the Prefect API is not answering; the run stops unless it answers again",
+                        api=url,
+                        within_seconds=round(down_after - (time.monotonic() - last_ok)),
+                    )
+                await asyncio.sleep(PROBE_EVERY_SECONDS)
+    except asyncio.CancelledError:  # the work ended first
+        hush.off()
+        raise
 
 
 async def watched(work: Awaitable[T], *, down_after: float = DOWN_AFTER_SECONDS) -> T:

@@ -178,11 +178,17 @@ class PrefectServer:
 
 
 def start_prefect_server(
-    processes: Processes, home: Path, *, database_url: str | None = None, timeout: float = 180
+    processes: Processes,
+    home: Path,
+    *,
+    database_url: str | None = None,
+    timeout: float = 180,
+    port: int | None = None,
 ) -> PrefectServer:
     """Start `prefect server start` with its own PREFECT_HOME and wait until healthy.
-    `database_url` puts its database on PostgreSQL (PREFECT_API_DATABASE_CONNECTION_URL)."""
-    port = free_port()
+    `database_url` puts its database on PostgreSQL (PREFECT_API_DATABASE_CONNECTION_URL);
+    `port` (a free one by default) brings a stopped server back at the same address."""
+    port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = clean_env(PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
     server_env = dict(env)

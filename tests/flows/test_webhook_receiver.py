@@ -18,9 +18,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from pydantic import SecretStr
 
+from leadflow.flows.engine import effect_key
 from leadflow.flows.stream import LeadStream, StreamSettings
 from leadflow.flows.webhook_app import create_app
+from leadflow.intake import RawRecord, validate_record
 from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from leadflow.once import OnceStore
 from leadflow.stores.inbox import Inbox
 from tests.fakes import MemoryNotifier
 
@@ -138,11 +141,17 @@ async def test_too_many_leads_waiting_is_a_503_with_retry_after(gated) -> None:
 
 
 async def test_leads_a_dead_receiver_accepted_are_finished_by_the_next(gated) -> None:
+    """The dead receiver had also claimed the lead's notification: the next one sends
+    it again under its key, and says so when it stops."""
     runtime, notifier = gated
     notifier.gate.set()
+    record = {"email": "orphan@example.org"}
     dead = Inbox(runtime.settings.database_url, lease=timedelta(seconds=0.2))
-    await dead.accept([("lead-1", "webhook", 1, {"email": "orphan@example.org"})])
-    await asyncio.sleep(0.3)  # its holder never renews: the lease runs out
+    await dead.accept([("lead-1", "webhook", 1, record)])
+    lead = validate_record(RawRecord(origin="webhook", position=1, data=record))
+    claims = OnceStore(runtime.settings.database_url, lease=timedelta(seconds=0.2))
+    await claims.claim([effect_key(runtime, "notify", lead)])
+    await asyncio.sleep(0.3)  # its holder never renews: the leases run out
     app = create_app(runtime)
     async with LifespanManager(app):
 
@@ -151,6 +160,11 @@ async def test_leads_a_dead_receiver_accepted_are_finished_by_the_next(gated) ->
 
         await until(finished)
     assert [lead.email for lead, _key in notifier.sent] == ["orphan@example.org"]
+    assert app.state.stream.describe() == (
+        "1 leads finished (1 accepted earlier and not finished, taken from the inbox); "
+        "1 side effects sent again under their keys: an earlier receiver claimed them "
+        "and did not confirm them (it was stopped or killed)"
+    )
 
 
 async def test_the_mode_is_kept_fresh_in_the_background_not_read_on_a_leads_way(
