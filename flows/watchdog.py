@@ -28,8 +28,9 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 PROBE_EVERY_SECONDS = 2.0
-PROBE_TIMEOUT_SECONDS = 3.0
+PROBE_TIMEOUT_SECONDS = 5.0
 DOWN_AFTER_SECONDS = 20.0
+BUSY_FACTOR = 2.0  # a server that takes connections but answers slowly: 40 s
 
 
 class OrchestratorDown(RuntimeError):
@@ -94,15 +95,22 @@ async def _down(url: str, down_after: float) -> datetime:
     try:
         async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
             while True:
+                busy = False  # it took the connection but did not answer in time
                 try:
                     response = await client.get(f"{url.rstrip('/')}/health")
                     answered = response.status_code < 500
+                except httpx.TimeoutException:
+                    answered, busy = False, True
                 except httpx.HTTPError:
                     answered = False
+                # a server that refuses connections is gone; one that accepts them and
+                # is slow to answer is busy (catching up on events on a small machine),
+                # and is given BUSY_FACTOR times as long before the run gives up on it
+                silent = time.monotonic() - last_ok
                 if answered:
                     last_ok, last_seen = time.monotonic(), datetime.now(UTC)
                     hush.off()
-                elif time.monotonic() - last_ok >= down_after:
+                elif silent >= (down_after * BUSY_FACTOR if busy else down_after):
                     return last_seen  # still hushed: the command ends with its own line
                 elif hush.disabled is None:
                     hush.on()
