@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # mkdocs-material prints a banner about its future on every build; the build is offline.
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test lint docs docs-serve bench clean shadow
+.PHONY: run test check lint docs docs-serve bench clean shadow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ shadow: $(STAMP)
 
 test: $(STAMP) lint docs
 	$(BIN)/pytest
+
+# The day-to-day loop: lint, types and the tests that start no server or subprocess.
+check: $(STAMP) lint
+	$(BIN)/pytest -q tests/unit tests/contract
 
 lint: $(STAMP) types
 	$(BIN)/ruff check .

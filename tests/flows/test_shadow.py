@@ -214,7 +214,7 @@ async def test_the_example_mismatches_are_exactly_the_rule_differences(
         "notify.to",
     }
     assert sum(bool(v) for v in predicted.values()) == 10  # 7 hot at 70-79, 1 gmail, 3 CA (1 both)
-    explained = set(re.findall(r"^\| ([^ |]+@[^ |]+) \|", readme_mismatches(), re.MULTILINE))
+    explained = set(re.findall(r"^\| ([^ |]+@[^ |]+) \|", documented_mismatches(), re.MULTILINE))
     assert explained == {r.email for r in records if r.comparison.mismatched_fields}
     shadowed = [r for r in records if r.kind == "shadow"]
     steps = {s.step for r in shadowed for s in r.candidate_steps}
@@ -222,7 +222,7 @@ async def test_the_example_mismatches_are_exactly_the_rule_differences(
     assert all(set(r.intended) == {"crm", "notify", "event"} for r in shadowed)
 
 
-def readme_mismatches() -> str:
-    """The README's table of the example's expected mismatches."""
-    text = (ROOT / "README.md").read_text()
+def documented_mismatches() -> str:
+    """The shadow how-to's table of the example's expected mismatches."""
+    text = (ROOT / "docs" / "how-to" / "shadow.md").read_text()
     return text.split("<!-- shadow-mismatches -->")[1].split("<!-- /shadow-mismatches -->")[0]

@@ -127,7 +127,7 @@ def _count_arguments(command: object, rest: list[str]) -> str | None:
 def all_shown() -> list[Shown]:
     return [
         shown
-        for page in sorted(DOCS.rglob("*.md"))
+        for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
         for shown in shown_commands(page.read_text(encoding="utf-8"), str(page.relative_to(ROOT)))
     ]
 
