@@ -1,43 +1,44 @@
 """The `leadflow` command line.
 
 Each command checks its input and settings before anything starts, builds the runtime
-(leadflow.app.runtime) and runs its flow through `run_flow`, the one place that opens
-and closes it. Flows are imported inside the commands, keeping `leadflow --help` fast.
+(leadflow.app.runtime) and runs its flow through `run_flow` (leadflow.app.console),
+the one place that opens and closes it. Flows are imported inside the commands,
+keeping `leadflow --help` fast. The cut-over commands (leadflow.app.cli_shadow) and
+the schema commands (leadflow.app.cli_db) are defined in their modules and added to
+the app here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
-import time
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
-from uuid import UUID
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from leadflow.logging import configure_logging
-from leadflow.rules import RulesError
-from leadflow.settings import (
-    Settings,
-    SettingsError,
-    check_database_url,
-    load_settings,
-    unknown_variables,
+from leadflow.app import cli_db, cli_shadow
+from leadflow.app.console import (
+    checked_settings,
+    err,
+    fail,
+    offline_defaults,
+    out,
+    quiet_prefect_console,
+    run_command,
+    run_flow,
+    runtime_for,
+    unless_failed,
+    where_to_look,
 )
+from leadflow.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from leadflow.app.runtime import Runtime
     from leadflow.flows.summary import FileRunSummary
-    from leadflow.flows.temporary_server import ServerTrouble
 
 app = typer.Typer(
     help=(
@@ -59,175 +60,10 @@ limits_app = typer.Typer(
 )
 app.add_typer(limits_app, name="limits")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _settings(verbose: bool) -> Settings:
-    """Settings checked in full, the database included, before anything starts; then
-    logging, with Prefect's console kept to warnings unless --verbose."""
-    if not verbose:
-        _quiet_prefect_console()
-    try:
-        settings = load_settings()
-        check_database_url(settings.database_url)
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
-    from leadflow.app.cli_db import prepare_database
-
-    prepare_database(settings.database_url)
-    configure_logging(settings.log, console_level="DEBUG" if verbose else "WARNING")
-    _warn_about_unknown_variables()
-    if not verbose:
-        _no_tracebacks_on_prefect_console()
-    return settings
-
-
-# The temporary Prefect server reports usage unless told not to; offline, every
-# attempt logs an error. Opt in with PREFECT_SERVER_ANALYTICS_ENABLED=true.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _quiet_prefect_console() -> None:
-    """Keep Prefect's per-run INFO lines ("Task run ... Finished in state Completed()")
-    off the terminal (the progress bar shows progress); they still go to the Prefect
-    API and its UI. Prefect reads this when it sets up logging, at its import, so it
-    is set before anything imports Prefect."""
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-
-
-def _no_tracebacks_on_prefect_console() -> None:
-    """A failing task's traceback stays in the Prefect UI; the terminal gets its one
-    line (and the summary names the lead and the reason)."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
-                handler.formatter, _WithoutTraceback
-            ):
-                handler.setFormatter(_WithoutTraceback(handler.formatter))
-
-
-class _WithoutTraceback(logging.Formatter):
-    def __init__(self, inner: logging.Formatter | None) -> None:
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text, record.stack_info
-        record.exc_info = record.exc_text = record.stack_info = None
-        try:
-            return self.inner.format(record)
-        finally:
-            record.exc_info, record.exc_text, record.stack_info = saved
-
-
-def settings_classes() -> list[type]:
-    """Every settings class that reads LEADFLOW_* variables, once each: leadflow's,
-    shadow mode's, the receiver's, the real-time stream's and every adapter's
-    (plug-ins included)."""
-    from leadflow.flows.stream import StreamSettings
-    from leadflow.flows.webhook_app import ReceiverSettings
-    from leadflow.integrations.registry import adapter_settings_classes
-    from leadflow.shadow_settings import ShadowSettings
-
-    found = [Settings, ShadowSettings, ReceiverSettings, StreamSettings]
-    return list(dict.fromkeys([*found, *adapter_settings_classes()]))
-
-
-def _warn_about_unknown_variables() -> None:
-    from dotenv import dotenv_values
-
-    variables = {**dotenv_values(".env"), **os.environ}
-    for warning in unknown_variables(variables, settings_classes()):
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-
-
-def _runtime(settings: Settings) -> Runtime:
-    from leadflow.app.runtime import build_runtime
-
-    try:
-        return build_runtime(settings)
-    except (SettingsError, RulesError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's flows; a temporary server that did not start is an error to
-    act on (the message says how), not a traceback."""
-    from leadflow.flows.temporary_server import ServerStartError
-    from leadflow.flows.watchdog import OrchestratorDown
-
-    started = time.time()
-    try:
-        return asyncio.run(work)
-    except ServerStartError as exc:
-        raise _fail(str(exc)) from None
-    except OrchestratorDown as exc:
-        _orchestrator_down(exc, started)
-
-
-def _orchestrator_down(exc, started: float) -> NoReturn:
-    """One line for a run whose Prefect API went away: what failed, what was done (from
-    leadflow's own records), what to run next; then out, without waiting for Prefect's
-    client to give up retrying (its background threads would hold the process)."""
-    done = _leads_done_since(started)
-    err.print(
-        f"[bold red]error:[/] {exc}; {done} leads were finished before that and are kept; "
-        "run the same command again once the Prefect API is back: it does the rest and "
-        "repeats nothing",
-        highlight=False,
-        soft_wrap=True,
-    )
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(3)
-
-
-def _leads_done_since(started: float) -> int:
-    """Leads whose side effects were all confirmed since `started`, from the database."""
-    import sqlite3
-    from datetime import UTC, datetime
-
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(load_settings().database_url)
-        if url.get_backend_name() != "sqlite" or not url.database:
-            return 0
-        since = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        with sqlite3.connect(url.database, timeout=5) as connection:
-            (count,) = connection.execute(
-                "select count(*) from lead_decisions where done_at >= ?", (since,)
-            ).fetchone()
-        return count
-    except Exception:
-        return 0
-
-
-class _Bar:
-    """Adapts a rich Progress to leadflow.flows.summary.ProgressListener."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("leads", total=None)
-        self.failed = 0
-
-    def started(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
-
-    def finished(self, lead_id: str, ok: bool) -> None:
-        self.failed += not ok
-        label = f"leads ([red]{self.failed} failed[/])" if self.failed else "leads"
-        self.progress.update(self.task, advance=1, description=label)
+@app.callback()
+def _defaults() -> None:
+    offline_defaults()
 
 
 @app.command()
@@ -275,22 +111,22 @@ def run(
     interrupted run left.
     """
     if not verbose:
-        _quiet_prefect_console()  # before the import below brings Prefect in
+        quiet_prefect_console()  # before the import below brings Prefect in
     from leadflow.flows.files import check_lead_file
 
     try:
         check_lead_file(file)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not verbose:  # the outbox keeps every notification; the terminal keeps the summary
         os.environ.setdefault("LEADFLOW_TERMINAL_ECHO", "false")
-    settings = _settings(verbose)
-    runtime = _runtime(settings)
+    settings = checked_settings(verbose)
+    runtime = runtime_for(settings)
     _report_file(runtime, file)
     from leadflow.flows.files import process_file
     from leadflow.flows.summary import LeadsFailedError
 
-    result, run_id, trouble = _run(
+    result, run_id, trouble = run_command(
         run_flow(
             runtime,
             process_file,
@@ -300,7 +136,7 @@ def run(
             concurrency=concurrency,
         )
     )
-    summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
+    summary = result.summary if isinstance(result, LeadsFailedError) else unless_failed(result)
     _print_summary(summary)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
@@ -317,52 +153,8 @@ def _report_file(runtime: Runtime, file: Path) -> None:
     try:
         report = open_contents(file, runtime).report()  # the head and the encoding only
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     err.print(report, style="dim", highlight=False)
-
-
-@contextmanager
-def _progress_bar() -> Iterator[None]:
-    """A progress bar on stderr, fed by the file flows' progress events."""
-    from leadflow.flows.summary import listening
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
-    with progress, listening(_Bar(progress)):
-        yield
-
-
-async def run_flow(
-    runtime: Runtime, flow_fn: Any, *, progress: bool = False, **parameters: Any
-) -> tuple[Any, UUID | None, ServerTrouble | None]:
-    """Every command runs its flow through here: against PREFECT_API_URL or a
-    temporary server, inside the opened runtime (its stores ready, then its run
-    settled, adapters closed and engines disposed), and the server's trouble read
-    before it stops. Returns the flow's result (a failed run's exception, not raised),
-    its run id and the trouble."""
-    from leadflow.flows.temporary_server import prefect_api
-    from leadflow.flows.watchdog import watched
-
-    async with prefect_api() as server:
-        async with runtime.opened():
-            with _progress_bar() if progress else nullcontext():
-                state = await watched(runtime.run_flow(flow_fn, **parameters))
-                result = await state.aresult(raise_on_failure=False)
-        trouble = server.trouble() if server else None
-    return result, state.state_details.flow_run_id, trouble
-
-
-def _unless_failed(result: T) -> T:
-    """The flow's result; an error the command does not expect stops it (exit 2)."""
-    if isinstance(result, BaseException):
-        raise _fail(f"{type(result).__name__}: {result}")
-    return result
 
 
 def _print_summary(summary: FileRunSummary) -> None:
@@ -461,25 +253,6 @@ def _print_summary(summary: FileRunSummary) -> None:
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
 
 
-def where_to_look(flow_run_id: UUID | None) -> str:
-    """The run's page in the Prefect UI of the server this command used: the
-    PREFECT_UI_URL setting, which Prefect derives from PREFECT_API_URL unless it is set.
-    With neither, the run went to a temporary server that is gone now; its runs are in
-    the local Prefect database, which `prefect server start` serves."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_API_HOST,
-        PREFECT_SERVER_API_PORT,
-        PREFECT_UI_URL,
-    )
-
-    path = f"/runs/flow-run/{flow_run_id}" if flow_run_id else "/runs"
-    if PREFECT_API_URL.value() and PREFECT_UI_URL.value():
-        return f"This run in the Prefect UI: {PREFECT_UI_URL.value().rstrip('/')}{path}"
-    local = f"http://{PREFECT_SERVER_API_HOST.value()}:{PREFECT_SERVER_API_PORT.value()}"
-    return f"Runs are kept by Prefect: `prefect server start`, then {local}{path}"
-
-
 @app.command()
 def lead(
     record: Annotated[
@@ -493,12 +266,12 @@ def lead(
     try:
         data = json.loads(record)
     except json.JSONDecodeError as exc:
-        raise _fail(f"the lead is not JSON: {exc.msg}") from None
+        raise fail(f"the lead is not JSON: {exc.msg}") from None
     if not isinstance(data, dict):
-        raise _fail("the lead must be a JSON object")
-    settings = _settings(verbose)
+        raise fail("the lead must be a JSON object")
+    settings = checked_settings(verbose)
     _set_aside_if_bad(settings, data)
-    runtime = _runtime(settings)
+    runtime = runtime_for(settings)
     from leadflow.flows.lead import (
         BranchesFailedError,
         InvalidLeadError,
@@ -506,7 +279,9 @@ def lead(
         process_lead,
     )
 
-    result, run_id, _trouble = _run(run_flow(runtime, process_lead, record=data, origin="cli"))
+    result, run_id, _trouble = run_command(
+        run_flow(runtime, process_lead, record=data, origin="cli")
+    )
     if isinstance(result, InvalidLeadError):
         err.print(f"[bold red]set aside:[/] {result}", highlight=False)
         code = 2
@@ -517,7 +292,7 @@ def lead(
         err.print(f"[bold red]failed:[/] {result}", highlight=False)
         code = 1
     else:
-        outcome = _unless_failed(result)
+        outcome = unless_failed(result)
         if hasattr(outcome, "decision"):
             _print_outcome(outcome)
         else:  # routed by the cut-over mode
@@ -602,8 +377,8 @@ def bench(
     benchmarks/bench.py and the README)."""
     code = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (code / "bench.py").is_file():
-        raise _fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
-    _quiet_prefect_console()
+        raise fail("leadflow bench runs from a source checkout (benchmarks/ not found)")
+    quiet_prefect_console()
     sys.path.insert(0, str(code))
     if faults:
         from fault_bench import run_fault_bench
@@ -659,7 +434,7 @@ def serve(
 
     api_url = get_current_settings().api.url
     if not api_url:
-        raise _fail(
+        raise fail(
             "PREFECT_API_URL is not set. Schedules need a running Prefect server; the "
             "temporary one Prefect starts for a single command cannot run them. Start one "
             "with `prefect server start`, then "
@@ -669,7 +444,7 @@ def serve(
     try:
         settings = load_settings()  # a wrong setting is named now, not in the first run
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     from leadflow.app.cli_db import prepare_database
 
     prepare_database(settings.database_url)  # and a schema that is behind
@@ -688,16 +463,16 @@ def limits_apply() -> None:
     second) set. Every worker's runs then share them. Needs PREFECT_API_URL."""
     from prefect.settings import get_current_settings
 
-    settings = _settings(False)
+    settings = checked_settings(False)
     api_url = get_current_settings().api.url
     if not api_url:
-        raise _fail(
+        raise fail(
             "PREFECT_API_URL is not set: limits live on the Prefect server the workers "
             "use; point PREFECT_API_URL at it (e.g. http://127.0.0.1:4200/api)."
         )
     _check_reachable(api_url)
     if not settings.limits:
-        raise _fail(
+        raise fail(
             "no limits in the settings: set e.g. LEADFLOW_LIMITS__WEBHOOK__CONCURRENCY=4 "
             "or LEADFLOW_LIMITS__WEBHOOK__PER_SECOND=10"
         )
@@ -714,7 +489,7 @@ def _check_reachable(api_url: str) -> None:
     try:
         httpx.get(f"{api_url.rstrip('/')}/health", timeout=10).raise_for_status()
     except httpx.HTTPError as exc:
-        raise _fail(
+        raise fail(
             f"no Prefect server answers at PREFECT_API_URL={api_url} ({type(exc).__name__}); "
             "start it with `prefect server start`"
         ) from None
@@ -723,7 +498,7 @@ def _check_reachable(api_url: str) -> None:
 @quarantine_app.command("list")
 def quarantine_list() -> None:
     """Show records waiting in the quarantine, with their file, row and reason."""
-    settings = _settings(False)
+    settings = checked_settings(False)
     rejected = asyncio.run(_pending(settings))
     if not rejected:
         out.print("The quarantine is empty.")
@@ -743,7 +518,7 @@ def quarantine_export(
     """Write waiting records to a JSONL file to fix by hand, then `quarantine replay FILE`."""
     from leadflow.flows.replay import KEY_FIELD, REASON_FIELD
 
-    settings = _settings(False)
+    settings = checked_settings(False)
     rejected = asyncio.run(_pending(settings))
     with target.open("w", encoding="utf-8") as handle:
         for r in rejected:
@@ -763,10 +538,12 @@ def quarantine_replay(
     processed and leave the quarantine; those that still fail stay, with the new reason."""
     from leadflow.flows.replay import replay_quarantine
 
-    runtime = _runtime(_settings(verbose))
+    runtime = runtime_for(checked_settings(verbose))
     corrected = str(fixed) if fixed else None
-    result, _run_id, _trouble = _run(run_flow(runtime, replay_quarantine, corrected=corrected))
-    summary = _unless_failed(result)
+    result, _run_id, _trouble = run_command(
+        run_flow(runtime, replay_quarantine, corrected=corrected)
+    )
+    summary = unless_failed(result)
     for item in summary.still_set_aside:
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
@@ -800,7 +577,7 @@ def replay(
 ) -> None:
     """Do again, once, the side effects (CRM update, notification, event) that failed
     after their retries, with the lead's decision and once-only key; report each."""
-    settings = _settings(verbose)
+    settings = checked_settings(verbose)
     if list_only:
         failures = asyncio.run(_open_failures(settings))
         table = Table(title=f"{len(failures)} failed side effects open", title_justify="left")
@@ -810,8 +587,8 @@ def replay(
             table.add_row(f.branch, f.lead.email, str(f.attempts), f.reason)
         out.print(table)
         return
-    runtime = _runtime(settings)
-    report = _run(_replay_effects(runtime))
+    runtime = runtime_for(settings)
+    report = run_command(_replay_effects(runtime))
     if report.effects:
         table = Table(title="Replayed", title_justify="left")
         for column in ("side effect", "lead", "result", "detail"):
@@ -907,21 +684,23 @@ def serve_webhook(
     lead-stream flow run (422 names a bad field; 503 with Retry-After when too many
     are waiting). Ctrl-C stops taking leads, lets those in flight finish, and keeps
     the rest for the next start."""
-    settings = _settings(verbose)
+    settings = checked_settings(verbose)
     from leadflow.flows.webhook_app import ReceiverSettings
 
     try:
         own = load_settings(ReceiverSettings)
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     host, port = host or own.host, port or own.port
     try:
         own.check_exposure(host)
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
-    runtime = _runtime(settings)
+        raise fail(str(exc)) from None
+    runtime = runtime_for(settings)
     listening_socket = _listen(host, port)
-    stream = _run(_serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads"))
+    stream = run_command(
+        _serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads")
+    )
     err.print(stream.describe(), highlight=False)
     err.print("stopped: leads not finished are kept in the inbox for the next start")
 
@@ -938,7 +717,7 @@ def _listen(host: str, port: int):
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise _fail(
+        raise fail(
             f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it, or choose "
             "another port with --port or LEADFLOW_RECEIVER_PORT"
         ) from None
@@ -995,31 +774,31 @@ def poll_source_command(
     """Poll the configured lead source (LEADFLOW_ADAPTERS__SOURCE=http or hubspot) once:
     what arrived since its watermark goes through the pipeline. Exit 1 if a side
     effect failed, 2 for bad settings."""
-    settings = _settings(verbose)
+    settings = checked_settings(verbose)
     if settings.adapters.source is None:
-        raise _fail(
+        raise fail(
             "LEADFLOW_ADAPTERS__SOURCE is not set: poll-source needs a polled source (http, "
             "hubspot); a file is read by `leadflow run <file>`"
         )
     from leadflow.flows.source import poll_source
     from leadflow.flows.summary import LeadsFailedError
 
-    runtime = _runtime(settings)
-    result, _run_id, _trouble = _run(run_flow(runtime, poll_source))
+    runtime = runtime_for(settings)
+    result, _run_id, _trouble = run_command(run_flow(runtime, poll_source))
     if isinstance(result, LeadsFailedError):
         summary, code = result.summary, 1
     elif isinstance(result, SettingsError):
-        raise _fail(str(result))
+        raise fail(str(result))
     else:
-        summary, code = _unless_failed(result), 0
+        summary, code = unless_failed(result), 0
     _print_summary(summary)
     raise typer.Exit(code)
 
 
-# The cut-over commands (shadow, report, mode) and the schema commands (db upgrade,
-# db current) register themselves on `app`.
-import leadflow.app.cli_db  # noqa: E402
-import leadflow.app.cli_shadow  # noqa: E402, F401
+# The cut-over commands and the schema commands, defined in their own modules.
+for command in (cli_shadow.shadow, cli_shadow.report, cli_shadow.mode, cli_shadow.cutover):
+    app.command()(command)
+app.add_typer(cli_db.db_app, name="db")
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -3,7 +3,7 @@
 SQLite databases upgrade themselves when leadflow starts; a PostgreSQL database is
 upgraded by running `leadflow db upgrade` once per release, and leadflow refuses to
 start against one that is behind. Registered on the main `leadflow` app
-(leadflow.app.cli imports this module).
+(leadflow.app.cli adds `db_app`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from typing import Annotated
 
 import typer
 
-from leadflow.app.cli import _fail, app, out
+from leadflow.app.console import fail, out
 from leadflow.settings import SettingsError, check_database_url, load_settings
 
 db_app = typer.Typer(
     help="leadflow's database schema: Alembic migrations shipped with leadflow.",
     no_args_is_help=True,
 )
-app.add_typer(db_app, name="db")
 
 UrlOption = Annotated[
     str | None,
@@ -37,7 +36,7 @@ def _url(database_url: str | None) -> str:
         url = database_url or load_settings().database_url
         check_database_url(url)
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return url
 
 
@@ -56,7 +55,7 @@ def upgrade(database_url: UrlOption = None) -> None:
     try:
         revision = asyncio.run(upgrade_schema(url))
     except Exception as exc:  # the schema error, or the driver's (server down, no rights)
-        raise _fail(f"{_shown(url)}: {exc}") from None
+        raise fail(f"{_shown(url)}: {exc}") from None
     out.print(f"{_shown(url)}: at revision {revision} (head)", highlight=False)
 
 
@@ -69,7 +68,7 @@ def current(database_url: UrlOption = None) -> None:
     try:
         revision = asyncio.run(schema_revision(url))
     except Exception as exc:
-        raise _fail(f"{_shown(url)}: {exc}") from None
+        raise fail(f"{_shown(url)}: {exc}") from None
     head = ", ".join(head_revisions())
     if revision == head:
         state = "up to date"
@@ -93,4 +92,4 @@ def prepare_database(url: str) -> None:
     try:
         asyncio.run(prepare_schema(url))
     except SchemaOutOfDate as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None

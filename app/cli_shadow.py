@@ -1,7 +1,7 @@
 """`leadflow shadow`, `leadflow report` and `leadflow mode`: the cut-over commands.
 
-Registered on the main `leadflow` app (leadflow.app.cli imports this module); flows are
-imported inside the commands, as in leadflow.app.cli.
+Plain functions, added to the main `leadflow` app by leadflow.app.cli; flows are
+imported inside the commands, as there.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.app.cli import (
-    _fail,
-    _quiet_prefect_console,
-    _run,
-    _runtime,
-    _settings,
-    _unless_failed,
-    app,
+from leadflow.app.console import (
+    checked_settings,
     err,
+    fail,
     out,
+    quiet_prefect_console,
+    run_command,
     run_flow,
+    runtime_for,
+    unless_failed,
 )
 from leadflow.settings import SettingsError, load_settings
 from leadflow.shadow_settings import ShadowSettings
@@ -37,7 +36,6 @@ LEGACY_HELP = (
 )
 
 
-@app.command()
 def shadow(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
@@ -63,24 +61,24 @@ def shadow(
     side failed for some lead, 2 for bad input or settings.
     """
     if not verbose:
-        _quiet_prefect_console()  # before the imports below bring Prefect in
+        quiet_prefect_console()  # before the imports below bring Prefect in
     from leadflow.flows.files import check_lead_file
     from leadflow.integrations.legacy_spec import build_legacy
 
     try:
         check_lead_file(file)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    settings = _settings(verbose)
-    runtime = _runtime(settings)
+        raise fail(str(exc)) from None
+    settings = checked_settings(verbose)
+    runtime = runtime_for(settings)
     try:
         # fail before starting a run
         build_legacy(legacy, settings, load_settings(ShadowSettings))
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     from leadflow.flows.shadow import shadow_file
 
-    result, _run_id, _trouble = _run(
+    result, _run_id, _trouble = run_command(
         run_flow(
             runtime,
             shadow_file,
@@ -91,7 +89,7 @@ def shadow(
             batch_size=batch_size,
         )
     )
-    summary = _unless_failed(result)
+    summary = unless_failed(result)
     print_shadow_summary(summary)
     if summary.control_errors or summary.candidate_errors:
         raise typer.Exit(1)
@@ -132,7 +130,6 @@ def print_shadow_summary(summary: ShadowRunSummary) -> None:
     out.print("Next: `leadflow report` for agreement over the window and the verdict")
 
 
-@app.command()
 def report(
     days: Annotated[
         int | None,
@@ -153,24 +150,23 @@ def report(
     (ready / not ready, naming each failed gate / not enough data). Writes an HTML
     report and a CSV of mismatches, and publishes Prefect artifacts."""
     if not verbose:
-        _quiet_prefect_console()
+        quiet_prefect_console()
     from rich.markdown import Markdown
 
     from leadflow.flows.report import shadow_report
 
-    runtime = _runtime(_settings(verbose))
-    found, _run_id, _trouble = _run(
+    runtime = runtime_for(checked_settings(verbose))
+    found, _run_id, _trouble = run_command(
         run_flow(
             runtime, shadow_report, window_days=days, out_dir=str(out_dir) if out_dir else None
         )
     )
-    result = _unless_failed(found)
+    result = unless_failed(found)
     out.print(Markdown(result.markdown))
     out.print(f"HTML report: {result.html_path}", highlight=False)
     out.print(f"Mismatches (CSV): {result.csv_path}", highlight=False)
 
 
-@app.command()
 def mode(
     new: Annotated[
         str | None,
@@ -184,11 +180,11 @@ def mode(
     LEADFLOW_SHADOW__LEGACY), pilot (a sticky share through leadflow for real, falling
     back to the current process on failure), live (leadflow acts on every lead).
     Setting `legacy` is the kill switch."""
-    _quiet_prefect_console()
+    quiet_prefect_console()
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
 
-    _settings(False)
+    checked_settings(False)
 
     async def work() -> str:
         async with prefect_api():
@@ -199,11 +195,10 @@ def mode(
     try:
         shown = asyncio.run(work())
     except ModeError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(f"mode: [bold]{shown}[/]" + (" (set)" if new else ""), highlight=False)
 
 
-@app.command()
 def cutover(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
     legacy: Annotated[
@@ -224,17 +219,17 @@ def cutover(
     each lead went: the current process, shadow, leadflow, or a pilot fallback. The
     mode is read as each group of leads is taken in."""
     if not verbose:
-        _quiet_prefect_console()
+        quiet_prefect_console()
     from leadflow.flows.files import check_lead_file
 
     try:
         check_lead_file(file)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    runtime = _runtime(_settings(verbose))
+        raise fail(str(exc)) from None
+    runtime = runtime_for(checked_settings(verbose))
     from leadflow.flows.cutover import cutover_file
 
-    result, _run_id, _trouble = _run(
+    result, _run_id, _trouble = run_command(
         run_flow(
             runtime,
             cutover_file,
@@ -247,7 +242,7 @@ def cutover(
     )
     from leadflow.flows.summary import LeadsFailedError
 
-    summary = result.summary if isinstance(result, LeadsFailedError) else _unless_failed(result)
+    summary = result.summary if isinstance(result, LeadsFailedError) else unless_failed(result)
     out.print(f"modes: {' -> '.join(summary.modes)}", highlight=False)
     table = Table(title=f"Leads from {summary.file}", title_justify="left")
     table.add_column("went to")

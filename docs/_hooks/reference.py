@@ -14,7 +14,7 @@ The API pages (mkdocstrings) read the code as it installs: `flows/`, `integratio
 the package in that layout to build/docs-api/, which mkdocs.yml gives griffe.
 
 The settings come from the pydantic classes the command line checks variables against
-(`leadflow.app.cli.settings_classes()`): their fields' descriptions, types, bounds and
+(`leadflow.app.console.settings_classes()`): their fields' descriptions, types, bounds and
 defaults. The command line comes from typer's own Markdown generator (what
 `typer leadflow.app.cli utils docs` prints). An unknown marker fails the build.
 """
@@ -93,7 +93,7 @@ class Setting:
 def settings_reference() -> str:
     """Every leadflow settings class: leadflow's sections, shadow mode, the receiver and
     the stream, then each built-in adapter's, in `leadflow adapters` order."""
-    from leadflow.app.cli import settings_classes
+    from leadflow.app.console import settings_classes
 
     owners = adapter_names_by_settings_class()
     ours = [c for c in settings_classes() if c.__module__.startswith("leadflow.")]
@@ -118,7 +118,7 @@ def _adapter_order(entry: str) -> tuple[int, str]:
 def settings_table(name: str) -> str:
     """The settings table of the adapter registered as `name` (`kind.name`), or of the
     settings class called `name`."""
-    from leadflow.app.cli import settings_classes
+    from leadflow.app.console import settings_classes
 
     for cls, entries in adapter_names_by_settings_class().items():
         if name in entries:

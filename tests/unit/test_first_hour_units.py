@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from leadflow.app.cli import settings_classes
+from leadflow.app.console import settings_classes
 from leadflow.markdown import escape
 from leadflow.settings import SettingsError, check_database_url, unknown_variables
 from leadflow.when import due_text
@@ -94,7 +94,7 @@ def test_escape_makes_lead_text_literal() -> None:
 def test_prefect_console_lines_lose_their_traceback_but_other_handlers_keep_it() -> None:
     import logging
 
-    from leadflow.app.cli import _WithoutTraceback
+    from leadflow.app.console import WithoutTraceback
 
     try:
         raise TimeoutError("vendor timed out")
@@ -104,6 +104,6 @@ def test_prefect_console_lines_lose_their_traceback_but_other_handlers_keep_it()
         record = logging.LogRecord(
             "prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info()
         )
-    console = _WithoutTraceback(logging.Formatter("%(levelname)s %(message)s"))
+    console = WithoutTraceback(logging.Formatter("%(levelname)s %(message)s"))
     assert console.format(record) == "ERROR Task run failed"
     assert "Traceback" in logging.Formatter().format(record)  # e.g. the API handler's

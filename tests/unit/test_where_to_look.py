@@ -11,7 +11,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from leadflow.app.cli import where_to_look
+from leadflow.app.console import where_to_look
 
 RUN = UUID("3168358c-ae61-4385-81f8-224e0282f91f")
 
