@@ -37,6 +37,7 @@ from typing import Any
 
 import annotated_types
 from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
 from pydantic import AliasChoices, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -49,9 +50,11 @@ ENTRY_POINT_GROUP = "leadflow.adapters"
 API_TREE = Path("build/docs-api")
 
 
+@event_priority(100)  # before mkdocstrings' own on_config, which drops a path not there yet
 def on_config(config: Any) -> Any:
     """build/docs-api/leadflow/: a copy of the package in its installed layout (griffe
-    follows symlinks back to the folders, so they would not do)."""
+    follows symlinks back to the folders, so they would not do). It runs first: on a
+    fresh clone the folder must exist before mkdocstrings reads its `paths`."""
     root = Path(config.config_file_path).parent
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     tree = root / API_TREE
