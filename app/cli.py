@@ -11,8 +11,10 @@ the app here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -737,16 +739,20 @@ async def _serve_webhook(runtime: Runtime, own, sock, where: str):
             app = create_app(runtime, settings=own)
             config = server_config(app, own, backlog=2048)
             server = _stopping_server()(config)
+            stop = {sig: functools.partial(server.handle_exit, sig, None) for sig in STOP_SIGNALS}
+            app.state.stream.keep_signals(stop)  # its flow runs must not take SIGTERM over
             err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
             await server.serve(sockets=[sock])
     return app.state.stream
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a service manager's stop
 
 
 def _stopping_server():
     """uvicorn's Server, stopped by SIGINT or SIGTERM without re-raising the signal
     once stopped (its default, which turns a clean stop into tracebacks): the first
     signal stops taking requests and lets the receiver drain; a second one forces."""
-    import signal
     from contextlib import contextmanager
 
     import uvicorn
@@ -755,7 +761,7 @@ def _stopping_server():
         @contextmanager
         def capture_signals(self):
             loop = asyncio.get_running_loop()
-            signals = (signal.SIGINT, signal.SIGTERM)
+            signals = STOP_SIGNALS
             for sig in signals:
                 loop.add_signal_handler(sig, self.handle_exit, sig, None)
             try:

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -220,6 +220,7 @@ async def lead_stream(opened: str) -> StreamRunSummary:
     handover = _handover.get()
     if handover is None:
         raise RuntimeError("lead-stream runs inside `leadflow serve-webhook`, not on its own")
+    handover.stream.reclaim_signals()
     return await handover.stream.serve_one_run(opened, handover)
 
 
@@ -238,6 +239,24 @@ class LeadStream:
         self.runs = 0
         self.totals = StreamRunSummary(opened="since the start")  # every run's, added up
         self.recovered = 0  # leads taken from the inbox: accepted earlier, not finished
+        self._signals: dict[int, Callable[[], object]] = {}
+
+    def keep_signals(self, handlers: Mapping[int, Callable[[], object]]) -> None:
+        """Signal handlers of the process serving the stream (the receiver's graceful
+        stop on SIGINT and SIGTERM) that its flow runs must not take over: see
+        `reclaim_signals`."""
+        self._signals = dict(handlers)
+
+    def reclaim_signals(self) -> None:
+        """Put the kept handlers back on the loop. A flow run in the main thread
+        installs Prefect's SIGTERM bridge, which raises TerminationSignal wherever the
+        loop is: a service manager's stop (SIGTERM) would end the receiver with a
+        traceback, no drain and no last words. Prefect restores the loop's own handler
+        when the run ends."""
+        loop = asyncio.get_running_loop()
+        for number, handler in self._signals.items():
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(number, handler)
 
     # --- the receiver's side -------------------------------------------------------
 
