@@ -25,7 +25,9 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e")
 
 
-def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+def cli_env(workdir: Path, **extra_env: str) -> dict[str, str]:
+    """The environment of a leadflow command run in `workdir`: its own Prefect home,
+    database and outbox, the example rules and CRM seed, nothing of this shell's."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -43,6 +45,11 @@ def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.Completed
         COLUMNS="160",
     )
     env.update(extra_env)
+    return env
+
+
+def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = cli_env(workdir, **extra_env)
     return subprocess.run(
         [str(LEADFLOW), *args],
         cwd=workdir,

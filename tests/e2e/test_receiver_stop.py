@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_cli_run import LEADFLOW, ROOT
+from tests.e2e.test_cli_run import LEADFLOW, cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +28,7 @@ def free_port() -> int:
 
 
 def receiver(workdir: Path, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADFLOW_"))}
-    env.update(
-        PREFECT_HOME=str(workdir / "prefect-home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        LEADFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}",
-        LEADFLOW_TERMINAL_OUTBOX_PATH=str(workdir / "outbox.jsonl"),
-        LEADFLOW_TERMINAL_ECHO="false",
-        LEADFLOW_RULES_PATH=str(ROOT / "examples" / "rules.toml"),
-        LEADFLOW_LOCAL_CRM_SEED_PATH=str(ROOT / "examples" / "crm_seed.json"),
-        COLUMNS="80",  # the last words must stay one line however narrow
-    )
+    env = cli_env(workdir, LEADFLOW_TERMINAL_ECHO="false", COLUMNS="80")  # one line at 80
     log = (workdir / "receiver.log").open("wb")
     return subprocess.Popen(
         [str(LEADFLOW), "serve-webhook", "--port", str(port)],
