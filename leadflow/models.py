@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from leadflow.values import DateOrder, country_code, parse_count, parse_datetime
 
 # A deliberately small email check: one @, a dot in the domain, no spaces. The
 # vendors validate further; here we only need to reject what cannot be an address.
@@ -125,12 +134,27 @@ class Lead(BaseModel):
     @field_validator("country", mode="before")
     @classmethod
     def _normalise_country(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        """The ISO 3166 code of a country name or code; anything else as written."""
+        if not isinstance(value, str):
+            return value
+        return country_code(value) or value.strip()
 
-    @field_validator("created_at")
+    @field_validator("employee_count", mode="before")
     @classmethod
-    def _assume_utc(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+    def _read_count(cls, value: Any) -> Any:
+        """`1,250`, `250.0` or a range (`51-200`, `10,001+`: its lower bound)."""
+        return parse_count(value) if value is not None else value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _read_date(cls, value: Any, info: ValidationInfo) -> Any:
+        """ISO 8601, US and European forms; a `01/02/2026` is read in the order the
+        file's column was found to use (leadflow.values.DateColumn), else month first.
+        No time zone: UTC."""
+        if value is None:
+            return value
+        order = (info.context or {}).get("date_order")
+        return parse_datetime(value, order)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -138,12 +162,13 @@ class Lead(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
-    def from_record(cls, raw: dict[str, Any]) -> Lead:
+    def from_record(cls, raw: dict[str, Any], *, date_order: DateOrder | None = None) -> Lead:
         """Validate a raw record (a CSV row, a JSON object, a webhook body).
 
         Empty strings count as absent, the domain defaults to the email's, the id
-        defaults to `derive_lead_id`, and unknown keys become `attributes`.
-        Raises pydantic.ValidationError naming the offending field.
+        defaults to `derive_lead_id`, and unknown keys become `attributes`; values are
+        read as exports write them (leadflow.values), `date_order` deciding a date
+        that could be either. Raises pydantic.ValidationError naming the field.
         """
         record = {k.strip(): v for k, v in raw.items() if isinstance(k, str)}
         cleaned = {k: v for k, v in record.items() if v is not None and v != ""}
@@ -151,7 +176,7 @@ class Lead(BaseModel):
         extra = {k: v for k, v in cleaned.items() if k not in LEAD_FIELDS and k != "attributes"}
         nested = cleaned.get("attributes")
         fields["attributes"] = {**extra, **(nested if isinstance(nested, dict) else {})}
-        return cls.model_validate(fields)
+        return cls.model_validate(fields, context={"date_order": date_order})
 
     @model_validator(mode="before")
     @classmethod
