@@ -37,7 +37,9 @@ LEGACY_HELP = (
 
 
 def shadow(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    file: Annotated[
+        Path, typer.Argument(help="The lead file: CSV, TSV, .txt, workbook, JSON or JSON Lines.")
+    ],
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="The current process's calls at once.")
@@ -200,7 +202,9 @@ def mode(
 
 
 def cutover(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    file: Annotated[
+        Path, typer.Argument(help="The lead file: CSV, TSV, .txt, workbook, JSON or JSON Lines.")
+    ],
     legacy: Annotated[
         str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
     ] = None,

@@ -30,6 +30,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, select, u
 from leadflow.db import get_engine, insert_ignoring_duplicates
 from leadflow.logging import get_logger
 from leadflow.models import LEAD_FIELDS, Lead
+from leadflow.rules import ScoringRules
 from leadflow.schema import metadata
 from leadflow.validation import describe_errors, dotted, is_secret_name, shown_value
 from leadflow.values import DateOrder, country_code, parse_bool, parse_number
@@ -105,6 +106,17 @@ class Reading:
     date_order: DateOrder | None = None
     flags: frozenset[str] = frozenset()
     numbers: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_rules(cls, rules: ScoringRules, date_order: DateOrder | None = None) -> Reading:
+        """The columns `rules` read as yes/no (`equals = true`) or as numbers
+        (`at_least`)."""
+        engagement = rules.engagement.rules
+        return cls(
+            date_order=date_order,
+            flags=frozenset(r.attribute for r in engagement if isinstance(r.equals, bool)),
+            numbers=frozenset(r.attribute for r in engagement if r.at_least is not None),
+        )
 
 
 _DROPS = 64  # fields dropped from one record at most before it is set aside whole

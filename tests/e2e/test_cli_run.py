@@ -160,10 +160,10 @@ def test_a_missing_or_wrong_file_is_named(workdir):
     missing = run_cli(workdir, "run", "no-such-file.csv")
     assert missing.returncode == 2
     assert "no-such-file.csv: Path does not point to a file" in missing.stderr
-    (workdir / "notes.txt").write_text("email\nx@y.test\n")
-    wrong = run_cli(workdir, "run", "notes.txt")
+    (workdir / "notes.pdf").write_text("email\nx@y.test\n")
+    wrong = run_cli(workdir, "run", "notes.pdf")
     assert wrong.returncode == 2
-    assert "notes.txt: expected a .csv or .jsonl file" in wrong.stderr
+    assert "notes.pdf: leadflow reads .csv, .tsv, .txt, .xlsx" in wrong.stderr
 
 
 def test_one_lead_from_the_command_line(first_run, workdir):
