@@ -42,6 +42,12 @@ ALIASES: dict[str, str] = {
             "email_id",  # common in India-based CRMs and Zoho
             "work_email_address",
             "business_email_address",
+            # a second address: fills the email only where the first is empty
+            "email_home",
+            "email_other",
+            "email_2",
+            "personal_email",
+            "secondary_email",
         ],
         "email",
     ),
@@ -49,6 +55,8 @@ ALIASES: dict[str, str] = {
         ["firstname", "first", "given_name", "forename", "your_first_name"], "first_name"
     ),
     **dict.fromkeys(["lastname", "last", "surname", "family_name", "your_last_name"], "last_name"),
+    # split into first and last name when the file has neither (leadflow.models)
+    **dict.fromkeys(["name", "full_name", "fullname", "contact_name", "lead_name"], "full_name"),
     **dict.fromkeys(
         [
             "company_name",
@@ -133,6 +141,7 @@ ALIASES: dict[str, str] = {
             "lead_submission_date",
             "date_added",
             "optin_time",  # Mailchimp: when the contact opted in
+            "add_time",  # Pipedrive: "Person - Add time"
         ],
         "created_at",
     ),
@@ -148,8 +157,21 @@ ALIASES: dict[str, str] = {
 # Prefixes some tools put before every column ("Person - Email", "Lead - Source").
 _ENTITY_PREFIXES = ("person_", "contact_", "lead_", "organization_", "organisation_", "company_")
 
-# Question-style headers (form tools): the field a header is about when it mentions it.
-_KEYWORDS = {"email": "email", "e_mail": "email"}
+# Question-style headers (form tools: `What is your email address?`, `What's your first
+# name?`): the field a question is about when it mentions it. Only a question counts
+# (a `?` or a `your`), so `Email Status` or `Email Opt Out` stay their own columns.
+_KEYWORDS = {
+    "email": "email",
+    "e_mail": "email",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "surname": "last_name",
+    "full_name": "full_name",
+    "company_name": "company",
+    "company": "company",
+    "job_title": "title",
+    "country": "country",
+}
 
 
 def normalise(header: str) -> str:
@@ -310,7 +332,8 @@ def _target(header: str, custom: dict[str, str], wanted: set[str]) -> tuple[str 
         if rest != name and (rest in LEAD_FIELDS or rest in ALIASES):
             return ALIASES.get(rest, rest), "alias"
     words = f"_{name}_"
-    for keyword, target in _KEYWORDS.items():
-        if f"_{keyword}_" in words:
-            return target, "keyword"
+    if stripped.endswith("?") or "_your_" in words:
+        for keyword, target in _KEYWORDS.items():
+            if f"_{keyword}_" in words:
+                return target, "keyword"
     return None, "none"

@@ -180,7 +180,7 @@ def _blocks_the_lead(error: ErrorDetails) -> bool:
 
 
 def _read_rule_columns(
-    record: RawRecord, data: dict[str, Any], reading: Reading, found: list, ref: str
+    record: RawRecord, data: dict[str, Any], reading: Reading, found: list[FieldWarning], ref: str
 ) -> None:
     """Drop a yes/no or numeric column a scoring rule reads when its value is neither
     (a rule would silently not match it)."""

@@ -173,6 +173,7 @@ class Lead(BaseModel):
         record = {k.strip(): v for k, v in raw.items() if isinstance(k, str)}
         cleaned = {k: v for k, v in record.items() if v is not None and v != ""}
         fields = {k: cleaned[k] for k in LEAD_FIELDS if k in cleaned}
+        fields.update(_names_from_full_name(cleaned, fields))
         extra = {k: v for k, v in cleaned.items() if k not in LEAD_FIELDS and k != "attributes"}
         nested = cleaned.get("attributes")
         fields["attributes"] = {**extra, **(nested if isinstance(nested, dict) else {})}
@@ -190,6 +191,19 @@ class Lead(BaseModel):
             if not data.get("id"):
                 data["id"] = lead_id_of(data)
         return data
+
+
+def _names_from_full_name(record: dict[str, Any], fields: dict[str, Any]) -> dict[str, str]:
+    """First and last name from a `full_name` column (leadflow.columns maps `Name`,
+    `Full Name`, Pipedrive's `Person - Name` to it) when the record has neither: the
+    last word is the last name. The full name stays on the lead as an attribute."""
+    full = record.get("full_name")
+    if not isinstance(full, str) or "first_name" in fields or "last_name" in fields:
+        return {}
+    words = full.split()
+    if len(words) < 2:
+        return {"first_name": full.strip()} if words else {}
+    return {"first_name": " ".join(words[:-1]), "last_name": words[-1]}
 
 
 def lead_id_of(raw: dict[str, Any]) -> str | None:
