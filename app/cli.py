@@ -48,6 +48,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # a docstring's paragraphs are re-flowed to the terminal's width (the default keeps
+    # its line breaks, so a narrow terminal breaks every line mid-sentence)
+    rich_markup_mode="markdown",
 )
 quarantine_app = typer.Typer(
     help="Records set aside by validation: list, export for fixing, replay.",
@@ -61,8 +64,23 @@ limits_app = typer.Typer(
 app.add_typer(limits_app, name="limits")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        out.print(f"leadflow {version('leadflow')} (prefect {version('prefect')})", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _defaults() -> None:
+def _defaults(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     offline_defaults()
 
 

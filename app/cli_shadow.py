@@ -183,6 +183,11 @@ def mode(
     back to the current process on failure), live (leadflow acts on every lead).
     Setting `legacy` is the kill switch."""
     quiet_prefect_console()
+    from leadflow.flows.mode import stored_mode_offline
+
+    if new is None and (stored := stored_mode_offline()) is not None:
+        out.print(f"mode: [bold]{stored}[/]", highlight=False)  # no server needed to read it
+        return
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
 
