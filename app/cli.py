@@ -585,6 +585,8 @@ def quarantine_replay(
 ) -> None:
     """Send set-aside records through the pipeline again. Those that now pass are
     processed and leave the quarantine; those that still fail stay, with the new reason."""
+    if not verbose:
+        quiet_prefect_console()  # before the import below brings Prefect in
     from leadflow.flows.replay import replay_quarantine
 
     runtime = runtime_for(checked_settings(verbose))
@@ -597,6 +599,8 @@ def quarantine_replay(
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
     for item in summary.failed:
         err.print(f"failed: {item.lead_id} {item.branch}: {item.reason}", highlight=False)
