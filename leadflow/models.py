@@ -27,7 +27,10 @@ from leadflow.values import DateOrder, country_code, parse_count, parse_datetime
 
 # A deliberately small email check: one @, a dot in the domain, no spaces. The
 # vendors validate further; here we only need to reject what cannot be an address.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# An address as people type it: a local part without the characters only a quoted
+# local part may hold (`,;<>()[]:"\`: a CSV cell split in the wrong place gives them
+# away), and a domain of dot-separated labels ending in one of two or more characters.
+_EMAIL = re.compile(r'^[^@\s,;<>()\[\]:"\\]+@(?:[\w-]+\.)+[\w-]{2,}$')
 
 # Fields that map onto Lead attributes; everything else in a raw record lands in
 # `attributes` so that engagement rules can score it.
