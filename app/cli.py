@@ -50,6 +50,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # a docstring's paragraphs are re-flowed to the terminal's width (the default keeps
+    # its line breaks, so a narrow terminal breaks every line mid-sentence)
+    rich_markup_mode="markdown",
 )
 quarantine_app = typer.Typer(
     help="Records set aside by validation: list, export for fixing, replay.",
@@ -63,14 +66,34 @@ limits_app = typer.Typer(
 app.add_typer(limits_app, name="limits")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        out.print(f"leadflow {version('leadflow')} (prefect {version('prefect')})", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _defaults() -> None:
+def _defaults(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     offline_defaults()
 
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads, one per row/line.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The lead file: CSV, TSV, .txt, .xlsx, .xls, .ods, JSON array or JSON Lines."
+        ),
+    ],
     concurrency: Annotated[
         int | None,
         typer.Option(
@@ -124,7 +147,7 @@ def run(
         os.environ.setdefault("LEADFLOW_TERMINAL_ECHO", "false")
     settings = checked_settings(verbose)
     runtime = runtime_for(settings)
-    _report_file(runtime, file)
+    said = _report_file(runtime, file)
     from leadflow.flows.files import process_file
     from leadflow.flows.summary import LeadsFailedError
 
@@ -139,7 +162,7 @@ def run(
         )
     )
     summary = result.summary if isinstance(result, LeadsFailedError) else unless_failed(result)
-    _print_summary(summary)
+    _print_summary(summary, said)
     if trouble:
         err.print(f"[bold yellow]warning:[/] {trouble.describe()}", highlight=False)
     out.print(where_to_look(run_id), highlight=False, soft_wrap=True)
@@ -147,19 +170,26 @@ def run(
         raise typer.Exit(1)
 
 
-def _report_file(runtime: Runtime, file: Path) -> None:
+def _report_file(runtime: Runtime, file: Path) -> str:
     """Read the file before any server starts: a file leadflow cannot read (not text,
-    no email column) stops here; otherwise say once how it was read."""
+    no email column) stops here; otherwise say once how it was read (what the whole
+    file tells, its footer and its dates' order, the summary adds)."""
     from leadflow.flows.files import open_contents
 
     try:
         report = open_contents(file, runtime).report()  # the head and the encoding only
     except ValueError as exc:
         raise fail(str(exc)) from None
-    err.print(report, style="dim", highlight=False)
+    err.print(report, style="dim", highlight=False, markup=False)
+    return report
 
 
-def _print_summary(summary: FileRunSummary) -> None:
+def _print_summary(summary: FileRunSummary, said: str = "") -> None:
+    """The run's summary; `said`: the file's report printed before the run, whose
+    lines are not repeated."""
+    learned = [line for line in summary.columns.splitlines() if line not in said.splitlines()]
+    for line in learned:
+        err.print(line, style="dim", highlight=False, markup=False)
     out.print()
     out.print(
         f"[bold]{summary.processed}[/] of {summary.records} records processed from "
@@ -242,6 +272,8 @@ def _print_summary(summary: FileRunSummary) -> None:
             out.print(f"... and {more} more set aside (all in the quarantine)")
     else:
         out.print("Set aside: none")
+    if summary.warnings:
+        _print_warnings(summary)
     if summary.merged:
         merged = Table(
             title="Same email as an earlier row: merged into it (one lead, one notification)",
@@ -253,6 +285,23 @@ def _print_summary(summary: FileRunSummary) -> None:
             merged.add_row(str(m.position), m.email, str(m.into_row))
         out.print(merged)
     out.print(f"Wall time: {summary.wall_seconds:.2f} s")
+
+
+WARNINGS_SHOWN = 20  # lines; the run's artifact has them all (up to its list limit)
+
+
+def _print_warnings(summary: FileRunSummary) -> None:
+    """One line per field left out of a lead that went on, the first few of them."""
+    out.print(
+        f"[bold yellow]{summary.warnings_total} fields left out[/] of leads that went on "
+        "(a value leadflow could not read; fix it in the file or map the column):",
+        highlight=False,
+    )
+    for warning in summary.warnings[:WARNINGS_SHOWN]:
+        out.print(f"  {warning.text}", highlight=False, markup=False, soft_wrap=True)
+    more = summary.warnings_total - min(len(summary.warnings), WARNINGS_SHOWN)
+    if more > 0:
+        out.print(f"  ... and {more} more (the run's summary artifact lists them)")
 
 
 @app.command()
@@ -538,6 +587,8 @@ def quarantine_replay(
 ) -> None:
     """Send set-aside records through the pipeline again. Those that now pass are
     processed and leave the quarantine; those that still fail stay, with the new reason."""
+    if not verbose:
+        quiet_prefect_console()  # before the import below brings Prefect in
     from leadflow.flows.replay import replay_quarantine
 
     runtime = runtime_for(checked_settings(verbose))
@@ -550,6 +601,8 @@ def quarantine_replay(
         err.print(
             f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
     for item in summary.failed:
         err.print(f"failed: {item.lead_id} {item.branch}: {item.reason}", highlight=False)

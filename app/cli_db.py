@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from leadflow.app.console import fail, out
+from leadflow.db_errors import describe_database_error, shown_url
 from leadflow.settings import SettingsError, check_database_url, load_settings
 
 db_app = typer.Typer(
@@ -40,12 +41,6 @@ def _url(database_url: str | None) -> str:
     return url
 
 
-def _shown(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @db_app.command()
 def upgrade(database_url: UrlOption = None) -> None:
     """Bring the database's leadflow tables to this leadflow's schema (safe to repeat)."""
@@ -55,8 +50,8 @@ def upgrade(database_url: UrlOption = None) -> None:
     try:
         revision = asyncio.run(upgrade_schema(url))
     except Exception as exc:  # the schema error, or the driver's (server down, no rights)
-        raise fail(f"{_shown(url)}: {exc}") from None
-    out.print(f"{_shown(url)}: at revision {revision} (head)", highlight=False)
+        raise fail(describe_database_error(url, exc)) from None
+    out.print(f"{shown_url(url)}: at revision {revision} (head)", highlight=False)
 
 
 @db_app.command()
@@ -68,7 +63,7 @@ def current(database_url: UrlOption = None) -> None:
     try:
         revision = asyncio.run(schema_revision(url))
     except Exception as exc:
-        raise fail(f"{_shown(url)}: {exc}") from None
+        raise fail(describe_database_error(url, exc)) from None
     head = ", ".join(head_revisions())
     if revision == head:
         state = "up to date"
@@ -77,7 +72,7 @@ def current(database_url: UrlOption = None) -> None:
     else:
         state = "behind or unknown: run `leadflow db upgrade`"
     out.print(
-        f"{_shown(url)}\n  revision: {revision or '-'}\n  needed:   {head}\n  {state}",
+        f"{shown_url(url)}\n  revision: {revision or '-'}\n  needed:   {head}\n  {state}",
         highlight=False,
     )
     if revision != head:
@@ -93,3 +88,5 @@ def prepare_database(url: str) -> None:
         asyncio.run(prepare_schema(url))
     except SchemaOutOfDate as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:  # a database that cannot be reached or written: one line
+        raise fail(describe_database_error(url, exc)) from None

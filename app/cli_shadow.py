@@ -37,7 +37,9 @@ LEGACY_HELP = (
 
 
 def shadow(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    file: Annotated[
+        Path, typer.Argument(help="The lead file: CSV, TSV, .txt, workbook, JSON or JSON Lines.")
+    ],
     legacy: Annotated[str, typer.Option("--legacy", "-l", help=LEGACY_HELP)],
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="The current process's calls at once.")
@@ -181,6 +183,11 @@ def mode(
     back to the current process on failure), live (leadflow acts on every lead).
     Setting `legacy` is the kill switch."""
     quiet_prefect_console()
+    from leadflow.flows.mode import stored_mode_offline
+
+    if new is None and (stored := stored_mode_offline()) is not None:
+        out.print(f"mode: [bold]{stored}[/]", highlight=False)  # no server needed to read it
+        return
     from leadflow.flows.cutover import ModeError, current_mode, set_mode
     from leadflow.flows.temporary_server import prefect_api
 
@@ -200,7 +207,9 @@ def mode(
 
 
 def cutover(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL file of leads.")],
+    file: Annotated[
+        Path, typer.Argument(help="The lead file: CSV, TSV, .txt, workbook, JSON or JSON Lines.")
+    ],
     legacy: Annotated[
         str | None, typer.Option("--legacy", "-l", help=LEGACY_HELP + " Needed in shadow/pilot.")
     ] = None,

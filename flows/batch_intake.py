@@ -12,6 +12,11 @@ row at a time:
    person's last row, then yielded as one lead with the
    first row's id.
 
+The first pass also sees every `created_at` value, so the order of the file's `d/m/y`
+dates is decided from all of them (leadflow.values.DateColumn) before the second
+pass reads any; fields that cannot be read are dropped with a warning there
+(`Piece.warnings`), and the lead goes on.
+
 Memory: 8 bytes per row during the first pass, the repeated people during the
 second; the leads themselves only a piece at a time.
 """
@@ -21,13 +26,14 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadflow.flows.summary import Merged
-from leadflow.intake import Rejection, validate_record
+from leadflow.intake import FieldWarning, Reading, Rejection, validate_record
 from leadflow.integrations.file_source import FileStream
 from leadflow.models import Lead
+from leadflow.values import DateColumn
 
 _BUCKETS = 256  # the first pass's hashes are kept in this many arrays
 _MASK = (1 << 64) - 1
@@ -50,14 +56,16 @@ class Piece:
     merged: list[Merged] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)  # lead id -> its first row
+    warnings: list[FieldWarning] = field(default_factory=list)  # fields left out, leads kept
 
     def __len__(self) -> int:
         return len(self.leads) + len(self.bad) + len(self.merged)
 
 
 class StreamedIntake:
-    def __init__(self, stream: FileStream) -> None:
+    def __init__(self, stream: FileStream, reading: Reading | None = None) -> None:
         self.stream = stream
+        self.reading = reading or Reading()
         self.repeated: dict[int, int] = {}  # hash -> rows with that email
 
     def count(self) -> int:
@@ -65,15 +73,27 @@ class StreamedIntake:
         bar (people whose emails' hashes collide count once)."""
         buckets = [array("Q") for _ in range(_BUCKETS)]
         rows = 0
+        dates = DateColumn()
         for record in self.stream.records():
-            checked = validate_record(record)
+            dates.see(record.data.get("created_at"))
+            checked = validate_record(record, [], self.reading)
             if isinstance(checked, Lead):
                 key = _key(checked.email)
                 buckets[key % _BUCKETS].append(key)
                 rows += 1
         for bucket in buckets:
             self.repeated.update((k, n) for k, n in Counter(bucket).items() if n > 1)
+        self._decide_dates(dates)
         return rows - sum(self.repeated.values()) + len(self.repeated)
+
+    def _decide_dates(self, dates: DateColumn) -> None:
+        """The order of the file's `d/m/y` dates, from all of them; said in the report
+        when the file has such dates."""
+        order, why = dates.decide(self.reading.date_order)
+        self.reading = replace(self.reading, date_order=order)
+        note = f"dates {why}"
+        if dates.numeric and note not in self.stream.notes:
+            self.stream.notes.append(note)
 
     def whole(self) -> Piece:
         """Every lead, bad row and merge of the file in one piece (a small file, or a
@@ -86,6 +106,7 @@ class StreamedIntake:
             whole.merged += piece.merged
             whole.rows.update(piece.rows)
             whole.positions.update(piece.positions)
+            whole.warnings += piece.warnings
         return whole
 
     def pieces(self, size: int) -> Iterator[Piece]:
@@ -102,6 +123,7 @@ class StreamedIntake:
                     piece.merged if first else [],
                     rows,
                     positions,
+                    piece.warnings if first else [],
                 )
 
     def _pieces(self, size: int) -> Iterator[Piece]:
@@ -115,7 +137,7 @@ class StreamedIntake:
             piece.positions[lead.id] = row
 
         for record in self.stream.records():
-            checked = validate_record(record)
+            checked = validate_record(record, piece.warnings, self.reading)
             if isinstance(checked, Rejection):
                 piece.bad.append(checked)
             elif (key := _key(checked.email)) not in left:

@@ -43,7 +43,8 @@ from leadflow.flows.engine import Group, Pipeline
 from leadflow.flows.mode import mode_now, needs_legacy, start_run
 from leadflow.flows.naming import file_run_name
 from leadflow.flows.summary import FileRunSummary, LeadResult, LeadsFailedError, RunTally
-from leadflow.integrations.file_source import SUFFIXES, FileStream, open_file
+from leadflow.intake import Reading
+from leadflow.integrations.file_source import READ, SUFFIXES, FileStream, open_file
 from leadflow.logging import get_logger
 from leadflow.models import Lead
 from leadflow.shadow_settings import ShadowSettings
@@ -59,7 +60,7 @@ LEADS_TABLE_LIMIT = 1000
 
 def _lead_file(path: Path) -> Path:
     if path.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"{path}: expected a .csv or .jsonl file")
+        raise ValueError(f"{path}: leadflow reads {READ} files; export it as CSV (UTF-8)")
     return path
 
 
@@ -85,7 +86,15 @@ def open_contents(path: Path, runtime: Runtime) -> FileStream:
         path,
         columns=runtime.settings.columns,
         rule_attributes=[rule.attribute for rule in runtime.rules.scoring.engagement.rules],
+        sheet=runtime.settings.sheet,
     )
+
+
+def open_intake(path: Path, runtime: Runtime) -> StreamedIntake:
+    """The file opened for a run: its values read as the rules and settings say
+    (the yes/no and number columns the rules read, LEADFLOW_DATE_ORDER)."""
+    reading = Reading.for_rules(runtime.rules.scoring, runtime.settings.date_order)
+    return StreamedIntake(open_contents(path, runtime), reading)
 
 
 @flow(name="process-file", flow_run_name=file_run_name, on_failure=[alert_on_failure])
@@ -94,10 +103,11 @@ async def process_file(
     batch_size: Annotated[int, Field(ge=1, le=1000)] | None = None,
     concurrency: Annotated[int, Field(ge=1, le=512)] | None = None,
 ) -> FileRunSummary:
-    """Process every lead in a CSV or JSONL file; bad records are set aside.
+    """Process every lead in a file (CSV, TSV, workbook, JSON); bad records are set aside.
 
     Args:
-        path: The lead file: an existing .csv or .jsonl file, absolute or relative to
+        path: The lead file: an existing .csv, .tsv, .txt, .xlsx, .xls, .ods, .json or
+            .jsonl file, absolute or relative to
             the repository root (e.g. examples/leads.csv). Checked before any lead runs.
         batch_size: Leads per group, 1 to 1000. Empty: LEADFLOW_PIPELINE__BATCH_SIZE
             (100 by default). The decisions are the same whatever the size.
@@ -137,12 +147,11 @@ async def run_file(
     started = time.perf_counter()
     settings = runtime.settings.pipeline
     size = batch_size or settings.batch_size
-    stream = await asyncio.to_thread(open_contents, path, runtime)
+    intake = await asyncio.to_thread(open_intake, path, runtime)
     tally = RunTally(str(path), size)
-    tally.summary.columns = stream.report()
-    log.info("file opened", file=str(path), report=tally.summary.columns)
-    intake = StreamedIntake(stream)
     total = await asyncio.to_thread(intake.count)
+    tally.summary.columns = intake.stream.report()  # after the first pass: footers, dates
+    log.info("file opened", file=str(path), report=tally.summary.columns)
     tally.started(total)
     table = _LeadsTable(total)
 
@@ -187,6 +196,7 @@ async def _read(
         await runtime.quarantine.put(piece.bad)
         tally.set_aside(piece.bad)
         tally.merged(piece.merged)
+        tally.warned(piece.warnings)
         if not piece.leads:
             continue
         number += 1

@@ -1,8 +1,8 @@
 """`poll_leads`: every new lead file dropped in a folder, processed once.
 
 The `poll-leads` deployment (deployments/prefect.yaml) runs this every minute, so
-sales operations can drop a CSV or JSONL export in the folder and walk away. Each
-poll lists the folder, and for each file ready to read takes it in the ledger
+sales operations can drop an export (CSV, TSV, workbook, JSON) in the folder and walk
+away. Each poll lists the folder, and for each file ready to read takes it in the ledger
 (leadflow/ledger.py) by the sha256 of its content before running `process_file` on
 it. The ledger is what makes it "once": a rerun, two polls overlapping (a slow file
 outlasting the interval) or two workers on the same folder find the content taken and

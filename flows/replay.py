@@ -77,6 +77,8 @@ async def replay_quarantine(corrected: str | None = None) -> ReplaySummary:
         if isinstance(checked, Lead):
             leads.append((key, checked))
             continue
+        if corrected is None and key in pending:  # unchanged: its reason as first found
+            checked = pending[key]  # (a malformed row's, or the cells a short row lacked)
         summary.still_set_aside.append(SetAside.of(checked))
         if key is not None and key in pending and rejection_key(record) != key:
             fresh_rejections.append(checked)

@@ -40,10 +40,9 @@ from prefect.runtime import flow_run
 from leadflow.assignment import Assigner
 from leadflow.compare import compare
 from leadflow.failed_effects import FailedEffects
-from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.flows.engine import Group, run_group
-from leadflow.flows.files import LeadFile, open_contents
+from leadflow.flows.files import LeadFile, open_intake
 from leadflow.flows.mode import in_mode, tag_run
 from leadflow.flows.shadow_summary import ShadowRunSummary, ShadowTally
 from leadflow.flows.summary import EngineResult, FailedBranch, LeadResult, progress
@@ -311,7 +310,7 @@ async def shadow_file(
         context.calls = asyncio.Semaphore(concurrency)
     await warm_up(settings)
     store = ComparisonStore(settings.database_url)
-    intake = StreamedIntake(await asyncio.to_thread(open_contents, Path(path), live))
+    intake = await asyncio.to_thread(open_intake, Path(path), live)
     listener = progress()
     total = await asyncio.to_thread(intake.count)
     if listener:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from leadflow.intake import Rejection
+from leadflow.intake import FieldWarning, Rejection
 from leadflow.logging import get_logger
 from leadflow.markdown import escape, table
 from leadflow.models import BranchStatus, LeadOutcome
@@ -131,6 +131,11 @@ class FileRunSummary(BaseModel):
     failed: list[FailedBranch] = Field(default_factory=list)
     set_aside: list[SetAside] = Field(default_factory=list)
     merged: list[Merged] = Field(default_factory=list)
+    warnings: list[FieldWarning] = Field(
+        default_factory=list,
+        description="fields a lead went on without (a value that could not be read)",
+    )
+    warnings_total: int = 0
     wall_seconds: float = 0.0
     modes: list[str] = Field(
         default_factory=lambda: ["live"], description="the run modes its leads saw, in order"
@@ -166,7 +171,8 @@ class FileRunSummary(BaseModel):
             "",
             f"{self.processed} of {self.records} records processed in {self.wall_seconds:.1f} s; "
             f"{self.set_aside_total} set aside; {len(self.merged)} merged into an earlier row; "
-            f"{self.failed_total} failed branches.",
+            f"{self.failed_total} failed branches; {self.warnings_total} fields left out "
+            "of a lead that went on.",
             *(
                 ["", f"The source failed: {escape(self.source_error)}. {SOURCE_AGAIN}"]
                 if self.source_error
@@ -205,6 +211,14 @@ class FileRunSummary(BaseModel):
                 table(
                     ("row", "record", "reason"),
                     [(s.position, s.lead_ref, s.reason) for s in self.set_aside],
+                )
+            ]
+        if self.warnings:
+            lines += ["", "## Fields left out (the lead went on)", ""]
+            lines += [
+                table(
+                    ("row", "lead", "field", "value", "why"),
+                    [(w.position, w.lead_ref, w.field, w.value, w.problem) for w in self.warnings],
                 )
             ]
         if self.merged:
@@ -294,6 +308,16 @@ class RunTally:
         summary.set_aside += [SetAside.of(r) for r in rejections[: max(room, 0)]]
         for rejection in rejections:
             log.info("record set aside", where=rejection.where, reason=rejection.reason)
+
+    def warned(self, warnings: list[FieldWarning]) -> None:
+        """Fields dropped from leads that went on (leadflow.intake.FieldWarning)."""
+        summary = self.summary
+        summary.warnings_total += len(warnings)
+        room = SUMMARY_LIST_LIMIT - len(summary.warnings)
+        summary.truncated |= len(warnings) > room
+        summary.warnings += warnings[: max(room, 0)]
+        for warning in warnings:
+            log.info("field left out", detail=warning.text)
 
     def merged(self, merged: list[Merged]) -> None:
         """Rows merged into an earlier row with the same email: one lead, not set aside."""

@@ -16,13 +16,15 @@ raises `ColumnError` when nothing maps to email: every row would be set aside.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from leadflow.models import LEAD_FIELDS
 
-# Normalised header -> lead field. Sources: HubSpot, Salesforce and Pipedrive
-# exports, Typeform / Google Forms question titles, and common spreadsheet habits.
+# Normalised header -> lead field. Sources: the export documentation and sample files
+# of HubSpot, Salesforce (reports and data export), Pipedrive, Zoho CRM, Apollo,
+# ZoomInfo, LinkedIn lead gen forms, Meta lead ads, Mailchimp, Typeform and Google
+# Forms, and common spreadsheet habits.
 ALIASES: dict[str, str] = {
     **dict.fromkeys(
         [
@@ -36,6 +38,16 @@ ALIASES: dict[str, str] = {
             "contact_email",
             "your_email",
             "email_work",  # Pipedrive: "Email - Work"
+            "emailaddress",
+            "email_id",  # common in India-based CRMs and Zoho
+            "work_email_address",
+            "business_email_address",
+            # a second address: fills the email only where the first is empty
+            "email_home",
+            "email_other",
+            "email_2",
+            "personal_email",
+            "secondary_email",
         ],
         "email",
     ),
@@ -43,6 +55,8 @@ ALIASES: dict[str, str] = {
         ["firstname", "first", "given_name", "forename", "your_first_name"], "first_name"
     ),
     **dict.fromkeys(["lastname", "last", "surname", "family_name", "your_last_name"], "last_name"),
+    # split into first and last name when the file has neither (leadflow.models)
+    **dict.fromkeys(["name", "full_name", "fullname", "contact_name", "lead_name"], "full_name"),
     **dict.fromkeys(
         [
             "company_name",
@@ -51,14 +65,37 @@ ALIASES: dict[str, str] = {
             "organization_name",  # Pipedrive: "Organization - Name"
             "organisation_name",
             "account_name",  # Salesforce
+            "company_account",  # Salesforce reports: "Company / Account"
+            "company_organization",
             "account",
             "employer",
         ],
         "company",
     ),
-    **dict.fromkeys(["job_title", "jobtitle", "position", "role", "job_role"], "title"),
     **dict.fromkeys(
-        ["country_region", "country_code", "mailing_country", "billing_country", "ip_country"],
+        [
+            "job_title",
+            "jobtitle",
+            "position",
+            "role",
+            "job_role",
+            "designation",  # Zoho CRM, and common in India and the Gulf
+            "job_position",
+            "title_position",
+        ],
+        "title",
+    ),
+    **dict.fromkeys(
+        [
+            "country_region",  # HubSpot, LinkedIn lead gen forms: "Country/Region"
+            "country_code",
+            "country_name",
+            "cc",  # Mailchimp's audience export
+            "nation",
+            "mailing_country",
+            "billing_country",
+            "ip_country",
+        ],
         "country",
     ),
     **dict.fromkeys(
@@ -73,6 +110,12 @@ ALIASES: dict[str, str] = {
             "num_employees",
             "no_of_employees",
             "employee_count_range",
+            "employee_range",  # ZoomInfo
+            "employee_size",
+            "employees_range",
+            "company_headcount",
+            "organization_size",
+            "organisation_size",
             "company_size",
             "headcount",
             "staff",
@@ -90,6 +133,15 @@ ALIASES: dict[str, str] = {
             "submit_date",
             "timestamp",  # Google Forms
             "lead_created",
+            "created_time",  # Zoho CRM, Meta lead ads: "created_time"
+            "created_on",
+            "submitted_on",
+            "submission_date",
+            "date_submitted",
+            "lead_submission_date",
+            "date_added",
+            "optin_time",  # Mailchimp: when the contact opted in
+            "add_time",  # Pipedrive: "Person - Add time"
         ],
         "created_at",
     ),
@@ -105,8 +157,21 @@ ALIASES: dict[str, str] = {
 # Prefixes some tools put before every column ("Person - Email", "Lead - Source").
 _ENTITY_PREFIXES = ("person_", "contact_", "lead_", "organization_", "organisation_", "company_")
 
-# Question-style headers (form tools): the field a header is about when it mentions it.
-_KEYWORDS = {"email": "email", "e_mail": "email"}
+# Question-style headers (form tools: `What is your email address?`, `What's your first
+# name?`): the field a question is about when it mentions it. Only a question counts
+# (a `?` or a `your`), so `Email Status` or `Email Opt Out` stay their own columns.
+_KEYWORDS = {
+    "email": "email",
+    "e_mail": "email",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "surname": "last_name",
+    "full_name": "full_name",
+    "company_name": "company",
+    "company": "company",
+    "job_title": "title",
+    "country": "country",
+}
 
 
 def normalise(header: str) -> str:
@@ -120,14 +185,18 @@ class ColumnError(ValueError):
 
 @dataclass
 class ColumnMap:
-    """What each header of one file becomes: `renames` maps every original header to
-    the key its value is stored under; the lists are for the run's report."""
+    """What each column of one file becomes. `keys` holds, column by column, the key
+    its value is stored under (a sheet's rows are read by position, so two columns
+    with the same header stay two columns); `renames` maps a header to its key, for
+    records that arrive as objects (JSON). The lists are for the run's report."""
 
     renames: dict[str, str] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)  # already a lead field or rule name
     mapped: list[tuple[str, str]] = field(default_factory=list)  # (header, field)
     ignored: list[str] = field(default_factory=list)  # neither: kept as attributes
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (header, field)
+    unnamed: list[int] = field(default_factory=list)  # columns (1-based) with no header
 
     def apply(self, record: Mapping[str, object]) -> dict[str, object]:
         """The record with its keys renamed; a later duplicate column never overwrites
@@ -137,6 +206,16 @@ class ColumnMap:
             name = self.renames.get(key, key)
             if name not in out:
                 out[name] = value
+        return out
+
+    def apply_row(self, cells: Sequence[object]) -> dict[str, object]:
+        """A sheet's row as a record: the first column with a key wins, and a later
+        one with the same key fills it when the first is empty (`Email` twice, or
+        `Email` beside `Work Email`)."""
+        out: dict[str, object] = {}
+        for key, value in zip(self.keys, cells, strict=False):
+            if _empty(out.get(key)):
+                out[key] = value
         return out
 
     def report(self) -> str:
@@ -150,15 +229,31 @@ class ColumnMap:
             )
         if self.duplicates:
             lines.append(
-                "columns skipped: "
+                "columns second to another (fill it only where it is empty): "
                 + ", ".join(f"{header} (a second {to})" for header, to in self.duplicates)
             )
         if self.ignored:
             lines.append(
-                "columns ignored (no lead field or scoring rule reads them): "
-                + ", ".join(self.ignored)
+                "columns ignored (no lead field or scoring rule reads them; map one with "
+                "LEADFLOW_COLUMNS): " + ", ".join(self.ignored)
+            )
+        if self.unnamed:
+            lines.append(
+                "columns without a header (kept as column_N): "
+                + ", ".join(str(number) for number in self.unnamed)
             )
         return "\n".join(lines)
+
+
+def _empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def names_email(headers: Iterable[str], custom: Mapping[str, str] | None = None) -> bool:
+    """Whether one of `headers` can be the lead's email: how a sheet's header row is
+    told from the title and filter rows above it (leadflow.tables)."""
+    custom_by_name = {normalise(k): v for k, v in (custom or {}).items()}
+    return any(_target(h, custom_by_name, set())[0] == "email" for h in headers if h.strip())
 
 
 def map_columns(
@@ -168,40 +263,51 @@ def map_columns(
     rule_attributes: Iterable[str] = (),
     origin: str = "",
 ) -> ColumnMap:
-    """Decide what every header becomes. `custom` maps a header (as written, or
+    """Decide what every column becomes. `custom` maps a header (as written, or
     normalised) to a lead field or attribute name; `rule_attributes` are the names
     the scoring rules read. Raises ColumnError when nothing maps to email."""
     custom_by_name = {normalise(k): v for k, v in (custom or {}).items()}
     wanted = set(rule_attributes)
     taken: set[str] = set()
     result = ColumnMap()
-    headers = [h for h in headers if isinstance(h, str)]
+    headers = [h.strip() if isinstance(h, str) else "" for h in headers]
+    result.keys = [""] * len(headers)
     # Exact lead-field names first, so `email` wins over a `Work Email` beside it.
-    order = sorted(headers, key=lambda h: h.strip() not in LEAD_FIELDS)
-    for header in order:
+    order = sorted(range(len(headers)), key=lambda i: headers[i] not in LEAD_FIELDS)
+    for index in order:
+        header = headers[index]
+        if not header:
+            result.keys[index] = f"column_{index + 1}"
+            result.unnamed.append(index + 1)
+            continue
         target, how = _target(header, custom_by_name, wanted)
         if target is None:
-            result.renames[header] = header.strip()
-            result.ignored.append(header.strip())
+            result.keys[index] = header
+            if header not in result.ignored:
+                result.ignored.append(header)
         elif target in taken:
-            result.renames[header] = header.strip()
-            result.duplicates.append((header.strip(), target))
+            result.keys[index] = target
+            result.duplicates.append((header, target))
         else:
             taken.add(target)
-            result.renames[header] = target
+            result.keys[index] = target
             if how == "same":
                 result.used.append(target)
             else:
-                result.mapped.append((header.strip(), target))
+                result.mapped.append((header, target))
+        result.renames.setdefault(header, result.keys[index])
     # Report in the file's column order.
-    position = {h.strip(): i for i, h in enumerate(headers)}
-    target_position = {to: position[h.strip()] for h, to in result.renames.items()}
+    position: dict[str, int] = {}
+    for index, header in enumerate(headers):
+        position.setdefault(header, index)
+    first_of = {key: index for index, key in reversed(list(enumerate(result.keys)))}
     result.ignored.sort(key=lambda header: position[header])
     result.duplicates.sort(key=lambda item: position[item[0]])
     result.mapped.sort(key=lambda item: position[item[0]])
-    result.used.sort(key=lambda name: target_position[name])
+    result.used.sort(key=lambda name: first_of[name])
+    result.unnamed.sort()
     if "email" not in taken:
-        shown = ", ".join(repr(h) for h in headers) or "none"
+        shown = ", ".join(repr(h) for h in headers if h) or "none"
         where = f"{origin}: " if origin else ""
         raise ColumnError(
             f"{where}no column for the lead's email; the header has {shown}. Name the "
@@ -226,7 +332,8 @@ def _target(header: str, custom: dict[str, str], wanted: set[str]) -> tuple[str 
         if rest != name and (rest in LEAD_FIELDS or rest in ALIASES):
             return ALIASES.get(rest, rest), "alias"
     words = f"_{name}_"
-    for keyword, target in _KEYWORDS.items():
-        if f"_{keyword}_" in words:
-            return target, "keyword"
+    if stripped.endswith("?") or "_your_" in words:
+        for keyword, target in _KEYWORDS.items():
+            if f"_{keyword}_" in words:
+                return target, "keyword"
     return None, "none"

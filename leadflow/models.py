@@ -10,15 +10,27 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from leadflow.values import DateOrder, country_code, parse_count, parse_datetime
 
 # A deliberately small email check: one @, a dot in the domain, no spaces. The
 # vendors validate further; here we only need to reject what cannot be an address.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# An address as people type it: a local part without the characters only a quoted
+# local part may hold (`,;<>()[]:"\`: a CSV cell split in the wrong place gives them
+# away), and a domain of dot-separated labels ending in one of two or more characters.
+_EMAIL = re.compile(r'^[^@\s,;<>()\[\]:"\\]+@(?:[\w-]+\.)+[\w-]{2,}$')
 
 # Fields that map onto Lead attributes; everything else in a raw record lands in
 # `attributes` so that engagement rules can score it.
@@ -125,12 +137,27 @@ class Lead(BaseModel):
     @field_validator("country", mode="before")
     @classmethod
     def _normalise_country(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        """The ISO 3166 code of a country name or code; anything else as written."""
+        if not isinstance(value, str):
+            return value
+        return country_code(value) or value.strip()
 
-    @field_validator("created_at")
+    @field_validator("employee_count", mode="before")
     @classmethod
-    def _assume_utc(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+    def _read_count(cls, value: Any) -> Any:
+        """`1,250`, `250.0` or a range (`51-200`, `10,001+`: its lower bound)."""
+        return parse_count(value) if value is not None else value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _read_date(cls, value: Any, info: ValidationInfo) -> Any:
+        """ISO 8601, US and European forms; a `01/02/2026` is read in the order the
+        file's column was found to use (leadflow.values.DateColumn), else month first.
+        No time zone: UTC."""
+        if value is None:
+            return value
+        order = (info.context or {}).get("date_order")
+        return parse_datetime(value, order)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -138,20 +165,22 @@ class Lead(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
-    def from_record(cls, raw: dict[str, Any]) -> Lead:
+    def from_record(cls, raw: dict[str, Any], *, date_order: DateOrder | None = None) -> Lead:
         """Validate a raw record (a CSV row, a JSON object, a webhook body).
 
         Empty strings count as absent, the domain defaults to the email's, the id
-        defaults to `derive_lead_id`, and unknown keys become `attributes`.
-        Raises pydantic.ValidationError naming the offending field.
+        defaults to `derive_lead_id`, and unknown keys become `attributes`; values are
+        read as exports write them (leadflow.values), `date_order` deciding a date
+        that could be either. Raises pydantic.ValidationError naming the field.
         """
         record = {k.strip(): v for k, v in raw.items() if isinstance(k, str)}
         cleaned = {k: v for k, v in record.items() if v is not None and v != ""}
         fields = {k: cleaned[k] for k in LEAD_FIELDS if k in cleaned}
+        fields.update(_names_from_full_name(cleaned, fields))
         extra = {k: v for k, v in cleaned.items() if k not in LEAD_FIELDS and k != "attributes"}
         nested = cleaned.get("attributes")
         fields["attributes"] = {**extra, **(nested if isinstance(nested, dict) else {})}
-        return cls.model_validate(fields)
+        return cls.model_validate(fields, context={"date_order": date_order})
 
     @model_validator(mode="before")
     @classmethod
@@ -165,6 +194,19 @@ class Lead(BaseModel):
             if not data.get("id"):
                 data["id"] = lead_id_of(data)
         return data
+
+
+def _names_from_full_name(record: dict[str, Any], fields: dict[str, Any]) -> dict[str, str]:
+    """First and last name from a `full_name` column (leadflow.columns maps `Name`,
+    `Full Name`, Pipedrive's `Person - Name` to it) when the record has neither: the
+    last word is the last name. The full name stays on the lead as an attribute."""
+    full = record.get("full_name")
+    if not isinstance(full, str) or "first_name" in fields or "last_name" in fields:
+        return {}
+    words = full.split()
+    if len(words) < 2:
+        return {"first_name": full.strip()} if words else {}
+    return {"first_name": " ".join(words[:-1]), "last_name": words[-1]}
 
 
 def lead_id_of(raw: dict[str, Any]) -> str | None:

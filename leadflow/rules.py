@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from leadflow.models import FollowUpType, Lead, Score, ScoreReason
 from leadflow.validation import describe_errors
+from leadflow.values import parse_bool, parse_number
 
 
 class RulesError(ValueError):
@@ -87,6 +88,16 @@ class EngagementRule(_Strict):
 class EngagementRules(_Strict):
     cap: int | None = Field(default=None, ge=0)
     rules: list[EngagementRule] = Field(default_factory=list)
+
+    @property
+    def flags(self) -> frozenset[str]:
+        """The columns read as yes/no (`equals = true`)."""
+        return frozenset(r.attribute for r in self.rules if isinstance(r.equals, bool))
+
+    @property
+    def numbers(self) -> frozenset[str]:
+        """The columns read as numbers (`at_least`)."""
+        return frozenset(r.attribute for r in self.rules if r.at_least is not None)
 
 
 class DomainList(_Strict):
@@ -337,20 +348,18 @@ def _engagement_label(rule: EngagementRule) -> str:
 
 
 def _as_number(value: Any) -> float | None:
+    """`4`, `1,250`, `12.5` (leadflow.values.parse_number); a flag counts as 0 or 1."""
     if isinstance(value, bool):
         return float(value)
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        return parse_number(value)
+    except ValueError:
         return None
 
 
 def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "yes", "y", "1"}:
-        return True
-    if text in {"false", "no", "n", "0", ""}:
-        return False
-    return None
+    """`Yes`/`No`, `TRUE`/`FALSE`, `1`/`0` (leadflow.values.parse_bool)."""
+    try:
+        return parse_bool(value)
+    except ValueError:
+        return None

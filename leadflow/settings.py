@@ -153,6 +153,18 @@ class Settings(BaseSettings):
             'as JSON: {"Mail": "email", "Requested a demo?": "demo_requested"}'
         ),
     )
+    date_order: Literal["MDY", "DMY"] | None = Field(
+        default=None,
+        description=(
+            "how to read a date such as 01/02/2026 in a file's column where no value "
+            "settles it (a day above 12 does): MDY (month first, the US form) or DMY; "
+            "empty: month first, or day first for dates written with dots (20.11.2026)"
+        ),
+    )
+    sheet: str | None = Field(
+        default=None,
+        description="the sheet of a workbook (.xlsx, .xls, .ods) to read; empty: the first",
+    )
     adapters: AdapterChoice = Field(default_factory=AdapterChoice)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)

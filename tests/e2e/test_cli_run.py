@@ -74,7 +74,7 @@ def first_run(workdir: Path) -> subprocess.CompletedProcess:
 def test_the_sample_run_succeeds_with_a_summary(first_run):
     assert first_run.returncode == 0, first_run.stderr[-3000:]
     out = first_run.stdout
-    assert "55 of 60 records processed from leads.csv" in out
+    assert "57 of 60 records processed from leads.csv" in out
     for heading in ("By tier", "By rep", "Failed branches: none", "Set aside", "Wall time"):
         assert heading in out
     assert "Traceback" not in first_run.stderr
@@ -83,12 +83,12 @@ def test_the_sample_run_succeeds_with_a_summary(first_run):
 def test_the_local_crm_and_events_tables_hold_the_leads(first_run, workdir):
     assert first_run.returncode == 0
     (events,) = query(workdir, "select count(*) from lead_events")[0]
-    assert events == 55
+    assert events == 57
     tiers = dict(query(workdir, "select tier, count(*) from lead_events group by tier"))
     assert set(tiers) == {"hot", "warm", "cold"}
     # 3 seeded contacts; 2 of the sample leads are those contacts, updated in place.
     (contacts,) = query(workdir, "select count(*) from crm_contacts")[0]
-    assert contacts == 3 + 55 - 2
+    assert contacts == 3 + 57 - 2
     (rule,) = query(workdir, "select assignment_rule from lead_events where lead_id = 'crm-hank'")[
         0
     ]
@@ -97,24 +97,34 @@ def test_the_local_crm_and_events_tables_hold_the_leads(first_run, workdir):
 
 def test_bad_rows_are_quarantined_with_their_reason(first_run, workdir):
     rows = query(workdir, "select position, reason from quarantine order by position")
-    assert [position for position, _ in rows] == [57, 58, 59, 60, 61]
+    assert [position for position, _ in rows] == [57, 58, 61]  # only those with no email
     reasons = dict(rows)
     assert reasons[57].startswith("email: required")
     assert "not-an-email" in reasons[58]
-    assert "employee_count" in reasons[59]
-    assert "created_at" in reasons[60]
-    assert "malformed row" in reasons[61]
+    assert "'row' is not an email address (the row lacks country" in reasons[61]
+
+
+def test_an_unreadable_field_is_left_out_and_the_lead_goes_on(first_run, workdir):
+    out = " ".join(first_run.stdout.split())
+    assert "2 fields left out of leads that went on" in out
+    assert (
+        "leads.csv row 59 (lots.of.people@contoso.test): employee_count 'lots': not a number "
+        "or a range such as 51-200; dropped, the lead goes on" in out
+    )
+    assert "leads.csv row 60 (time.traveller@contoso.test): created_at 'yesterday-ish'" in out
+    emails = {email for (email,) in query(workdir, "select email from crm_contacts")}
+    assert {"lots.of.people@contoso.test", "time.traveller@contoso.test"} <= emails
 
 
 def test_a_second_run_repeats_nothing_and_strict_fails_on_set_aside(first_run, workdir):
     assert first_run.returncode == 0
     again = run_cli(workdir, "run", "leads.csv", "--strict")
     assert again.returncode == 1  # --strict: set-aside records make it fail
-    assert "55 already done before" in " ".join(again.stdout.split())
+    assert "57 already done before" in " ".join(again.stdout.split())
     (events,) = query(workdir, "select count(*) from lead_events")[0]
-    assert events == 55
+    assert events == 57
     outbox = (workdir / "outbox.jsonl").read_text().splitlines()
-    assert len(outbox) == 55
+    assert len(outbox) == 57
 
 
 def test_a_wrong_setting_is_named(workdir):
@@ -148,15 +158,15 @@ def test_help_and_adapters_and_quarantine(first_run, workdir):
 
 def test_export_fix_and_replay(first_run, workdir):
     exported = run_cli(workdir, "quarantine", "export", "fix.jsonl")
-    assert exported.returncode == 0 and "5 records written" in exported.stdout
+    assert exported.returncode == 0 and "3 records written" in exported.stdout
     lines = (workdir / "fix.jsonl").read_text().splitlines()
     fixed = [line.replace('"not-an-email"', '"fixed.address@lucerne.test"') for line in lines]
     (workdir / "fix.jsonl").write_text("\n".join(fixed) + "\n")
     replayed = run_cli(workdir, "quarantine", "replay", "fix.jsonl")
-    assert replayed.returncode == 1  # four are still wrong
-    assert "1 records processed and out of the quarantine; 4 still set aside" in replayed.stdout
+    assert replayed.returncode == 1  # two are still wrong
+    assert "1 records processed and out of the quarantine; 2 still set aside" in replayed.stdout
     (count,) = query(workdir, "select count(*) from quarantine where status = 'pending'")[0]
-    assert count == 4
+    assert count == 2
     rows = query(
         workdir, "select count(*) from crm_contacts where email = 'fixed.address@lucerne.test'"
     )
@@ -167,10 +177,10 @@ def test_a_missing_or_wrong_file_is_named(workdir):
     missing = run_cli(workdir, "run", "no-such-file.csv")
     assert missing.returncode == 2
     assert "no-such-file.csv: Path does not point to a file" in missing.stderr
-    (workdir / "notes.txt").write_text("email\nx@y.test\n")
-    wrong = run_cli(workdir, "run", "notes.txt")
+    (workdir / "notes.pdf").write_text("email\nx@y.test\n")
+    wrong = run_cli(workdir, "run", "notes.pdf")
     assert wrong.returncode == 2
-    assert "notes.txt: expected a .csv or .jsonl file" in wrong.stderr
+    assert "notes.pdf: leadflow reads .csv, .tsv, .txt, .xlsx" in wrong.stderr
 
 
 def test_one_lead_from_the_command_line(first_run, workdir):
@@ -193,7 +203,7 @@ def test_the_sample_run_prints_the_bar_the_columns_and_the_summary_only(first_ru
     for noise in ("Finished in state", "Traceback", "Starting temporary server", " -> ", "INFO"):
         assert noise not in text
     assert lines[0].startswith("columns used: id, email")
-    assert any(line.startswith("leads ") and "55/55" in line for line in lines)
+    assert any(line.startswith("leads ") and "57/57" in line for line in lines)
     # columns (2) + bar (1) + summary: title, tier and rep tables, overdue, failures,
     # the set-aside table, wall time, where the runs are.
     assert len(lines) <= 45, text
@@ -207,6 +217,6 @@ def test_the_readme_shows_what_make_run_prints(first_run):
         return {m[0]: int(m[1]) for m in re.findall(r"│ (warm|hot|cold)\s+│\s+(\d+) │", text)}
 
     assert tiers(block) == tiers(first_run.stdout) != {}
-    assert "55 of 60 records processed" in block and "55 of 60 records processed" in (
+    assert "57 of 60 records processed" in block and "57 of 60 records processed" in (
         first_run.stdout
     )

@@ -205,8 +205,8 @@ class Scenario:
         self.mark("process-file watched to its end")
         assert "Completed" in watched.stdout
         (sample_events,) = self.rows("select count(*) from lead_events")[0]
-        assert sample_events == 55  # examples/leads.csv: 60 rows, 5 set aside
-        assert len(self.outbox_counts(self.manual_outbox)) == 55  # its job_variables.env
+        assert sample_events == 57  # examples/leads.csv: 60 rows, 3 set aside
+        assert len(self.outbox_counts(self.manual_outbox)) == 57  # its job_variables.env
 
         # A parameter out of range is refused when the run is created, and named.
         refused = self.server.prefect(
@@ -256,10 +256,10 @@ class Scenario:
         contacts = self.rows(f"select email from crm_contacts where email like '%@{DOMAIN}'")
         assert sorted(email for (email,) in contacts) == sorted(people)
         lead_ids = [lead_id for (lead_id,) in self.rows("select lead_id from lead_events")]
-        assert len(lead_ids) == len(set(lead_ids)) == 55 + len(people)
+        assert len(lead_ids) == len(set(lead_ids)) == 57 + len(people)
         assert self.outbox_counts(self.outbox) == dict.fromkeys(people, 1)
         manual = self.outbox_counts(self.manual_outbox)
-        assert len(manual) == 55 and set(manual.values()) == {1}
+        assert len(manual) == 57 and set(manual.values()) == {1}
         # ann came again in b.csv: her contact was not written a second time.
         assert (
             self.rows(f"select updated_at from crm_contacts where email = 'ann@{DOMAIN}'")

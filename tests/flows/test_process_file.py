@@ -42,24 +42,28 @@ async def test_bad_records_are_set_aside_and_the_rest_go_on(runtime, tmp_path):
         ],
     )
     with path.open("a") as handle:
-        handle.write("just,three,fields\n")  # row 7: malformed
+        handle.write("just,three,fields,and,two,more\n")  # row 7: more cells than the header
 
     summary = await process_file(path=path)
 
     assert summary.records == 6
-    assert summary.processed == 2
+    assert summary.processed == 3  # row 4 goes on without its count
     aside = {item.position: item.reason for item in summary.set_aside}
-    assert set(aside) == {3, 4, 7}
+    assert set(aside) == {3, 7}
     assert "email" in aside[3]
-    assert "employee_count" in aside[4] and "many" in aside[4]
+    assert [(w.position, w.field, w.value) for w in summary.warnings] == [
+        (4, "employee_count", "'many'")
+    ]
+    assert summary.warnings_total == 1
     assert [(m.position, m.into_row) for m in summary.merged] == [(6, 2)]  # same email
-    assert "malformed row" in aside[7]
-    assert sum(summary.by_tier.values()) == 2 and sum(summary.by_rep.values()) == 2
+    assert aside[7] == "malformed row: 6 fields, the header has 5"
+    assert sum(summary.by_tier.values()) == 3 and sum(summary.by_rep.values()) == 3
     assert summary.failed == []
     async with get_engine(runtime.settings.database_url).connect() as connection:
         rows = (await connection.execute(sa.select(quarantine))).mappings().all()
-    assert sorted(row["position"] for row in rows) == [3, 4, 7]  # duplicates are not bad
+    assert sorted(row["position"] for row in rows) == [3, 7]  # duplicates are not bad
     assert all(row["origin"] == str(path) for row in rows)
+    assert "1 fields left out of a lead that went on" in summary.as_markdown()
 
 
 async def test_two_hundred_leads_at_once_split_exactly_by_weight(runtime, tmp_path):

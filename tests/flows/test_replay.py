@@ -20,8 +20,8 @@ async def test_corrected_records_are_processed_and_leave_the_quarantine(runtime,
             for record in (
                 {"email": "good@acme.test", "title": "VP Sales", "country": "US"},
                 {"email": "bad-address", "title": "CTO", "country": "US"},
-                {"email": "count@acme.test", "employee_count": "lots"},
-                {"email": "stays@acme.test", "employee_count": "many"},
+                {"email": "count-at-acme.test", "employee_count": "lots"},
+                {"email": "stays-at-acme.test", "employee_count": "many"},
             )
         )
         + "\n"
@@ -29,7 +29,7 @@ async def test_corrected_records_are_processed_and_leave_the_quarantine(runtime,
     first = await process_file(path=leads)
     assert first.processed == 1 and len(first.set_aside) == 3
     pending = {r.data["email"]: r for r in await runtime.quarantine.pending()}
-    assert set(pending) == {"bad-address", "count@acme.test", "stays@acme.test"}
+    assert set(pending) == {"bad-address", "count-at-acme.test", "stays-at-acme.test"}
 
     # What `leadflow quarantine export` writes, corrected by hand: one fixed, one
     # changed but still wrong, one untouched.
@@ -43,11 +43,11 @@ async def test_corrected_records_are_processed_and_leave_the_quarantine(runtime,
             "country": "US",
         },
         {
-            KEY_FIELD: pending["count@acme.test"].key,
-            "email": "count@acme.test",
+            KEY_FIELD: pending["count-at-acme.test"].key,
+            "email": "count-at-acme",
             "employee_count": "still lots",
         },
-        {KEY_FIELD: pending["stays@acme.test"].key, **pending["stays@acme.test"].data},
+        {KEY_FIELD: pending["stays-at-acme.test"].key, **pending["stays-at-acme.test"].data},
     ]
     corrections.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
 
@@ -55,14 +55,14 @@ async def test_corrected_records_are_processed_and_leave_the_quarantine(runtime,
 
     assert summary.replayed == 1 and summary.failed == []
     assert {item.lead_ref for item in summary.still_set_aside} == {
-        "count@acme.test",
-        "stays@acme.test",
+        "count-at-acme",
+        "stays-at-acme.test",
     }
     now_pending = await runtime.quarantine.pending()
     by_email = {r.data["email"]: r for r in now_pending}
-    assert set(by_email) == {"count@acme.test", "stays@acme.test"}
-    assert by_email["count@acme.test"].data["employee_count"] == "still lots"  # the new version
-    assert by_email["stays@acme.test"].key == pending["stays@acme.test"].key  # kept its place
+    assert set(by_email) == {"count-at-acme", "stays-at-acme.test"}
+    assert by_email["count-at-acme"].data["employee_count"] == "still lots"  # the new version
+    assert by_email["stays-at-acme.test"].key == pending["stays-at-acme.test"].key  # kept
     outbox = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
     assert {m["email"] for m in outbox} == {"good@acme.test", "fixed@acme.test"}
 
@@ -72,8 +72,8 @@ async def test_replay_as_stored_processes_what_now_passes(make_runtime, tmp_path
 
     runtime = make_runtime()
     with use_runtime(runtime):
-        leads = tmp_path / "one.jsonl"
-        leads.write_text(json.dumps({"email": "late@acme.test", "employee_count": "12x"}) + "\n")
+        leads = tmp_path / "one.csv"
+        leads.write_text("email,title,country\nlate-at-acme.test,CTO\n")  # short, no email
         state = await process_file(path=leads, return_state=True)
         assert state.is_failed()  # its one record was set aside: nothing was processed
         (stored,) = await runtime.quarantine.pending()
@@ -81,4 +81,5 @@ async def test_replay_as_stored_processes_what_now_passes(make_runtime, tmp_path
     # Nothing changed, so it is still bad and still pending, with its reason.
     assert summary.replayed == 0
     assert [item.reason for item in summary.still_set_aside] == [stored.reason]
+    assert stored.reason.endswith("(the row lacks country)")  # not rewritten by the replay
     assert [r.key for r in await runtime.quarantine.pending()] == [stored.key]

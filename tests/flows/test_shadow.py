@@ -187,7 +187,7 @@ def expected_mismatches(record) -> set[str]:
         (PYTHON_LEGACY, 100),
         ("observed:examples/legacy/decisions.csv", 100),
         ("rules:examples/legacy/rules.toml", 100),
-        (PYTHON_LEGACY, 20),  # three groups of the 55 leads
+        (PYTHON_LEGACY, 20),  # three groups of the 57 leads
         (PYTHON_LEGACY, 1),  # a group per lead: the same comparisons
     ],
 )
@@ -201,8 +201,15 @@ async def test_the_example_mismatches_are_exactly_the_rule_differences(
             path=EXAMPLES / "leads.csv", legacy=legacy, batch_size=group, concurrency=8
         )
     await runtime.aclose()
-    assert summary.compared == 55 and summary.outcomes.get("error") is None
+    assert summary.compared == 57
     records = await ComparisonStore(shadow_db).in_window(datetime.now(UTC) - timedelta(hours=1))
+    # The sample's two rows with an unreadable size or date reach leadflow (without that
+    # field); the current process fails on them (or, observed, never decided them): an
+    # error on its side, shown as such, not a mismatch.
+    errored = {r.email for r in records if r.control_error}
+    assert errored <= {"lots.of.people@contoso.test", "time.traveller@contoso.test"}
+    assert len(errored) == summary.outcomes.get("error", 0) and not summary.candidate_errors_total
+    records = [r for r in records if not r.control_error]
     found = {r.lead_id: set(r.comparison.mismatched_fields) for r in records}
     predicted = {r.lead_id: expected_mismatches(r) for r in records}
     assert found == predicted

@@ -90,7 +90,7 @@ def test_process_lead_needs_its_record(deployments):
     ("parameters", "named", "reason"),
     [
         ({"path": "no/such/file.csv"}, "path", "Path does not point to a file"),
-        ({"path": "pyproject.toml"}, "path", ".csv or .jsonl"),
+        ({"path": "pyproject.toml"}, "path", "leadflow reads .csv, .tsv"),
         ({"path": "examples/leads.csv", "concurrency": 0}, "concurrency", "greater than or equal"),
     ],
 )

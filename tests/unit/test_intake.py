@@ -7,8 +7,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from leadflow.intake import Quarantine, RawRecord, Rejection, validate_record
+from leadflow.intake import (
+    FieldWarning,
+    Quarantine,
+    RawRecord,
+    Reading,
+    Rejection,
+    validate_record,
+)
 from leadflow.integrations.file_source import read_records
 from leadflow.models import Lead, derive_lead_id, lead_id_of
 
@@ -173,27 +181,6 @@ def reject(data: dict, *, error: str | None = None, position: int = 7) -> Reject
             "jo@acme",
             id="email-without-dot",
         ),
-        pytest.param(
-            {"email": "jo@acme.test", "employee_count": "lots"},
-            "employee_count",
-            ["valid integer", "(got 'lots')"],
-            "jo@acme.test",
-            id="employee-count-lots",
-        ),
-        pytest.param(
-            {"email": "jo@acme.test", "employee_count": "-5"},
-            "employee_count",
-            ["greater than or equal to 0", "-5"],
-            "jo@acme.test",
-            id="negative-employee-count",
-        ),
-        pytest.param(
-            {"id": "crm-9", "email": "jo@acme.test", "created_at": "yesterday"},
-            "created_at",
-            ["datetime", "(got 'yesterday')"],
-            "jo@acme.test",
-            id="bad-created-at",
-        ),
     ],
 )
 def test_rejections_name_field_and_record(
@@ -209,6 +196,79 @@ def test_rejections_name_field_and_record(
     # derived fields are not news when the email is the problem
     for derived in ("id:", "domain:"):
         assert derived not in rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "problem"),
+    [
+        pytest.param({"employee_count": "lots"}, "employee_count", "not a number", id="lots"),
+        pytest.param({"employee_count": "-5"}, "employee_count", "negative", id="negative"),
+        pytest.param({"created_at": "yesterday"}, "created_at", "not a date", id="bad-date"),
+        pytest.param({"company": "y" * 256}, "company", "at most 255", id="long-company"),
+        pytest.param({"id": "i" * 300}, "id", "at most 255", id="long-id"),
+    ],
+)
+def test_an_unreadable_optional_field_is_dropped_with_a_warning(
+    data: dict, field: str, problem: str
+) -> None:
+    """Only a missing or unusable email sets a lead aside: any other field that cannot
+    be read is dropped, with a warning naming the row, the field and the value."""
+    warnings: list[FieldWarning] = []
+    record = {"id": "crm-9", "email": "jo@acme.test", "title": "CTO", **data}
+    lead = validate_record(RawRecord(origin="leads.csv", position=7, data=record), warnings)
+    assert isinstance(lead, Lead) and lead.title == "CTO"
+    assert getattr(lead, field) in (None, derive_lead_id("jo@acme.test", None))
+    (warning,) = warnings
+    assert (warning.field, warning.position, warning.lead_ref) == (field, 7, "jo@acme.test")
+    assert problem in warning.problem
+    assert warning.text.startswith(f"leads.csv row 7 (jo@acme.test): {field} '")
+    assert warning.text.endswith("dropped, the lead goes on") or "its email gives" in warning.text
+
+
+def test_values_as_exports_write_them_need_no_warning() -> None:
+    warnings: list[FieldWarning] = []
+    lead = validate_record(
+        RawRecord(
+            data={
+                "email": "jo@acme.test",
+                "employee_count": "10,001+",
+                "created_at": "11/20/2026 9:14 AM",
+                "country": "United States",
+            }
+        ),
+        warnings,
+    )
+    assert isinstance(lead, Lead) and warnings == []
+    assert (lead.employee_count, lead.country) == (10001, "US")
+    assert lead.created_at == datetime(2026, 11, 20, 9, 14, tzinfo=UTC)
+
+
+def test_an_unknown_country_is_kept_as_written_with_a_warning() -> None:
+    warnings: list[FieldWarning] = []
+    lead = validate_record(RawRecord(data={"email": "jo@acme.test", "country": "Narnia"}), warnings)
+    assert isinstance(lead, Lead) and lead.country == "Narnia"
+    (warning,) = warnings
+    assert warning.outcome == "kept as written" and warning.field == "country"
+
+
+def test_a_rule_column_that_is_not_yes_or_no_is_dropped() -> None:
+    warnings: list[FieldWarning] = []
+    reading = Reading(flags=frozenset({"demo_requested"}), numbers=frozenset({"views"}))
+    data = {"email": "jo@acme.test", "demo_requested": "maybe", "views": "1,250", "x": "?"}
+    lead = validate_record(RawRecord(data=data), warnings, reading)
+    assert isinstance(lead, Lead)
+    assert lead.attributes == {"views": "1,250", "x": "?"}
+    assert [(w.field, w.value) for w in warnings] == [("demo_requested", "'maybe'")]
+
+
+def test_warnings_are_logged_when_no_list_is_given() -> None:
+    data = {"email": "jo@acme.test", "employee_count": "x"}
+    with capture_logs() as logged:
+        lead = validate_record(RawRecord(origin="webhook", position=3, data=data))
+    assert isinstance(lead, Lead) and lead.employee_count is None
+    (event,) = [e for e in logged if e["event"] == "field not read"]
+    assert event["log_level"] == "warning"
+    assert event["detail"].startswith("webhook row 3 (jo@acme.test): employee_count 'x': ")
 
 
 def test_several_errors_all_named() -> None:
@@ -270,9 +330,9 @@ def test_csv_rows_numbered_from_header(tmp_path: Path) -> None:
     assert all(r.origin == str(path) for r in records)
     assert records[0].data == {"email": "a@acme.test", "title": "CEO", "country": "US"}
     assert records[0].error is None
-    ragged = records[1]
-    assert ragged.error == "malformed row: 2 fields, the header has 3"
-    assert ragged.data == {"column_1": "b@acme.test", "column_2": "CTO"}
+    short = records[1]  # a spreadsheet trims a row's trailing empty cells: read as empty
+    assert short.error is None and short.missing == ["country"]
+    assert short.data == {"email": "b@acme.test", "title": "CTO", "country": ""}
     assert records[2].data["country"] == "DE" and records[2].error is None
 
 
@@ -333,10 +393,11 @@ def test_ndjson_suffix_and_case(tmp_path: Path) -> None:
     assert [r.data for r in read_records(path)] == [{"email": "a@acme.test"}]
 
 
-@pytest.mark.parametrize("name", ["leads.txt", "leads.json", "leads"])
-def test_unknown_suffix(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ValueError, match=r"expected a \.csv or \.jsonl file"):
+@pytest.mark.parametrize("name", ["leads.pdf", "leads.docx", "leads"])
+def test_a_file_leadflow_does_not_read_says_what_it_reads(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=r"leadflow reads \.csv, \.tsv, \.txt, \.xlsx") as err:
         read_records(write(tmp_path, name, "email\na@acme.test\n"))
+    assert str(tmp_path / name) in str(err.value) and "Export the list" in str(err.value)
 
 
 def test_records_keep_their_row(tmp_path: Path) -> None:
@@ -354,7 +415,7 @@ async def test_quarantine_round_trip(tmp_path: Path) -> None:
     store = Quarantine(f"sqlite+aiosqlite:///{tmp_path}/q.db")
     assert await store.pending() == []
     bad = reject({"email": "bad"}, position=2)
-    worse = reject({"email": "jo@acme.test", "employee_count": "lots"}, position=3)
+    worse = reject({"email": "jo@acme", "employee_count": "lots"}, position=3)
 
     await store.put([bad, worse])
     await store.put([bad])  # a rerun sets the same record aside again

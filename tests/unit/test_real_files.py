@@ -107,7 +107,8 @@ def test_a_header_a_rule_reads_is_matched_by_its_normalised_name(tmp_path) -> No
     report = contents.report()
     assert "columns used: email" in report
     assert "Demo Requested -> demo_requested" in report
-    assert "columns ignored (no lead field or scoring rule reads them): Notes" in report
+    assert "columns ignored (no lead field or scoring rule reads them; map one with " in report
+    assert report.endswith("LEADFLOW_COLUMNS): Notes")
 
 
 def test_the_report_says_which_columns_were_used_mapped_and_ignored() -> None:
