@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadflow.availability import Away, WorkingHours
-from leadflow.models import FollowUpType, Lead, Score, ScoreReason
+from leadflow.models import CrmMatch, FollowUpType, Lead, Score, ScoreReason
 from leadflow.validation import describe_errors
 
 
@@ -245,6 +245,66 @@ class AssignmentRules(_Strict):
         return self
 
 
+# --- examples ----------------------------------------------------------------------
+
+
+class CrmFound(_Strict):
+    """What the CRM look-up would find for an example lead."""
+
+    contact_owner: str | None = None
+    account_owner: str | None = None
+    enrichment: dict[str, Any] = Field(default_factory=dict)
+
+    def as_match(self) -> CrmMatch:
+        return CrmMatch(**self.model_dump())
+
+
+class Expected(_Strict):
+    """The outcome an example lead must get; only the fields given are checked."""
+
+    score: int | None = None
+    tier: str | None = None
+    follow_up: FollowUpType | None = None
+    rep: str | None = None
+    rule: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of score, tier, follow_up, rep, rule")
+        return self
+
+
+class RulesExample(_Strict):
+    """A lead with the outcome the rules must give it (`leadflow rules test`). It is
+    routed at `at` (its created_at when not given) as the first lead of a fresh
+    rotation: no credits, nobody's caps used."""
+
+    name: str = ""
+    at: datetime | None = None
+    lead: dict[str, Any]
+    crm: CrmFound | None = None
+    expect: Expected
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        try:
+            lead = Lead.from_record(self.lead)
+        except ValidationError as exc:
+            raise ValueError("lead: " + "; ".join(describe_errors(exc.errors()))) from None
+        if self.at is None and lead.created_at is None:
+            raise ValueError("give `at`, the instant the lead is routed (or a lead created_at)")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at: give a time zone offset, e.g. 2026-11-23T15:00:00Z")
+        return self
+
+    @property
+    def routed_at(self) -> datetime:
+        moment = self.at or Lead.from_record(self.lead).created_at
+        assert moment is not None  # checked by _valid
+        return moment
+
+
 # --- the file ----------------------------------------------------------------------
 
 
@@ -252,6 +312,7 @@ class Rules(_Strict):
     scoring: ScoringRules = Field(default_factory=ScoringRules)
     tiers: list[Tier] = Field(min_length=1)
     assignment: AssignmentRules
+    examples: list[RulesExample] = Field(default_factory=list)
     version: str = ""
 
     @model_validator(mode="after")
@@ -261,6 +322,10 @@ class Rules(_Strict):
             raise ValueError("tiers: tier names must be unique")
         if min(tier.min_score for tier in self.tiers) > 0:
             raise ValueError("tiers: one tier needs min_score = 0 so that every lead has a tier")
+        for index, example in enumerate(self.examples):
+            tier = example.expect.tier
+            if tier is not None and tier not in names:
+                raise ValueError(f"examples.{index}.expect.tier: {tier!r} is not a tier")
         capped = any(
             rep.max_open_hot is not None
             for team in self.assignment.teams.values()
