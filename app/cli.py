@@ -800,6 +800,7 @@ for command in (cli_shadow.shadow, cli_shadow.report, cli_shadow.mode, cli_shado
     app.command()(command)
 app.add_typer(cli_db.db_app, name="db")
 app.command()(cli_routing.why)
+app.command()(cli_routing.backtest)
 app.add_typer(cli_routing.rules_app, name="rules")
 
 
