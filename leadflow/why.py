@@ -54,7 +54,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _pairs(values: dict[str, int]) -> str:
-    return ", ".join(f"{rep} {value:+d}" for rep, value in values.items()) or "-"
+    return ", ".join(f"{rep} {value:+d}" for rep, value in values.items()) or "none yet"
 
 
 def describe(explanation: Explanation) -> list[str]:
