@@ -701,7 +701,7 @@ def serve_webhook(
     stream = run_command(
         _serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads")
     )
-    err.print(stream.describe(), highlight=False)
+    err.print(stream.describe(), highlight=False, soft_wrap=True)  # one line, however long
     err.print("stopped: leads not finished are kept in the inbox for the next start")
 
 

@@ -69,7 +69,7 @@ LEADFLOW = BIN / "leadflow"
 LEASE_SECONDS = 2
 EFFECTS = ("crm", "notify", "event")
 PATHS = ("batch", "single", "receiver", "two", "sigint")
-RESENT = re.compile(r"(\d+) side effects sent again under their keys")
+RESENT = re.compile(r"(\d+)\s+side\s+effects\s+sent\s+again\s+under\s+their\s+keys")
 
 
 # --- the vendor ------------------------------------------------------------------------
