@@ -200,7 +200,7 @@ class Assigner:
         )
         if match is not None and self.rules.use_crm_owner:
             for owner, where in match.owners:
-                away = self._owner_away(owner, state.now)
+                away = self._owner_away(state, owner)
                 if away is None:
                     return Assignment(rep=owner, rule=f"crm_owner:{where}", facts=facts)
                 facts.skipped.append(SkippedRep(rep=owner, reason=f"CRM {where} owner, {away}"))
@@ -219,10 +219,11 @@ class Assigner:
                 )
         return Assignment(rep=self.rules.fallback_owner, rule="fallback", facts=facts)
 
-    def _owner_away(self, owner: str, now: datetime) -> str | None:
+    def _owner_away(self, state: _State, owner: str) -> str | None:
         if owner not in self._owners:
             return None  # not in the rules: leadflow knows nothing of their calendar
-        return self.calendar(*self._owners[owner]).absent(now)
+        rep, team = self._owners[owner]
+        return state.calendar(rep, team).absent(state.now)
 
     async def _in_territory(
         self, state: _State, territory: Territory, tier: Tier | None, facts: RoutingFacts
@@ -259,7 +260,7 @@ class Assigner:
         the rotation), and when. Caps are not looked ahead: they start a new day then."""
         if tier is None or not tier.may_wait_for_shift:
             return [], None
-        back = {rep.id: self.calendar(rep, team).next_available(state.now) for rep in team.reps}
+        back = {rep.id: state.calendar(rep, team).next_available(state.now) for rep in team.reps}
         times = [when for when in back.values() if when is not None]
         if not times:
             return [], None
@@ -287,12 +288,15 @@ class _State:
         self.load = _Load(assigner.rules.hot_tiers)
         self._calendars: dict[tuple[int, str], Calendar] = {}
 
-    async def unavailable(self, rep: Rep, team: Team, tier: Tier | None) -> str | None:
-        """Why `rep` cannot take a lead now (away, off shift, at a cap), or None."""
+    def calendar(self, rep: Rep, team: Team) -> Calendar:
         key = (id(team), rep.id)
         if key not in self._calendars:
             self._calendars[key] = self.assigner.calendar(rep, team)
-        calendar = self._calendars[key]
+        return self._calendars[key]
+
+    async def unavailable(self, rep: Rep, team: Team, tier: Tier | None) -> str | None:
+        """Why `rep` cannot take a lead now (away, off shift, at a cap), or None."""
+        calendar = self.calendar(rep, team)
         reason = calendar.absent(self.now) or calendar.off_shift(self.now)
         if reason is not None:
             return reason

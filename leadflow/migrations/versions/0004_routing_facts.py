@@ -37,8 +37,10 @@ def upgrade() -> None:
         if column.name not in existing
     ]
     if missing:
-        # recreate: SQLite's ADD COLUMN would leave a table declared unlike a new one
-        with op.batch_alter_table("assignments", recreate="always") as batch:
+        # SQLite: rebuilt, as its ADD COLUMN would leave a table declared unlike a new
+        # one; PostgreSQL adds the columns in place
+        sqlite = op.get_bind().dialect.name == "sqlite"
+        with op.batch_alter_table("assignments", recreate="always" if sqlite else "auto") as batch:
             for column in missing:
                 batch.add_column(column)
     op.create_index(
