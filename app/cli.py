@@ -3,9 +3,9 @@
 Each command checks its input and settings before anything starts, builds the runtime
 (leadflow.app.runtime) and runs its flow through `run_flow` (leadflow.app.console),
 the one place that opens and closes it. Flows are imported inside the commands,
-keeping `leadflow --help` fast. The cut-over commands (leadflow.app.cli_shadow) and
-the schema commands (leadflow.app.cli_db) are defined in their modules and added to
-the app here.
+keeping `leadflow --help` fast. The cut-over commands (leadflow.app.cli_shadow), the
+schema commands (leadflow.app.cli_db) and the routing commands (leadflow.app.cli_routing)
+are defined in their modules and added to the app here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.app import cli_db, cli_shadow
+from leadflow.app import cli_db, cli_routing, cli_shadow
 from leadflow.app.console import (
     checked_settings,
     err,
@@ -858,6 +858,9 @@ def poll_source_command(
 for command in (cli_shadow.shadow, cli_shadow.report, cli_shadow.mode, cli_shadow.cutover):
     app.command()(command)
 app.add_typer(cli_db.db_app, name="db")
+app.command()(cli_routing.why)
+app.command()(cli_routing.backtest)
+app.add_typer(cli_routing.rules_app, name="rules")
 
 
 def main() -> None:  # pragma: no cover - console script shim

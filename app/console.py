@@ -45,7 +45,8 @@ T = TypeVar("T")
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """`error: <message>` on one line (the terminal wraps it, not rich: a copied
-    message stays whole), the message printed as text, never as markup."""
+    message stays whole), printed as text: a rules key such as [assignment.teams] is
+    not console markup. Returns the exit to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 

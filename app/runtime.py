@@ -23,13 +23,14 @@ from typing import Any
 from uuid import UUID
 
 from leadflow.assignment import Assigner
+from leadflow.availability import AvailabilityError, AvailabilityOverrides
 from leadflow.failed_effects import FailedEffects
 from leadflow.flows.context import current_runtime, use_runtime
 from leadflow.intake import Quarantine
 from leadflow.integrations.wiring import Adapters, build_adapters
 from leadflow.once import OnceStore, scope_hash
 from leadflow.rules import Rules, load_rules
-from leadflow.settings import Settings, load_settings
+from leadflow.settings import Settings, SettingsError, load_settings
 from leadflow.stores.decisions import DecisionStore
 from leadflow.stores.inbox import Inbox
 
@@ -121,11 +122,15 @@ def build_runtime(
     scope = "|".join(a.once_scope for a in (adapters.crm, adapters.notifier, adapters.event_sink))
     url = settings.database_url
     lease = timedelta(seconds=settings.pipeline.claim_lease_seconds)
+    try:
+        overrides = AvailabilityOverrides(settings.availability_path, rules.assignment.rep_ids)
+    except AvailabilityError as exc:
+        raise SettingsError(f"LEADFLOW_AVAILABILITY_PATH: {exc}") from None
     return Runtime(
         settings=settings,
         rules=rules,
         adapters=adapters,
-        assigner=Assigner(rules.assignment, url),
+        assigner=Assigner(rules.assignment, url, overrides=overrides),
         quarantine=Quarantine(url),
         decisions=DecisionStore(url, scope_hash(scope)),
         once=OnceStore(url, lease=lease),

@@ -137,13 +137,13 @@ class StubAssigner:
     def __init__(self, inner, vendor: Vendor) -> None:
         self.inner, self.vendor = inner, vendor
 
-    async def assign(self, lead, match):
+    async def assign(self, lead, match, tier=None):
         await self.vendor.call("route")
-        return await self.inner.assign(lead, match)
+        return await self.inner.assign(lead, match, tier)
 
-    async def assign_many(self, leads, matches):
+    async def assign_many(self, leads, matches, tiers=None):
         await self.vendor.call("route_batch", len(leads))
-        return await self.inner.assign_many(leads, matches)
+        return await self.inner.assign_many(leads, matches, tiers)
 
 
 def make_runtime(

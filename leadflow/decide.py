@@ -59,7 +59,7 @@ async def decide(
         return rules.tier_for(score.value)
 
     tier = await timed(steps, "follow_up", follow_up)
-    assignment = await timed(steps, "assign", lambda: assigner.assign(enriched, match))
+    assignment = await timed(steps, "assign", lambda: assigner.assign(enriched, match, tier))
     return make_decision(lead, score, tier, assignment, rules, received_at), steps
 
 
@@ -84,7 +84,9 @@ async def decide_many(
         return [rules.tier_for(score.value) for score in scores]
 
     tiers = await timed(timings, "follow_up", follow_up)
-    assignments = await timed(timings, "assign", lambda: assigner.assign_many(enriched, matches))
+    assignments = await timed(
+        timings, "assign", lambda: assigner.assign_many(enriched, matches, tiers)
+    )
     return [
         make_decision(lead, score, tier, assignment, rules)
         for lead, score, tier, assignment in zip(leads, scores, tiers, assignments, strict=True)
@@ -100,6 +102,9 @@ def make_decision(
     received_at: datetime | None = None,
 ) -> Decision:
     start = received_at or lead.created_at or datetime.now(UTC)
+    held_until = assignment.facts.held_until if assignment.facts else None
+    if held_until is not None and held_until > start:
+        start = held_until  # held for the first rep on shift: the SLA starts then
     return Decision(
         lead_id=lead.id,
         score=score.value,

@@ -261,9 +261,36 @@ class FollowUpType(StrEnum):
     NONE = "none"
 
 
+class SkippedRep(BaseModel):
+    """A rep (or a CRM owner) the waterfall passed over, and why."""
+
+    rep: str
+    reason: str
+    territory: str | None = None
+
+
+class RoutingFacts(BaseModel):
+    """What an assignment was decided from, kept with it (`leadflow why`): the clock,
+    the lead's tier and SLA, the territory and team, the round robin's weights and
+    credits before and after the pick, and everyone skipped with the reason."""
+
+    at: datetime
+    tier: str | None = None
+    sla_minutes: int | None = None
+    territory: str | None = None
+    team: str | None = None
+    weights: dict[str, int] = Field(default_factory=dict)
+    credits_before: dict[str, int] = Field(default_factory=dict)
+    credits_after: dict[str, int] = Field(default_factory=dict)
+    skipped: list[SkippedRep] = Field(default_factory=list)
+    held_until: datetime | None = None
+    note: str | None = None
+
+
 class Assignment(BaseModel):
     rep: str
     rule: str
+    facts: RoutingFacts | None = None
 
 
 class Decision(BaseModel):

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from leadflow.models import Assignment, CrmMatch, Lead, Score
+
+if TYPE_CHECKING:
+    from leadflow.rules import Tier
 
 
 class LeadScorer(ABC):
@@ -34,8 +37,15 @@ class LeadScorer(ABC):
 
 
 class RepAssigner(Protocol):
-    async def assign(self, lead: Lead, match: CrmMatch | None) -> Assignment: ...
+    """`tier`/`tiers`: the lead's tier, which caps, holding and the kept facts use."""
+
+    async def assign(
+        self, lead: Lead, match: CrmMatch | None, tier: Tier | None = None
+    ) -> Assignment: ...
 
     async def assign_many(
-        self, leads: Sequence[Lead], matches: Sequence[CrmMatch | None]
+        self,
+        leads: Sequence[Lead],
+        matches: Sequence[CrmMatch | None],
+        tiers: Sequence[Tier | None] | None = None,
     ) -> list[Assignment]: ...

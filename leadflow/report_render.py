@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from html import escape
 
 from leadflow.markdown import escape as escape_md
@@ -19,6 +20,24 @@ from leadflow.models import Decision
 from leadflow.report import ShadowReport, Timeline
 
 SIDE_COLOURS = {"control": "#8a8f98", "candidate": "#2f6fde"}
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the report and its two sides are called. The shadow report compares the
+    current process with leadflow and judges gates, noise and latency; a backtest
+    (leadflow.backtest) compares the stored decisions with new rules' and has none."""
+
+    title: str = "Shadow report"
+    control: str = "current process"
+    candidate: str = "leadflow"
+    control_column: str = "current"
+    candidate_column: str = "leadflow"
+    shadow: bool = True
+
+
+SHADOW = Labels()
+BACKTEST = Labels("Backtest", "stored decisions", "new rules", "stored", "new", shadow=False)
 
 
 def _pct(value: float | None) -> str:
@@ -100,20 +119,20 @@ def _cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
-def mismatches_csv(report: ShadowReport) -> str:
+def mismatches_csv(report: ShadowReport, labels: Labels = SHADOW) -> str:
     buffer = io.StringIO()
     # RFC 4180 line ends: a lone \r or \n inside a cell is then quoted, not a row break.
     writer = csv.writer(buffer, lineterminator="\r\n")
     fields = list(report.agreement) or Decision.COMPARED_FIELDS
+    sides = (labels.control_column, labels.candidate_column)
     writer.writerow(
         [
             "compared_at",
             "lead_id",
             "email",
             "mismatched",
-            *(f"{f}_{side}" for f in fields for side in ("current", "leadflow")),
-            "current_reasons",
-            "leadflow_reasons",
+            *(f"{f}_{side}" for f in fields for side in sides),
+            *(f"{side}_reasons" for side in sides),
         ]
     )
     for r in report.mismatches:
@@ -242,7 +261,7 @@ def _svg_timeline(timeline: Timeline) -> str:
     )
 
 
-def _confusion(report: ShadowReport) -> str:
+def _confusion(report: ShadowReport, labels: Labels) -> str:
     tiers = sorted({*report.confusion, *(t for row in report.confusion.values() for t in row)})
     if not tiers:
         return "<p>No tiers to compare.</p>"
@@ -258,7 +277,8 @@ def _confusion(report: ShadowReport) -> str:
             cells.append(f'<td style="background: rgba({tone},{alpha:.2f})">{n}</td>')
         body.append(f"<tr><th>{escape(old)}</th>{''.join(cells)}</tr>")
     return (
-        '<table data-chart="confusion" class="confusion"><tr><th>current \\ leadflow</th>'
+        '<table data-chart="confusion" class="confusion">'
+        f"<tr><th>{escape(labels.control)} \\ {escape(labels.candidate)}</th>"
         f"{head}</tr>{''.join(body)}</table>"
     )
 
@@ -283,29 +303,25 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical
 """
 
 
-def as_html(report: ShadowReport) -> str:
-    verdict_class = report.verdict.replace(" ", "-")
-    gates = _table(
-        ["gate", "result", "detail"],
-        [[g.name, "pass" if g.passed else "FAIL", g.detail] for g in report.gates],
-    )
+def as_html(report: ShadowReport, labels: Labels = SHADOW) -> str:
+    """The report as one self-contained page; `labels`: the shadow report's (gates,
+    noise, latency, timelines) or a backtest's (the changes only)."""
+    control, candidate = escape(labels.control), escape(labels.candidate)
     agreement = _table(
-        ["field", "agreement", "current process's own noise"],
-        [[f, _pct(a), _pct(report.noise.get(f))] for f, a in report.agreement.items()],
-    )
-    sides = _table(
-        ["side", "leads", "p50", "p95", "error rate"],
+        ["field", "agreement", f"{labels.control}'s own noise"]
+        if labels.shadow
+        else ["field", "unchanged"],
         [
-            [name, str(s.leads), _ms(s.p50_ms), _ms(s.p95_ms), _pct(s.error_rate)]
-            for name, s in (("current process", report.control), ("leadflow", report.candidate))
+            [f, _pct(a), _pct(report.noise.get(f))] if labels.shadow else [f, _pct(a)]
+            for f, a in report.agreement.items()
         ],
     )
     patterns = []
     for p in report.patterns:
         examples = "".join(
             f"<li>{escape(e.email or e.lead_id)}"
-            f'<div class="reasons">current process: {escape(", ".join(e.control_reasons))} '
-            f"({escape(e.control_rule or '')})<br>leadflow: "
+            f'<div class="reasons">{control}: {escape(", ".join(e.control_reasons))} '
+            f"({escape(e.control_rule or '')})<br>{candidate}: "
             f"{escape(', '.join(e.candidate_reasons))} "
             f"({escape(e.candidate_rule or '')})</div></li>"
             for e in p.examples
@@ -314,30 +330,64 @@ def as_html(report: ShadowReport) -> str:
             f"<h3>{p.count} lead{'' if p.count == 1 else 's'}: {escape(p.label)}</h3>"
             f'<ul class="examples">{examples}</ul>'
         )
-    timelines = "".join(_svg_timeline(t) for t in report.timelines)
-    pilot = (
-        f"Pilot: {report.fallbacks} of {report.pilot_leads} leads fell back."
-        if report.pilot_leads
-        else ""
-    )
+    outcomes = escape(", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())))
+    if labels.shadow:
+        summary = f"""<p class="verdict {report.verdict.replace(" ", "-")}" id="verdict">{
+            escape(verdict_line(report))
+        }</p>
+<p>{report.sample} leads compared against {escape(", ".join(report.legacy) or "nothing")};
+outcomes: {outcomes}.
+Noise baseline: {report.baseline_sample} leads decided twice by the current process.
+{_pilot(report)}</p>
+<h2>Gates</h2>{_gates_table(report)}"""
+    else:
+        summary = f"""<p class="verdict" id="verdict">{escape(report.verdict)}</p>
+<p>{report.sample} leads replayed ({escape(", ".join(report.legacy))}); outcomes: {outcomes}
+(matched: nothing would change).</p>"""
+    heading = "Agreement" if labels.shadow else "Unchanged"
+    differences = "Commonest mismatches" if labels.shadow else "Commonest changes"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>leadflow shadow report</title><style>{_STYLE}</style></head>
+<title>leadflow {escape(labels.title.lower())}</title><style>{_STYLE}</style></head>
 <body>
-<h1>Shadow report, {report.since:%Y-%m-%d} to {report.until:%Y-%m-%d}</h1>
-<p class="verdict {verdict_class}" id="verdict">{escape(verdict_line(report))}</p>
-<p>{report.sample} leads compared against {escape(", ".join(report.legacy) or "nothing")};
-outcomes: {escape(", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())))}.
-Noise baseline: {report.baseline_sample} leads decided twice by the current process.
-{pilot}</p>
-<h2>Gates</h2>{gates}
-<h2>Agreement by field</h2>{agreement}
-<h2>Agreement over time</h2>{_svg_agreement(report)}
-<h2>Tier confusion</h2>{_confusion(report)}
-<h2>Latency</h2>{sides}{_svg_latency(report)}
-<h2>Commonest mismatches</h2>{"".join(patterns) or "<p>None.</p>"}
-<h2>Where the time goes, old beside new</h2>
-<p>Each step as a bar; leadflow's three side effects start together after the decision.</p>
-{timelines or "<p>No step timings recorded.</p>"}
+<h1>{escape(labels.title)}, {report.since:%Y-%m-%d} to {report.until:%Y-%m-%d}</h1>
+{summary}
+<h2>{heading} by field</h2>{agreement}
+<h2>{heading} over time</h2>{_svg_agreement(report)}
+<h2>Tier confusion</h2>{_confusion(report, labels)}
+{_timing(report) if labels.shadow else ""}
+<h2>{differences}</h2>{"".join(patterns) or "<p>None.</p>"}
+{_timelines_section(report) if labels.shadow else ""}
 </body></html>
 """
+
+
+def _pilot(report: ShadowReport) -> str:
+    if not report.pilot_leads:
+        return ""
+    return f"Pilot: {report.fallbacks} of {report.pilot_leads} leads fell back."
+
+
+def _gates_table(report: ShadowReport) -> str:
+    return _table(
+        ["gate", "result", "detail"],
+        [[g.name, "pass" if g.passed else "FAIL", g.detail] for g in report.gates],
+    )
+
+
+def _timing(report: ShadowReport) -> str:
+    sides = _table(
+        ["side", "leads", "p50", "p95", "error rate"],
+        [
+            [name, str(s.leads), _ms(s.p50_ms), _ms(s.p95_ms), _pct(s.error_rate)]
+            for name, s in (("current process", report.control), ("leadflow", report.candidate))
+        ],
+    )
+    return f"<h2>Latency</h2>{sides}{_svg_latency(report)}"
+
+
+def _timelines_section(report: ShadowReport) -> str:
+    timelines = "".join(_svg_timeline(t) for t in report.timelines)
+    return f"""<h2>Where the time goes, old beside new</h2>
+<p>Each step as a bar; leadflow's three side effects start together after the decision.</p>
+{timelines or "<p>No step timings recorded.</p>"}"""

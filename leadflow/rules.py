@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from leadflow.models import FollowUpType, Lead, Score, ScoreReason
+from leadflow.availability import Away, WorkingHours
+from leadflow.models import CrmMatch, FollowUpType, Lead, Score, ScoreReason
 from leadflow.validation import describe_errors
 from leadflow.values import parse_bool, parse_number
 
@@ -126,6 +128,13 @@ class Tier(_Strict):
     min_score: int
     follow_up: FollowUpType
     sla_minutes: int | None = Field(default=None, gt=0)
+    may_wait_for_shift: bool = Field(
+        default=False,
+        description=(
+            "a lead of this tier may be held for the first rep on shift when a territory "
+            "says when_nobody_available = 'hold' (its SLA then starts with that shift)"
+        ),
+    )
 
 
 # --- assignment --------------------------------------------------------------------
@@ -135,10 +144,26 @@ class Rep(_Strict):
     id: str
     weight: int = Field(default=1, gt=0)
     available: bool = True
+    hours: str | None = Field(
+        default=None, description="working hours: a name under [assignment.hours]"
+    )
+    days_off: list[date] = Field(default_factory=list)
+    away: list[Away] = Field(default_factory=list)
+    max_per_day: int | None = Field(
+        default=None, gt=0, description="leads a day (the rep's own day), any rule"
+    )
+    max_open_hot: int | None = Field(
+        default=None,
+        gt=0,
+        description="leads of the hot tiers assigned in the last open_hours hours",
+    )
 
 
 class Team(_Strict):
     reps: list[Rep] = Field(min_length=1)
+    hours: str | None = Field(
+        default=None, description="working hours of reps that name none of their own"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -149,6 +174,9 @@ class Team(_Strict):
         return self
 
 
+NobodyAvailable = Literal["next_territory", "fallback", "hold"]
+
+
 class Territory(_Strict):
     name: str
     team: str
@@ -156,6 +184,14 @@ class Territory(_Strict):
     regions: list[str] = Field(default_factory=list)
     min_employees: int | None = Field(default=None, ge=0)
     max_employees: int | None = Field(default=None, ge=0)
+    when_nobody_available: NobodyAvailable = Field(
+        default="next_territory",
+        description=(
+            "when every rep of the team is away, off shift or at a cap: try the next "
+            "territory, give the lead to the fallback owner, or hold it for the first rep "
+            "on shift (tiers with may_wait_for_shift; other tiers try the next territory)"
+        ),
+    )
 
     def matches(self, lead: Lead, regions: dict[str, list[str]]) -> bool:
         places = set(self.countries)
@@ -179,6 +215,15 @@ class AssignmentRules(_Strict):
     regions: dict[str, list[str]] = Field(default_factory=dict)
     territories: list[Territory] = Field(default_factory=list)
     teams: dict[str, Team] = Field(default_factory=dict)
+    hours: dict[str, WorkingHours] = Field(default_factory=dict)
+    hot_tiers: list[str] = Field(
+        default_factory=lambda: ["hot"], description="the tiers max_open_hot counts"
+    )
+    open_hours: int = Field(
+        default=24,
+        gt=0,
+        description="how long an assigned hot lead counts against its rep's max_open_hot",
+    )
 
     @property
     def rep_ids(self) -> list[str]:
@@ -200,7 +245,75 @@ class AssignmentRules(_Strict):
                         f"territories.{index}.regions: region {region!r} is not defined "
                         "under [assignment.regions]"
                     )
+        for name, team in self.teams.items():
+            named = [("", team.hours)] + [(f"reps.{i}.", r.hours) for i, r in enumerate(team.reps)]
+            for where, hours in named:
+                if hours is not None and hours not in self.hours:
+                    raise ValueError(
+                        f"teams.{name}.{where}hours: {hours!r} is not defined under "
+                        "[assignment.hours]"
+                    )
         return self
+
+
+# --- examples ----------------------------------------------------------------------
+
+
+class CrmFound(_Strict):
+    """What the CRM look-up would find for an example lead."""
+
+    contact_owner: str | None = None
+    account_owner: str | None = None
+    enrichment: dict[str, Any] = Field(default_factory=dict)
+
+    def as_match(self) -> CrmMatch:
+        return CrmMatch(**self.model_dump())
+
+
+class Expected(_Strict):
+    """The outcome an example lead must get; only the fields given are checked."""
+
+    score: int | None = None
+    tier: str | None = None
+    follow_up: FollowUpType | None = None
+    rep: str | None = None
+    rule: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of score, tier, follow_up, rep, rule")
+        return self
+
+
+class RulesExample(_Strict):
+    """A lead with the outcome the rules must give it (`leadflow rules test`). It is
+    routed at `at` (its created_at when not given) as the first lead of a fresh
+    rotation: no credits, nobody's caps used."""
+
+    name: str = ""
+    at: datetime | None = None
+    lead: dict[str, Any]
+    crm: CrmFound | None = None
+    expect: Expected
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        try:
+            lead = Lead.from_record(self.lead)
+        except ValidationError as exc:
+            raise ValueError("lead: " + "; ".join(describe_errors(exc.errors()))) from None
+        if self.at is None and lead.created_at is None:
+            raise ValueError("give `at`, the instant the lead is routed (or a lead created_at)")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at: give a time zone offset, e.g. 2026-11-23T15:00:00Z")
+        return self
+
+    @property
+    def routed_at(self) -> datetime:
+        moment = self.at or Lead.from_record(self.lead).created_at
+        assert moment is not None  # checked by _valid
+        return moment
 
 
 # --- the file ----------------------------------------------------------------------
@@ -210,6 +323,7 @@ class Rules(_Strict):
     scoring: ScoringRules = Field(default_factory=ScoringRules)
     tiers: list[Tier] = Field(min_length=1)
     assignment: AssignmentRules
+    examples: list[RulesExample] = Field(default_factory=list)
     version: str = ""
 
     @model_validator(mode="after")
@@ -219,6 +333,21 @@ class Rules(_Strict):
             raise ValueError("tiers: tier names must be unique")
         if min(tier.min_score for tier in self.tiers) > 0:
             raise ValueError("tiers: one tier needs min_score = 0 so that every lead has a tier")
+        for index, example in enumerate(self.examples):
+            tier = example.expect.tier
+            if tier is not None and tier not in names:
+                raise ValueError(f"examples.{index}.expect.tier: {tier!r} is not a tier")
+        capped = any(
+            rep.max_open_hot is not None
+            for team in self.assignment.teams.values()
+            for rep in team.reps
+        )
+        unknown = [tier for tier in self.assignment.hot_tiers if tier not in names]
+        if capped and unknown:
+            raise ValueError(
+                f"assignment.hot_tiers: {', '.join(map(repr, unknown))} is not a tier "
+                "(max_open_hot counts the hot tiers' leads)"
+            )
         return self
 
     def tier_for(self, score: int) -> Tier:

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     rules_path: Path = Field(
         default=Path("examples/rules.toml"), description="scoring, tiers and assignment rules"
     )
+    availability_path: Path = Field(
+        default=Path(".leadflow/availability.toml"),
+        description=(
+            "the operator's time-away file ([[away]] rep, start, end, reason), read again "
+            "when it changes; no file: no overrides"
+        ),
+    )
     database_url: str = Field(
         default="sqlite+aiosqlite:///.leadflow/leadflow.db",
         description="SQLAlchemy async URL; postgresql+asyncpg://... works too",

@@ -122,6 +122,26 @@ async def test_round_robin_is_race_free_across_two_workers(pg_url):
     assert [a.rep for a in again] == [r.rep for r in results]
 
 
+async def test_caps_hold_across_two_workers(pg_url):
+    """Daily caps counted in the assignment's transaction under the advisory lock:
+    two workers never give a rep more than their cap, and the facts are kept."""
+    from tests.unit.test_routing import ANNA, BEN, MONDAY_TEN, WES, Clock, de_lead, make_rules
+
+    rules = make_rules(reps={ANNA: {"max_per_day": 10}, BEN: {"max_per_day": 7}})
+    clock = Clock(MONDAY_TEN)
+    first = Assigner(rules.assignment, pg_url, clock=clock)
+    other_spelling = make_url(pg_url).update_query_dict({"prepared_statement_cache_size": "99"})
+    second = Assigner(
+        rules.assignment, other_spelling.render_as_string(hide_password=False), clock=clock
+    )
+    results = await asyncio.gather(
+        *((first if i % 2 else second).assign(de_lead(i), None) for i in range(60))
+    )
+    assert Counter(r.rep for r in results) == {ANNA: 10, BEN: 7, WES: 43}
+    again = await first.assign(de_lead(59), None)
+    assert again == results[59] and again.facts is not None and again.facts.skipped
+
+
 async def test_local_crm_upserts_one_contact_under_concurrency(pg_url):
     crm = LocalCRM(pg_url, EXAMPLES / "crm_seed.json")
     lead = na_lead(1)

@@ -5,6 +5,7 @@ match the models (no autogenerate drift)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
@@ -48,13 +49,15 @@ def url_of(path: Path) -> str:
 
 
 def schema_sql(path: Path) -> dict[str, str]:
-    """{name: CREATE statement} of every table and index, leadflow's version table aside."""
+    """{name: CREATE statement} of every table and index, leadflow's version table aside.
+    A table a migration rebuilt (SQLite's way of adding a column in place) is renamed
+    into place, which SQLite records with the name quoted: the same table."""
     with sqlite3.connect(path) as connection:
         rows = connection.execute(
             "select name, sql from sqlite_master where sql is not null and name != ?",
             (VERSION_TABLE,),
         ).fetchall()
-    return dict(rows)
+    return {name: re.sub(r'^CREATE TABLE "(\w+)"', r"CREATE TABLE \1", sql) for name, sql in rows}
 
 
 def versions(path: Path) -> list[str]:
