@@ -390,11 +390,7 @@ async def history(database_url: str, lead_ids: Iterable[str]) -> dict[str, list[
     found: dict[str, list[HistoryLine]] = {lead_id: [] for lead_id in ids}
     if not ids:
         return found
-    query = (
-        select(sla_steps)
-        .where(sla_steps.c.lead_id.in_(ids))
-        .order_by(sla_steps.c.lead_id, sla_steps.c.at)
-    )
+    query = select(sla_steps).where(sla_steps.c.lead_id.in_(ids))
     async with get_engine(database_url).connect() as connection:
         for row in (await connection.execute(query)).mappings():
             found[row["lead_id"]].append(
@@ -402,4 +398,7 @@ async def history(database_url: str, lead_ids: Iterable[str]) -> dict[str, list[
                     Step(row["step"]), _utc(row["at"]), row["rep"], row["told"], row["detail"]
                 )
             )
+    order = list(Step)  # steps recorded together (an escalation's) in the order they happen
+    for lines in found.values():
+        lines.sort(key=lambda line: (line.at, order.index(line.step)))
     return found
