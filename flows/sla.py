@@ -55,6 +55,7 @@ from leadflow.sla import (
     Step,
     contacted_detail,
     escalation_reason,
+    missed,
     next_action,
     reminder_reason,
 )
@@ -296,18 +297,20 @@ class _Step:
             moved = None  # nobody else could take it then: it stays so
         else:
             moved = await self.runtime.assigner.reassign(
-                lead, self.stored.match, tier, away_from=case.rep, reason=reason
+                lead, self.stored.match, tier, away_from=case.rep, reason=missed(case)
             )
         new_rep = moved.rep if moved else case.rep
         detail = (
-            f"from {case.rep} to {new_rep} ({moved.rule}): {reason}"
+            f"by {moved.rule}: {reason}"
             if moved
-            else f"nobody else could take it: stays with {case.rep}; {reason}"
+            else f"nobody else could take it, it stays with {case.rep}: {reason}"
         )
         told = new_rep if moved else None
-        lines = [HistoryLine(Step.REASSIGNED, self.now, case.rep, told, detail)]
-        await self.store.record(case, lines)
-        manager = rules.assignment.manager_for(rules.assignment.team_of(case.rep))
+        await self.store.record(
+            case, [HistoryLine(Step.REASSIGNED, self.now, case.rep, told, detail)]
+        )
+        team = rules.assignment.team_of(case.rep)
+        manager = rules.assignment.manager_for(team)
         effects: list[tuple[EffectKey, Callable[[], Awaitable[Any]]]] = []
         if moved:
             decision = self.stored.decision.model_copy(
@@ -321,10 +324,11 @@ class _Step:
         failed = await self.once(effects)
         if failed:
             return failed
-        about = f"told {manager}" if manager else "no manager in the rules for this team"
+        about = "the team's manager" if manager else f"no manager in the rules (team {team})"
+        done_with = f"the lead is {new_rep}'s, in the CRM too" if moved else f"{new_rep} keeps it"
         lines = [
-            HistoryLine(Step.MANAGER_TOLD, self.now, new_rep, manager, about),
-            HistoryLine(Step.ESCALATED, self.now, new_rep, None, detail),
+            HistoryLine(Step.MANAGER_TOLD, self.now, case.rep, manager, about),
+            HistoryLine(Step.ESCALATED, self.now, new_rep, None, done_with),
         ]
         await self.store.record(
             case, lines, status=Status.ESCALATED, escalated_at=self.now, rep=new_rep

@@ -184,10 +184,9 @@ def watched(due_at: datetime, *, now: datetime, give_up_after: timedelta) -> boo
 
 
 def reminder_reason(case: SlaCase, now: datetime) -> str:
-    late = span(now - case.due_at)
     return (
         f"no first touch in the CRM by the deadline {case.due_at:%Y-%m-%d %H:%M} UTC "
-        f"(tier {case.tier}; overdue by {late})"
+        f"(tier {case.tier}; overdue by {_span(now - case.due_at)})"
     )
 
 
@@ -195,19 +194,25 @@ def escalation_reason(case: SlaCase, escalate_after: timedelta) -> str:
     reminded = case.reminded_at or case.due_at
     return (
         f"{case.rep} made no first touch by the deadline {case.due_at:%Y-%m-%d %H:%M} UTC "
-        f"nor in the {_minutes(escalate_after)} after the reminder "
+        f"nor in the {_span(escalate_after)} after the reminder "
         f"({reminded:%H:%M} UTC; tier {case.tier})"
     )
 
 
-def _minutes(delta: timedelta) -> str:
+def missed(case: SlaCase) -> str:
+    """Why the late rep is passed over when the lead is reassigned (kept in its facts)."""
+    return f"let the SLA of {case.due_at:%Y-%m-%d %H:%M} UTC pass with no first touch"
+
+
+def _span(delta: timedelta) -> str:
+    """A duration as `span` words it, in seconds below a minute (a short test SLA)."""
     seconds = delta.total_seconds()
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return span(delta) if seconds >= 60 else f"{max(seconds, 0):.0f} s"
 
 
 def contacted_detail(case: SlaCase, touched_at: datetime) -> str:
-    when = "on time" if touched_at <= case.due_at else f"{span(touched_at - case.due_at)} late"
-    return f"first touch in the CRM at {touched_at:%Y-%m-%d %H:%M} UTC ({when})"
+    when = "on time" if touched_at <= case.due_at else f"{_span(touched_at - case.due_at)} late"
+    return f"first touch in the CRM at {touched_at:%Y-%m-%d %H:%M:%S} UTC ({when})"
 
 
 # --- the store ---------------------------------------------------------------------

@@ -165,7 +165,8 @@ async def test_remind_then_escalate_then_contacted_each_once(tmp_path: Path) -> 
         Step.ESCALATED,
         Step.CONTACTED,
     ]
-    assert steps[2].detail.startswith(f"from {ALICE} to {BOB} (territory:all/round_robin:na)")
+    assert (steps[2].rep, steps[2].told) == (ALICE, BOB)
+    assert steps[2].detail.startswith(f"by territory:all/round_robin:na: {ALICE} made no first")
     assert (steps[3].told, steps[5].rep) == (MIA, BOB)
     assert len(sent(tmp_path)) == 3
     await runtime.aclose()
