@@ -227,6 +227,35 @@ class CRM(Adapter[S]):
         )
 
 
+def touched_since(values: Sequence[Any], since: datetime) -> datetime | None:
+    """The earliest of a vendor's activity values (ISO 8601 text, Unix milliseconds,
+    or a date without a time) at or after `since`; None when none is. A date without a
+    time counts when it is `since`'s day (UTC) or later, and is answered as the later
+    of its midnight and `since`: a rep who called that day is not escalated for the
+    vendor's rounding."""
+    from datetime import UTC, date
+
+    from leadflow.values import parse_datetime
+
+    found = []
+    for value in values:
+        if value in (None, ""):
+            continue
+        try:
+            moment = parse_datetime(value)
+        except ValueError:
+            continue
+        day_only = isinstance(value, date) and not isinstance(value, datetime)
+        if isinstance(value, str) and len(value.strip()) == 10:  # 2026-12-05
+            day_only = True
+        if day_only:
+            if moment.date() >= since.astimezone(UTC).date():
+                found.append(max(moment, since))
+        elif moment >= since:
+            found.append(moment)
+    return min(found) if found else None
+
+
 def one_answer(answers: Sequence[str | BaseException]) -> str:
     """The answer of a bulk call made for one item: its value, or its error raised."""
     (answer,) = answers
@@ -343,6 +372,7 @@ __all__ = [
     "Scorer",
     "SlaNotice",
     "one_answer",
+    "touched_since",
 ]
 
 KINDS: dict[str, type[Adapter[Any]]] = {
