@@ -46,6 +46,7 @@ from leadflow.integrations.base import SlaNotice
 from leadflow.logging import get_logger
 from leadflow.models import Decision
 from leadflow.once import EffectKey, scope_hash
+from leadflow.rules import AssignmentRules
 from leadflow.sla import (
     Action,
     HistoryLine,
@@ -226,6 +227,16 @@ async def sla_step(
     return None
 
 
+def _manager_note(rules: AssignmentRules, team: str | None, manager: str | None) -> str:
+    """Whose manager was told, for the history."""
+    if manager is None:
+        return f"no manager in the rules (team {team or 'none'})"
+    found = rules.teams.get(team) if team is not None else None
+    if found is not None and found.manager == manager:
+        return f"the manager of team {team}"
+    return f"the rules' manager (team {team or 'none'} names none)"
+
+
 class _Step:
     """The side effects and history of one case's step."""
 
@@ -324,7 +335,7 @@ class _Step:
         failed = await self.once(effects)
         if failed:
             return failed
-        about = "the team's manager" if manager else f"no manager in the rules (team {team})"
+        about = _manager_note(rules.assignment, team, manager)
         done_with = f"the lead is {new_rep}'s, in the CRM too" if moved else f"{new_rep} keeps it"
         lines = [
             HistoryLine(Step.MANAGER_TOLD, self.now, case.rep, manager, about),

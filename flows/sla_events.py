@@ -7,11 +7,11 @@ automations: a trigger on `leadflow.lead.escalated` can page someone, one on
 with the lead as the resource (`leadflow.lead.<id>`, named by its email) and the
 reps and the manager as related resources with their role.
 
-Each event's id is derived from the lead and the step, and Prefect's server keeps the
-first event of an id and ignores repeats: a watcher run that emits a step again
-(a rerun after a crash) does not show it twice. `assigned` is emitted when the watcher
-first sees the lead's decision (within a minute of it), with `occurred` set to when
-the decision was made.
+Each event's id is derived from the case (the lead and when it was assigned) and the
+step, and Prefect's server keeps the first event of an id and ignores repeats: a
+watcher run that emits a step again (a rerun after a crash) does not show it twice.
+`assigned` is emitted when the watcher first sees the lead's decision (within a minute
+of it), with `occurred` set to when the decision was made.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ log = get_logger(__name__)
 _EVENT_IDS = uuid.UUID("5b0f6c3e-8f7e-4a53-9d0e-2b9f3f6f2a11")
 
 
-def event_id(lead_id: str, step: str) -> uuid.UUID:
-    return uuid.uuid5(_EVENT_IDS, f"{lead_id}:{step}")
+def event_id(case: SlaCase, step: str) -> uuid.UUID:
+    return uuid.uuid5(_EVENT_IDS, f"{case.lead_id}:{case.assigned_at.isoformat()}:{step}")
 
 
 def emit_sla_event(
@@ -62,7 +62,7 @@ def emit_sla_event(
             occurred=occurred,
             related=related,
             payload={"due_at": case.due_at.isoformat(), **payload},
-            id=event_id(case.lead_id, step),
+            id=event_id(case, step),
         )
     except Exception as exc:  # an event too large, a client that cannot start
         log.warning("sla event not sent", name=step, lead_id=case.lead_id, error=repr(exc))
