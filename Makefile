@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # mkdocs-material prints a banner about its future on every build; the build is offline.
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: run test check lint docs docs-serve bench clean shadow
+.PHONY: run test test-fast check lint docs docs-serve bench clean shadow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP) lint docs
 # The day-to-day loop: lint, types and the tests that start no server or subprocess.
 check: $(STAMP) lint
 	$(BIN)/pytest -q tests/unit tests/contract
+
+# Everything but the e2e and slow tiers (tests/conftest.py): the flows against a real
+# Prefect API, the integration tests, the unit and contract tests.
+test-fast: $(STAMP) lint
+	$(BIN)/pytest -q -m "not e2e and not slow"
 
 lint: $(STAMP) types
 	$(BIN)/ruff check .

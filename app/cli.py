@@ -4,18 +4,17 @@ Each command checks its input and settings before anything starts, builds the ru
 (leadflow.app.runtime) and runs its flow through `run_flow` (leadflow.app.console),
 the one place that opens and closes it. Flows are imported inside the commands,
 keeping `leadflow --help` fast. The cut-over commands (leadflow.app.cli_shadow), the
-schema commands (leadflow.app.cli_db), the routing commands (leadflow.app.cli_routing)
-and the SLA commands (leadflow.app.cli_sla) are defined in their modules and added to
-the app here.
+schema commands (leadflow.app.cli_db), the routing commands (leadflow.app.cli_routing),
+the SLA commands (leadflow.app.cli_sla), the quarantine's (leadflow.app.cli_quarantine)
+and the webhook receiver (leadflow.app.cli_receiver) are defined in their modules and
+added to the app here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.app import cli_db, cli_routing, cli_shadow, cli_sla
+from leadflow.app import cli_db, cli_quarantine, cli_receiver, cli_routing, cli_shadow, cli_sla
 from leadflow.app.console import (
     checked_settings,
     err,
@@ -55,11 +54,6 @@ app = typer.Typer(
     # its line breaks, so a narrow terminal breaks every line mid-sentence)
     rich_markup_mode="markdown",
 )
-quarantine_app = typer.Typer(
-    help="Records set aside by validation: list, export for fixing, replay.",
-    no_args_is_help=True,
-)
-app.add_typer(quarantine_app, name="quarantine")
 limits_app = typer.Typer(
     help="Vendor limits shared by every worker (Prefect global concurrency limits).",
     no_args_is_help=True,
@@ -508,6 +502,9 @@ def serve(
     prefect_serve(*served_deployments(poll_interval=poll_interval))
 
 
+app.command("serve-webhook")(cli_receiver.serve_webhook)
+
+
 @limits_app.command("apply")
 def limits_apply() -> None:
     """Create or update the Prefect server's limits for each adapter with
@@ -545,83 +542,6 @@ def _check_reachable(api_url: str) -> None:
             f"no Prefect server answers at PREFECT_API_URL={api_url} ({type(exc).__name__}); "
             "start it with `prefect server start`"
         ) from None
-
-
-@quarantine_app.command("list")
-def quarantine_list() -> None:
-    """Show records waiting in the quarantine, with their file, row and reason."""
-    settings = checked_settings(False)
-    rejected = asyncio.run(_pending(settings))
-    if not rejected:
-        out.print("The quarantine is empty.")
-        return
-    table = Table(title=f"{len(rejected)} records set aside", title_justify="left")
-    for column in ("key", "file", "row", "record", "reason"):
-        table.add_column(column)
-    for r in rejected:
-        table.add_row(r.key, r.origin, str(r.position), r.lead_ref, r.reason)
-    out.print(table)
-
-
-@quarantine_app.command("export")
-def quarantine_export(
-    target: Annotated[Path, typer.Argument(help="JSONL file to write.")],
-) -> None:
-    """Write waiting records to a JSONL file to fix by hand, then `quarantine replay FILE`."""
-    from leadflow.flows.replay import KEY_FIELD, REASON_FIELD
-
-    settings = checked_settings(False)
-    rejected = asyncio.run(_pending(settings))
-    with target.open("w", encoding="utf-8") as handle:
-        for r in rejected:
-            handle.write(json.dumps({KEY_FIELD: r.key, REASON_FIELD: r.reason, **r.data}) + "\n")
-    out.print(f"{len(rejected)} records written to {target}")
-
-
-@quarantine_app.command("replay")
-def quarantine_replay(
-    fixed: Annotated[
-        Path | None,
-        typer.Argument(help="JSONL from `quarantine export`, fixed; default: records as stored."),
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
-) -> None:
-    """Send set-aside records through the pipeline again. Those that now pass are
-    processed and leave the quarantine; those that still fail stay, with the new reason."""
-    if not verbose:
-        quiet_prefect_console()  # before the import below brings Prefect in
-    from leadflow.flows.replay import replay_quarantine
-
-    runtime = runtime_for(checked_settings(verbose))
-    corrected = str(fixed) if fixed else None
-    result, _run_id, _trouble = run_command(
-        run_flow(runtime, replay_quarantine, corrected=corrected)
-    )
-    summary = unless_failed(result)
-    for item in summary.still_set_aside:
-        err.print(
-            f"still set aside: row {item.position} ({item.lead_ref}): {item.reason}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
-    for item in summary.failed:
-        err.print(f"failed: {item.lead_id} {item.branch}: {item.reason}", highlight=False)
-    out.print(
-        f"{summary.replayed} records processed and out of the quarantine; "
-        f"{len(summary.still_set_aside)} still set aside; {len(summary.failed)} failed"
-    )
-    raise typer.Exit(1 if summary.still_set_aside or summary.failed else 0)
-
-
-async def _pending(settings: Settings):
-    from leadflow.db import dispose_engines
-    from leadflow.intake import Quarantine
-
-    try:
-        return await Quarantine(settings.database_url).pending()
-    finally:
-        await dispose_engines()
 
 
 @app.command()
@@ -729,104 +649,6 @@ def check(
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
-@app.command("serve-webhook")
-def serve_webhook(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
-) -> None:
-    """Receive leads over HTTP: POST one lead as JSON to /leads. It is kept in
-    leadflow's inbox, answered 202, and run through the pipeline inside a long-lived
-    lead-stream flow run (422 names a bad field; 503 with Retry-After when too many
-    are waiting). Ctrl-C stops taking leads, lets those in flight finish, and keeps
-    the rest for the next start."""
-    settings = checked_settings(verbose)
-    from leadflow.flows.webhook_app import ReceiverSettings
-
-    try:
-        own = load_settings(ReceiverSettings)
-    except SettingsError as exc:
-        raise fail(str(exc)) from None
-    host, port = host or own.host, port or own.port
-    try:
-        own.check_exposure(host)
-    except SettingsError as exc:
-        raise fail(str(exc)) from None
-    runtime = runtime_for(settings)
-    listening_socket = _listen(host, port)
-    stream = run_command(
-        _serve_webhook(runtime, own, listening_socket, f"http://{host}:{port}/leads")
-    )
-    err.print(stream.describe(), highlight=False, soft_wrap=True)  # one line, however long
-    err.print("stopped: leads not finished are kept in the inbox for the next start")
-
-
-def _listen(host: str, port: int):
-    """The receiver's socket, bound before anything is said or started: a port in use
-    is one line naming the setting, not a traceback after "receiving leads"."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise fail(
-            f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it, or choose "
-            "another port with --port or LEADFLOW_RECEIVER_PORT"
-        ) from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-async def _serve_webhook(runtime: Runtime, own, sock, where: str):
-    """Serve until stopped; returns the receiver's lead stream, for its last words."""
-    from leadflow.flows.receiver_guard import server_config
-    from leadflow.flows.temporary_server import prefect_api
-    from leadflow.flows.webhook_app import create_app
-
-    async with prefect_api():
-        async with runtime.opened():
-            app = create_app(runtime, settings=own)
-            config = server_config(app, own, backlog=2048)
-            server = _stopping_server()(config)
-            stop = {sig: functools.partial(server.handle_exit, sig, None) for sig in STOP_SIGNALS}
-            app.state.stream.keep_signals(stop)  # its flow runs must not take SIGTERM over
-            err.print(f"receiving leads at {where} (Ctrl-C to stop)", highlight=False)
-            await server.serve(sockets=[sock])
-    return app.state.stream
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a service manager's stop
-
-
-def _stopping_server():
-    """uvicorn's Server, stopped by SIGINT or SIGTERM without re-raising the signal
-    once stopped (its default, which turns a clean stop into tracebacks): the first
-    signal stops taking requests and lets the receiver drain; a second one forces."""
-    from contextlib import contextmanager
-
-    import uvicorn
-
-    class StoppingServer(uvicorn.Server):
-        @contextmanager
-        def capture_signals(self):
-            loop = asyncio.get_running_loop()
-            signals = STOP_SIGNALS
-            for sig in signals:
-                loop.add_signal_handler(sig, self.handle_exit, sig, None)
-            try:
-                yield
-            finally:
-                for sig in signals:
-                    loop.remove_signal_handler(sig)
-
-    return StoppingServer
-
-
 @app.command("poll-source")
 def poll_source_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line.")] = False,
@@ -859,6 +681,7 @@ def poll_source_command(
 for command in (cli_shadow.shadow, cli_shadow.report, cli_shadow.mode, cli_shadow.cutover):
     app.command()(command)
 app.add_typer(cli_db.db_app, name="db")
+app.add_typer(cli_quarantine.quarantine_app, name="quarantine")
 app.command()(cli_routing.why)
 app.command()(cli_routing.backtest)
 app.add_typer(cli_routing.rules_app, name="rules")

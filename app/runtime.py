@@ -26,6 +26,7 @@ from leadflow.assignment import Assigner
 from leadflow.availability import AvailabilityError, AvailabilityOverrides
 from leadflow.failed_effects import FailedEffects
 from leadflow.flows.context import current_runtime, use_runtime
+from leadflow.flows.mode import ModeReader
 from leadflow.intake import Quarantine
 from leadflow.integrations.wiring import Adapters, build_adapters
 from leadflow.once import OnceStore, scope_hash
@@ -48,6 +49,8 @@ class Runtime:
     once: OnceStore
     failed_effects: FailedEffects
     inbox: Inbox
+    # the run mode, cached for this runtime (leadflow.flows.mode)
+    modes: ModeReader = field(default_factory=ModeReader, init=False, repr=False)
     _flow_runs: list[UUID] = field(default_factory=list, init=False, repr=False)
 
     @classmethod

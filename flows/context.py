@@ -47,6 +47,17 @@ def current_runtime() -> Runtime:
     return _per_loop[loop]
 
 
+def runtime_in_place() -> Runtime | None:
+    """The runtime `current_runtime()` would answer with, without building one."""
+    runtime = _in_place.get()
+    if runtime is not None:
+        return runtime
+    try:
+        return _per_loop.get(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop
+        return None
+
+
 @contextmanager
 def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
     """`current_runtime()` is `runtime` inside the block (this context only)."""

@@ -40,7 +40,7 @@ from leadflow.flows.artifacts import publish_leads
 from leadflow.flows.batch_intake import Piece, StreamedIntake
 from leadflow.flows.context import current_runtime
 from leadflow.flows.engine import Group, Pipeline
-from leadflow.flows.mode import mode_now, needs_legacy, start_run
+from leadflow.flows.mode import needs_legacy, start_run
 from leadflow.flows.naming import file_run_name
 from leadflow.flows.summary import FileRunSummary, LeadResult, LeadsFailedError, RunTally
 from leadflow.intake import Reading
@@ -201,7 +201,7 @@ async def _read(
             continue
         number += 1
         await pipeline.wait_for_room()  # the mode as it is when the group can start
-        mode = await mode_now()
+        mode = await runtime.modes.get()
         tally.saw(mode)
         if mode == "live":
             await pipeline.submit(Group(piece.leads, number=number, rows=piece.positions))

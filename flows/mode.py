@@ -9,10 +9,11 @@ the webhook receiver and `poll-source` as each group is taken from the inbox,
 `flows/cutover.py:route_leads`. Runs also read it when they start, for their tag,
 and fail at once in shadow or pilot without the current process (`needs_legacy`).
 
-Reads go through one cache per process, kept `MODE_TTL_SECONDS`: a file of thousands of
-leads asks the Prefect API about once per TTL, not once per group, and a switch reaches
-every group taken in later than one TTL after it. `set_mode` in this process updates
-the cache at once.
+Reads go through one cache per runtime (`Runtime.modes`), kept `MODE_TTL_SECONDS`: a
+file of thousands of leads asks the Prefect API about once per TTL, not once per group,
+and a switch reaches every group taken in later than one TTL after it. `set_mode` in
+this process updates the cache at once. A new runtime (a test's, a command's) starts
+with an empty cache: nothing to reset by hand.
 
 The mode of the current run is also kept in a context variable, so the runs' and
 task runs' `mode:` tags (leadflow.flows.naming) say which mode they ran in.
@@ -31,6 +32,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.variables import Variable
 
+from leadflow.flows.context import current_runtime, runtime_in_place
 from leadflow.logging import get_logger
 from leadflow.shadow_settings import MODES, ShadowSettings
 
@@ -88,7 +90,9 @@ async def set_mode(mode: str) -> None:
     if mode not in MODES:
         raise ModeError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     await Variable.aset(MODE_VARIABLE, mode, overwrite=True)
-    _shared.remember(mode)
+    runtime = runtime_in_place()
+    if runtime is not None:  # this process's runs see the switch at once
+        runtime.modes.remember(mode)
 
 
 def needs_legacy(mode: str, legacy: str | None) -> None:
@@ -145,25 +149,6 @@ class ModeReader:
         self._value = None
 
 
-_shared = ModeReader()
-
-
-async def mode_now() -> str:
-    """The mode, from this process's cache (at most `MODE_TTL_SECONDS` old)."""
-    return await _shared.get()
-
-
-async def refresh_mode() -> str:
-    """Read the mode now into this process's cache: a long-running process (the
-    real-time stream) does it in the background, so its leads never wait for it."""
-    return await _shared.refresh()
-
-
-def forget_mode() -> None:
-    """Drop the cached mode: the next read asks the Prefect API."""
-    _shared.forget()
-
-
 _run_mode: ContextVar[str] = ContextVar("leadflow_run_mode", default="live")
 
 
@@ -186,7 +171,7 @@ async def start_run(*, tag_live: bool = True) -> str:
     on the current flow run, so the UI's tag filter tells shadow runs from live ones.
     `tag_live=False`: the run tags itself later when live (`process-lead` does, with
     its tier and rep), which saves an API call per lead."""
-    mode = await mode_now()
+    mode = await current_runtime().modes.get()
     _run_mode.set(mode)
     if mode != "live" or tag_live:
         await tag_run(mode)

@@ -53,7 +53,6 @@ from leadflow.flows.artifacts import publish_decision
 from leadflow.flows.batch_intake import merge_rows
 from leadflow.flows.context import use_runtime
 from leadflow.flows.engine import Group, Pipeline
-from leadflow.flows.mode import mode_now, refresh_mode
 from leadflow.flows.summary import AlreadyDone, FailedBranch, LeadResult, LeftToCurrentProcess
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.logging import get_logger
@@ -145,7 +144,7 @@ class InboxRunner:
         if not leads:
             return
         self._number += 1
-        mode = await mode_now()
+        mode = await self.runtime.modes.get()
         if mode == "live":
             group = Group(list(leads.values()), number=self._number)
             self._entries[self._number] = ids
@@ -439,7 +438,7 @@ class LeadStream:
             ttl = run_modes.MODE_TTL_SECONDS
             if ttl > 0:  # 0: every read asks the API (tests): nothing to keep
                 try:
-                    await refresh_mode()
+                    await self.runtime.modes.refresh()
                 except Exception as exc:  # the leads read it themselves meanwhile
                     log.warning("could not read the mode", error=str(exc)[:200])
             await asyncio.sleep(ttl / 2 if ttl > 0 else 1.0)

@@ -134,7 +134,16 @@ async def watched(work: Awaitable[T], *, down_after: float = DOWN_AFTER_SECONDS)
         return await running
     probe = asyncio.create_task(_down(url, down_after))
     try:
-        await asyncio.wait({running, probe}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({running, probe}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Ctrl-C: `asyncio.wait` leaves `running` alone, so hand the interruption on
+            # to it, once, and wait while it winds down (a file run drains its groups).
+            # Left orphaned, it was cancelled again at the loop's close, with the
+            # runtime already closing under it: no drain, crashed task runs.
+            running.cancel()
+            await asyncio.wait({running})
+            raise
         if running.done():
             return running.result()
         running.cancel()

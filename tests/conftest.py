@@ -78,3 +78,16 @@ async def runtime(prefect_api, make_runtime) -> AsyncIterator[Runtime]:
     with use_runtime(built):
         yield built
     await built.aclose()
+
+
+TIERS = {"e2e": pytest.mark.e2e, "reliability": pytest.mark.slow}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test tiers by folder (pyproject.toml's markers): every test in tests/e2e is
+    `e2e`, every one in tests/reliability `slow`, so `-m "not e2e and not slow"` is
+    the fast loop without marking hundreds of tests by hand."""
+    for item in items:
+        for folder, mark in TIERS.items():
+            if folder in item.path.parts:
+                item.add_marker(mark)

@@ -35,7 +35,8 @@ def test_a_crm_export_with_semicolons_in_cp1252_is_read_and_reported(workdir):
     err = " ".join(result.stderr.split())
     assert "read as encoding cp1252, separated by semicolons" in err
     assert "Email -> email" in err and "employees -> employee_count" in err
-    assert "columns ignored (no lead field or scoring rule reads them): Notes" in err
+    assert "columns ignored (no lead field or scoring rule reads them; map one with " in err
+    assert "LEADFLOW_COLUMNS): Notes" in err
     sql = "select last_name, company from crm_contacts where email = 'maria.lopez@example.es'"
     (row,) = query(workdir, sql)
     assert row == ("López", "Café SL")

@@ -29,10 +29,8 @@ async def mode_variable(prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
     monkeypatch.setattr(leadflow.flows.mode, "MODE_TTL_SECONDS", 0)
     await Variable.aunset(MODE_VARIABLE)
-    leadflow.flows.mode.forget_mode()
     yield
     await Variable.aunset(MODE_VARIABLE)
-    leadflow.flows.mode.forget_mode()
 
 
 def first_rows(tmp_path, n: int):

@@ -60,7 +60,7 @@ async def test_a_file_in_batches_sets_bad_records_aside_and_does_each_side_effec
     rows = leads(10)
     rows.insert(2, rows[1])  # row 4: the same person as row 3: merged into it
     rows.insert(4, ["", "Engineer", "US", "40", "webinar"])  # row 6: no email
-    rows.insert(7, ["bad@co.test", "Analyst", "DE", "many", "website"])  # row 9: bad count
+    rows.insert(7, ["bad-at-co.test", "Analyst", "DE", "40", "website"])  # row 9: bad email
     path = write_csv(tmp_path / "leads.csv", rows)
 
     state = await process_file(path=path, batch_size=4, return_state=True)
@@ -69,7 +69,7 @@ async def test_a_file_in_batches_sets_bad_records_aside_and_does_each_side_effec
     assert summary.records == 13 and summary.processed == 10 and summary.groups == 3
     assert {s.position: s.reason.split(":")[0] for s in summary.set_aside} == {
         6: "email",
-        9: "employee_count",
+        9: "email",
     }
     assert [(m.position, m.into_row) for m in summary.merged] == [(4, 3)]
     assert summary.failed == [] and summary.already_done == 0

@@ -85,7 +85,7 @@ def file_ledger() -> FileLedger:
 async def test_each_file_once_new_files_later_copies_never(crm: MemoryCRM, inbox: Path):
     drop(inbox, "a.csv", "ann", "abe")
     drop(inbox, "b.jsonl", "bob")
-    (inbox / "notes.txt").write_text("not leads")
+    (inbox / "notes.md").write_text("not leads")  # not a format leads come in
 
     first = await poll_leads(str(inbox))
 

@@ -69,7 +69,7 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
     from prefect.variables import Variable
 
     import leadflow.flows.mode
-    from leadflow.flows.mode import MODE_VARIABLE, forget_mode, set_mode
+    from leadflow.flows.mode import MODE_VARIABLE, set_mode
     from leadflow.flows.poll import poll_leads
     from leadflow.flows.webhook_app import create_app
     from leadflow.shadow_settings import ShadowSettings
@@ -119,4 +119,3 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
         assert len(webhook_server.requests) == 4
     finally:
         await Variable.aunset(MODE_VARIABLE)
-        forget_mode()
