@@ -5,8 +5,9 @@ Each command checks its input and settings before anything starts, builds the ru
 the one place that opens and closes it. Flows are imported inside the commands,
 keeping `leadflow --help` fast. The cut-over commands (leadflow.app.cli_shadow), the
 schema commands (leadflow.app.cli_db), the routing commands (leadflow.app.cli_routing),
-the quarantine's (leadflow.app.cli_quarantine) and the webhook receiver
-(leadflow.app.cli_receiver) are defined in their modules and added to the app here.
+the SLA commands (leadflow.app.cli_sla), the quarantine's (leadflow.app.cli_quarantine)
+and the webhook receiver (leadflow.app.cli_receiver) are defined in their modules and
+added to the app here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.app import cli_db, cli_quarantine, cli_receiver, cli_routing, cli_shadow
+from leadflow.app import cli_db, cli_quarantine, cli_receiver, cli_routing, cli_shadow, cli_sla
 from leadflow.app.console import (
     checked_settings,
     err,
@@ -684,6 +685,8 @@ app.add_typer(cli_quarantine.quarantine_app, name="quarantine")
 app.command()(cli_routing.why)
 app.command()(cli_routing.backtest)
 app.add_typer(cli_routing.rules_app, name="rules")
+app.command("watch-slas")(cli_sla.watch_slas)
+app.add_typer(cli_sla.crm_app, name="crm")
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -16,7 +16,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -47,6 +47,44 @@ class RunAlert(BaseModel):
     def text(self) -> str:
         where = f" ({self.url})" if self.url else ""
         return f"leadflow run {self.flow}/{self.run_name} failed: {self.message}{where}"
+
+
+class SlaNotice(BaseModel):
+    """One step of a lead's SLA to tell someone about (leadflow.sla, flows/sla.py):
+    `reminder` to the rep who has not touched the lead by its deadline, `reassigned` to
+    the rep who has it now, `escalated` to the team's manager. `reason` says why, in
+    words; `rep` holds the lead now, `previous_rep` held it before a reassignment."""
+
+    kind: Literal["reminder", "reassigned", "escalated"]
+    to: str
+    lead_id: str
+    email: str
+    who: str
+    tier: str
+    due_at: datetime
+    rep: str
+    previous_rep: str | None = None
+    reason: str
+
+    @property
+    def text(self) -> str:
+        """The message as plain text (the terminal line, a chat message's body)."""
+        due = f"{self.due_at:%Y-%m-%d %H:%M} UTC"
+        if self.kind == "reminder":
+            return (
+                f"SLA reminder for {self.rep}: {self.who} ({self.tier}, due {due}): {self.reason}"
+            )
+        if self.kind == "reassigned":
+            return (
+                f"{self.who} ({self.tier}, due {due}) is now {self.rep}'s, taken from "
+                f"{self.previous_rep}: {self.reason}"
+            )
+        moved = (
+            f"reassigned from {self.previous_rep} to {self.rep}"
+            if self.previous_rep and self.previous_rep != self.rep
+            else f"still with {self.rep}: nobody else could take it"
+        )
+        return f"SLA missed: {self.who} ({self.tier}, due {due}) {moved}; {self.reason}"
 
 
 class LeadEvent(BaseModel):
@@ -142,6 +180,9 @@ class LeadSource(Adapter[S]):
 class CRM(Adapter[S]):
     kind = "crm"
     side_effects = True
+    # Whether `first_touch` can tell: the SLA watcher watches nothing with a CRM that
+    # cannot (it would remind and escalate every lead).
+    reports_first_touch: ClassVar[bool] = False
 
     @abstractmethod
     async def look_up(self, lead: Lead) -> CrmMatch:
@@ -150,6 +191,19 @@ class CRM(Adapter[S]):
     @abstractmethod
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
         """Create or update the lead's contact; returns the CRM's record id."""
+
+    async def first_touch(
+        self, lead: Lead, match: CrmMatch | None, *, since: datetime
+    ) -> datetime | None:
+        """When the CRM shows the lead was first touched (a call, a meeting, a sales
+        email logged against the contact) at or after `since`, the instant it was
+        assigned; None when it shows none. Read from the vendor's documented activity
+        fields; a field that holds a date without a time counts a touch on `since`'s
+        day or later, so a rep who called is not escalated for the vendor's rounding.
+        `match` is the look-up's answer when the lead was decided (a new contact has
+        none: find it by the lead's email). The default: None, with
+        `reports_first_touch` False (cannot tell)."""
+        return None
 
     async def look_up_many(self, leads: Sequence[Lead]) -> list[CrmMatch]:
         return list(await asyncio.gather(*(self.look_up(lead) for lead in leads)))
@@ -171,6 +225,35 @@ class CRM(Adapter[S]):
                 return_exceptions=True,
             )
         )
+
+
+def touched_since(values: Sequence[Any], since: datetime) -> datetime | None:
+    """The earliest of a vendor's activity values (ISO 8601 text, Unix milliseconds,
+    or a date without a time) at or after `since`; None when none is. A date without a
+    time counts when it is `since`'s day (UTC) or later, and is answered as the later
+    of its midnight and `since`: a rep who called that day is not escalated for the
+    vendor's rounding."""
+    from datetime import UTC, date
+
+    from leadflow.values import parse_datetime
+
+    found = []
+    for value in values:
+        if value in (None, ""):
+            continue
+        try:
+            moment = parse_datetime(value)
+        except ValueError:
+            continue
+        day_only = isinstance(value, date) and not isinstance(value, datetime)
+        if isinstance(value, str) and len(value.strip()) == 10:  # 2026-12-05
+            day_only = True
+        if day_only:
+            if moment.date() >= since.astimezone(UTC).date():
+                found.append(max(moment, since))
+        elif moment >= since:
+            found.append(moment)
+    return min(found) if found else None
 
 
 def one_answer(answers: Sequence[str | BaseException]) -> str:
@@ -195,6 +278,15 @@ class Notifier(Adapter[S]):
         from leadflow.logging import get_logger
 
         get_logger(__name__).error("run failed", alert=alert.text, key=idempotency_key)
+
+    async def sla_notice(self, notice: SlaNotice, *, idempotency_key: str) -> None:
+        """Tell `notice.to` about a step of a lead's SLA, once per key. The default logs
+        it at warning level; notifiers that can reach people override it."""
+        from leadflow.logging import get_logger
+
+        get_logger(__name__).warning(
+            "sla step", kind=notice.kind, to=notice.to, text=notice.text, key=idempotency_key
+        )
 
     def check_recipients(self, reps: Sequence[str]) -> None:
         """Called at start-up with the rules' rep ids: a notifier that needs them in a
@@ -278,7 +370,9 @@ __all__ = [
     "Notifier",
     "RawRecord",
     "Scorer",
+    "SlaNotice",
     "one_answer",
+    "touched_since",
 ]
 
 KINDS: dict[str, type[Adapter[Any]]] = {

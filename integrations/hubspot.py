@@ -12,6 +12,10 @@ Contract (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/c
   `objectWriteTraceId`, and the answer's results are matched to the inputs by it
   (`match_upsert_results`). Upserting by email is idempotent: a retry writes the same
   values onto the same contact;
+- first touch (the SLA watcher): the same read with the contact's activity
+  properties, `notes_last_contacted` (the last call, sales email or meeting logged
+  with the contact) and `hs_last_sales_activity_timestamp`; HubSpot keeps the last
+  such instant, so a touch since the assignment is the earlier of them that is;
 - the assigned rep's email becomes a HubSpot owner id through
   `GET /crm/v3/owners/?email=`, looked up once per email and cached;
 - score, tier and follow-up go into contact properties named in the settings
@@ -34,7 +38,7 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import CRM, LeadSource, RawRecord, one_answer
+from leadflow.integrations.base import CRM, LeadSource, RawRecord, one_answer, touched_since
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import AdapterError, PermanentError, TransientError
 from leadflow.integrations.ratelimit import RateLimiter
@@ -52,6 +56,7 @@ BATCH_LIMIT = 100
 SEARCH_PAGE = 100
 SEARCH_WINDOW = 10_000  # HubSpot's search returns at most 10,000 results per query
 CONTACT_PROPERTIES = ("email", "firstname", "lastname", "company", "jobtitle", "hubspot_owner_id")
+TOUCH_PROPERTIES = ("notes_last_contacted", "hs_last_sales_activity_timestamp")
 
 
 class HubSpotSettings(VendorSettings):
@@ -88,6 +93,7 @@ def hubspot_http(own: HubSpotSettings, transport: httpx.AsyncBaseTransport | Non
 class HubSpotCRM(CRM[HubSpotSettings]):
     name = "hubspot"
     settings_class = HubSpotSettings
+    reports_first_touch = True
 
     def __init__(
         self,
@@ -111,14 +117,26 @@ class HubSpotCRM(CRM[HubSpotSettings]):
 
     # --- look-up ----------------------------------------------------------------------
 
-    async def look_up(self, lead: Lead) -> CrmMatch:
-        contact = await self.http.json(
+    async def _contact(self, lead: Lead, properties: Sequence[str]) -> dict[str, Any] | None:
+        """The contact with the lead's email, with `properties`; None: no such contact."""
+        contact: dict[str, Any] | None = await self.http.json(
             "GET",
             f"/crm/v3/objects/contacts/{quote(lead.email, safe='@')}",
             "contact read",
-            params={"idProperty": "email", "properties": ",".join(CONTACT_PROPERTIES)},
+            params={"idProperty": "email", "properties": ",".join(properties)},
             allow=(404,),
         )
+        return contact
+
+    async def first_touch(
+        self, lead: Lead, match: CrmMatch | None, *, since: datetime
+    ) -> datetime | None:
+        contact = await self._contact(lead, TOUCH_PROPERTIES)
+        properties = (contact or {}).get("properties") or {}
+        return touched_since([properties.get(name) for name in TOUCH_PROPERTIES], since)
+
+    async def look_up(self, lead: Lead) -> CrmMatch:
+        contact = await self._contact(lead, CONTACT_PROPERTIES)
         if contact is None:
             return CrmMatch()
         properties = contact.get("properties") or {}

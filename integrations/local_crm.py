@@ -5,6 +5,11 @@ and country as enrichment), the upsert writes the lead's contact keyed by email,
 processing a lead twice updates one contact and never creates a second. On first use
 the tables are seeded from a JSON file (examples/crm_seed.json by default) with
 accounts and contacts whose owners make the owner-match rule fire in the sample run.
+
+Its activity log (`crm_activities`: a call, an email, a meeting, at an instant) is
+what "the lead was touched" means here, as a vendor CRM's activity fields do: `touch`
+logs one (`leadflow crm touch EMAIL`), and `first_touch` reads the first since an
+instant, for the SLA watcher.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Self
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadflow.db import dialect_insert, ensure_tables, insert_ignoring_duplicates
@@ -58,6 +63,21 @@ contacts = Table(
 )
 
 
+activities = Table(
+    "crm_activities",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String, nullable=False, index=True),
+    Column("kind", String, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("note", Text),
+)
+
+
+class UnknownContact(LookupError):
+    """`touch` for an email the local CRM has no contact for."""
+
+
 class LocalCrmSettings(AdapterSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_LOCAL_CRM_")
 
@@ -70,6 +90,7 @@ class LocalCrmSettings(AdapterSettings):
 class LocalCRM(CRM[LocalCrmSettings]):
     name = "local"
     settings_class = LocalCrmSettings
+    reports_first_touch = True
 
     def __init__(self, database_url: str, seed_path: Path | None = None) -> None:
         self.database_url = database_url
@@ -124,6 +145,36 @@ class LocalCRM(CRM[LocalCrmSettings]):
 
     async def upsert(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> str:
         return (await self.upsert_many([(lead, decision, idempotency_key)]))[0]
+
+    async def touch(
+        self, email: str, *, at: datetime | None = None, kind: str = "call", note: str = ""
+    ) -> datetime:
+        """Log an activity with the contact of `email` (a rep called them) and return
+        its instant; UnknownContact when the CRM has no such contact."""
+        engine = await self._engine()
+        email = email.strip().lower()
+        moment = (at or datetime.now(UTC)).astimezone(UTC)
+        async with engine.begin() as connection:
+            known = await connection.execute(select(contacts.c.id).where(contacts.c.email == email))
+            if known.first() is None:
+                raise UnknownContact(email)
+            await connection.execute(
+                activities.insert().values(email=email, kind=kind, at=moment, note=note or None)
+            )
+        return moment
+
+    async def first_touch(
+        self, lead: Lead, match: CrmMatch | None, *, since: datetime
+    ) -> datetime | None:
+        """The first activity logged with the lead's contact at or after `since`."""
+        engine = await self._engine()
+        query = select(func.min(activities.c.at)).where(
+            activities.c.email == lead.email, activities.c.at >= since.astimezone(UTC)
+        )
+        async with engine.connect() as connection:
+            first = (await connection.execute(query)).scalar_one_or_none()
+        # SQLite hands stored instants back without their zone; they are UTC
+        return first.replace(tzinfo=first.tzinfo or UTC) if first is not None else None
 
     async def upsert_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> list[str]:
         """One multi-row INSERT ... ON CONFLICT (email) DO UPDATE for the batch, so two

@@ -18,6 +18,9 @@ Contract:
   (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm);
 - look-up: SOQL through `GET /services/data/vXX.X/query?q=` (Lead by Email, with
   Owner.Email); a rep's User id by email, looked up once and cached;
+- first touch (the SLA watcher): the upserted Lead's `LastActivityDate` (by its
+  external id), the day of its latest task or event: a date without a time, so a
+  touch on the day of the assignment or later counts;
 - OAuth: an access token from the settings, refreshed at `/services/oauth2/token`
   with a refresh token (web-server flow) or client credentials.
 
@@ -29,13 +32,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Self
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import CRM
+from leadflow.integrations.base import CRM, touched_since
 from leadflow.integrations.errors import (
     AuthenticationError,
     PermanentError,
@@ -121,6 +125,7 @@ def soql_quote(value: str) -> str:
 class SalesforceCRM(CRM[SalesforceSettings]):
     name = "salesforce"
     settings_class = SalesforceSettings
+    reports_first_touch = True
 
     def __init__(
         self, own: SalesforceSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -239,6 +244,16 @@ class SalesforceCRM(CRM[SalesforceSettings]):
                 if record.get(field)
             },
         )
+
+    async def first_touch(
+        self, lead: Lead, match: CrmMatch | None, *, since: datetime
+    ) -> datetime | None:
+        field = self.settings.external_id_field
+        records = await self.query(
+            f"SELECT LastActivityDate FROM Lead WHERE {field} = {soql_quote(lead.id)} LIMIT 1",
+            "lead activity query",
+        )
+        return touched_since([records[0].get("LastActivityDate")], since) if records else None
 
     async def user_id(self, email: str) -> str:
         email = email.lower()

@@ -18,7 +18,7 @@ from typing import Self
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import Notifier, RunAlert
+from leadflow.integrations.base import Notifier, RunAlert, SlaNotice
 from leadflow.integrations.jsonl_ledger import JsonlLedger
 from leadflow.models import Decision, Lead
 from leadflow.settings import AdapterSettings, Settings
@@ -90,13 +90,27 @@ class TerminalNotifier(Notifier[TerminalNotifierSettings]):
         per lead notified."""
         return self.outbox_path.with_name("alerts.jsonl")
 
+    @property
+    def sla_path(self) -> Path:
+        """SLA reminders and escalations go beside the outbox too (`sla.jsonl`)."""
+        return self.outbox_path.with_name("sla.jsonl")
+
     async def alert(self, alert: RunAlert, *, idempotency_key: str) -> None:
-        message = {"key": idempotency_key, "sent_at": datetime.now(UTC).isoformat()}
-        message |= alert.model_dump()
-        ledger = JsonlLedger(self.alerts_path, "key")
-        (sent,) = await asyncio.to_thread(ledger.append_new, [message])
-        if sent:
-            print(f"  !! {alert.text}", file=sys.stderr)
+        await self._beside(
+            self.alerts_path, alert.model_dump(), idempotency_key, f"!! {alert.text}"
+        )
+
+    async def sla_notice(self, notice: SlaNotice, *, idempotency_key: str) -> None:
+        body = notice.model_dump(mode="json")
+        await self._beside(self.sla_path, body, idempotency_key, f"-> {notice.to}: {notice.text}")
+
+    async def _beside(self, path: Path, body: dict, key: str, line: str) -> None:
+        """Append one message to a file beside the outbox unless its key is there
+        already, and print `line` when it was new."""
+        message = {"key": key, "sent_at": datetime.now(UTC).isoformat()} | body
+        (sent,) = await asyncio.to_thread(JsonlLedger(path, "key").append_new, [message])
+        if sent and self.echo:
+            print(f"  {line}", file=sys.stderr)
 
 
 def _message(lead: Lead, decision: Decision, key: str) -> dict:

@@ -3,10 +3,11 @@ internal service, an automation platform).
 
 The URL is treated as a credential (a Zapier, Make or n8n hook is its path): it
 appears in no error message nor log line (leadflow.integrations.redact). The
-request carries `Idempotency-Key`, the once-only key per lead, so a receiver that
-honours it drops repeats; the token, if set, goes in `Authorization: Bearer` and is
-never logged. Errors follow leadflow.integrations.errors: 429 and 5xx are retried by the
-pipeline (honouring Retry-After), 4xx are not.
+request carries `Idempotency-Key`, the once-only key per lead (an SLA step's message,
+`sla_notice`, has a body and a key of its own), so a receiver that honours it drops
+repeats; the token, if set, goes in `Authorization: Bearer` and is never logged. Errors
+follow leadflow.integrations.errors: 429 and 5xx are retried by the pipeline (honouring
+Retry-After), 4xx are not.
 
 With `LEADFLOW_WEBHOOK_SIGNING_SECRET` set, each request is signed so the receiver
 can check it came from leadflow and was not replayed: `X-Leadflow-Timestamp` (Unix
@@ -26,7 +27,7 @@ import httpx
 from pydantic import Field, HttpUrl, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import Notifier
+from leadflow.integrations.base import Notifier, SlaNotice
 from leadflow.integrations.http import make_client, send
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.models import Decision, Lead
@@ -131,6 +132,15 @@ class WebhookNotifier(Notifier[WebhookNotifierSettings]):
             "lead": lead.model_dump(mode="json"),
             "decision": decision.model_dump(mode="json"),
         }
+        await self._post(body, idempotency_key, "webhook notify")
+
+    async def sla_notice(self, notice: SlaNotice, *, idempotency_key: str) -> None:
+        """`{"sla": {kind, to, lead_id, email, ..., reason}, "text": ...}`: a receiver
+        tells a notification of a lead (`lead`, `decision`) from an SLA step (`sla`)."""
+        body = {"sla": notice.model_dump(mode="json"), "text": notice.text}
+        await self._post(body, idempotency_key, "webhook sla notice")
+
+    async def _post(self, body: dict, idempotency_key: str, what: str) -> None:
         # The configured URL exactly: a relative "" would be joined to httpx's base_url,
         # which httpx always ends with "/", so ".../hook" would be POSTed as ".../hook/".
         raw = json.dumps(body, separators=(",", ":")).encode()
@@ -140,7 +150,7 @@ class WebhookNotifier(Notifier[WebhookNotifierSettings]):
             **signed_headers(self.signing_secret, raw),
         }
         request = self._client.build_request("POST", self.url, content=raw, headers=headers)
-        await self._send(request, "webhook notify")
+        await self._send(request, what)
 
     async def _send(self, request: httpx.Request, what: str) -> None:
         """Send within the client-side limit, when one is set."""

@@ -32,7 +32,7 @@ can show the reasons long after the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -190,6 +190,55 @@ class Assigner:
                 await connection.execute(assignments.insert(), new_rows)
         return result
 
+    async def reassign(
+        self,
+        lead: Lead,
+        match: CrmMatch | None,
+        tier: Tier | None,
+        *,
+        away_from: str,
+        reason: str,
+    ) -> Assignment | None:
+        """Give the lead to the next rep who can take it now instead of `away_from` (who
+        let its SLA pass, leadflow.sla): the same waterfall as `assign`, in the same
+        serialised transaction, with `away_from` skipped for `reason`; the stored
+        assignment (what the caps count, what `leadflow why` shows) moves to the new rep.
+
+        Idempotent by the stored row: a lead that is already someone else's (an earlier
+        call moved it, and its caller died before recording it) is returned as it
+        stands, with no second pick. None when nobody else can take the lead: it stays
+        with `away_from`."""
+        engine = get_engine(self.database_url)
+        async with engine.begin() as connection:
+            await serialise(connection, "leadflow-assignment")
+            query = select(
+                assignments.c.lead_id, assignments.c.rep, assignments.c.rule, assignments.c.facts
+            ).where(assignments.c.lead_id == lead.id)
+            row = (await connection.execute(query)).one_or_none()
+            if row is not None and row.rep != away_from:
+                return _stored(row)
+            state = _State(connection, self.clock(), self, excluded={away_from: reason})
+            chosen = await self._waterfall(state, lead, match, tier)
+            if chosen.rep == away_from:
+                return None
+            assert chosen.facts is not None  # the waterfall always keeps them
+            chosen.facts.note = f"reassigned from {away_from}: {reason}"
+            values = {
+                "rep": chosen.rep,
+                "rule": chosen.rule,
+                "assigned_at": state.now,
+                "tier": tier.name if tier else None,
+                "facts": chosen.facts.model_dump_json(),
+            }
+            await state.credits.save(connection)
+            if row is None:
+                await connection.execute(assignments.insert().values(lead_id=lead.id, **values))
+            else:
+                await connection.execute(
+                    update(assignments).where(assignments.c.lead_id == lead.id).values(**values)
+                )
+        return chosen
+
     async def _waterfall(
         self, state: _State, lead: Lead, match: CrmMatch | None, tier: Tier | None
     ) -> Assignment:
@@ -220,6 +269,8 @@ class Assigner:
         return Assignment(rep=self.rules.fallback_owner, rule="fallback", facts=facts)
 
     def _owner_away(self, state: _State, owner: str) -> str | None:
+        if owner in state.excluded:
+            return state.excluded[owner]
         if owner not in self._owners:
             return None  # not in the rules: leadflow knows nothing of their calendar
         rep, team = self._owners[owner]
@@ -260,12 +311,13 @@ class Assigner:
         the rotation), and when. Caps are not looked ahead: they start a new day then."""
         if tier is None or not tier.may_wait_for_shift:
             return [], None
-        back = {rep.id: state.calendar(rep, team).next_available(state.now) for rep in team.reps}
+        reps = [rep for rep in team.reps if rep.id not in state.excluded]
+        back = {rep.id: state.calendar(rep, team).next_available(state.now) for rep in reps}
         times = [when for when in back.values() if when is not None]
         if not times:
             return [], None
         first = min(times)
-        return [rep for rep in team.reps if back[rep.id] == first], first
+        return [rep for rep in reps if back[rep.id] == first], first
 
 
 def _stored(row: Row[Any]) -> Assignment:
@@ -278,12 +330,21 @@ def _stored(row: Row[Any]) -> Assignment:
 
 class _State:
     """One transaction's view: its instant, the round-robin credits and the reps' load
-    read once and updated in memory, and each rep's calendar built once."""
+    read once and updated in memory, each rep's calendar built once, and the reps it
+    must pass over whatever their calendar says (`excluded`: rep -> why)."""
 
-    def __init__(self, connection: AsyncConnection, now: datetime, assigner: Assigner) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        now: datetime,
+        assigner: Assigner,
+        *,
+        excluded: Mapping[str, str] | None = None,
+    ) -> None:
         self.connection = connection
         self.now = now
         self.assigner = assigner
+        self.excluded = dict(excluded or {})
         self.credits = _Credits()
         self.load = _Load(assigner.rules.hot_tiers)
         self._calendars: dict[tuple[int, str], Calendar] = {}
@@ -295,7 +356,9 @@ class _State:
         return self._calendars[key]
 
     async def unavailable(self, rep: Rep, team: Team, tier: Tier | None) -> str | None:
-        """Why `rep` cannot take a lead now (away, off shift, at a cap), or None."""
+        """Why `rep` cannot take a lead now (excluded, away, off shift, at a cap), or None."""
+        if rep.id in self.excluded:
+            return self.excluded[rep.id]
         calendar = self.calendar(rep, team)
         reason = calendar.absent(self.now) or calendar.off_shift(self.now)
         if reason is not None:

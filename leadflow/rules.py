@@ -128,6 +128,15 @@ class Tier(_Strict):
     min_score: int
     follow_up: FollowUpType
     sla_minutes: int | None = Field(default=None, gt=0)
+    escalate_after_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "when the CRM still shows no first touch this many minutes after the SLA's "
+            "reminder, the lead goes to the next rep who can take it and the team's "
+            "manager is told (watch-slas); none: a reminder only"
+        ),
+    )
     may_wait_for_shift: bool = Field(
         default=False,
         description=(
@@ -135,6 +144,12 @@ class Tier(_Strict):
             "says when_nobody_available = 'hold' (its SLA then starts with that shift)"
         ),
     )
+
+    @model_validator(mode="after")
+    def _escalates_a_deadline(self) -> Self:
+        if self.escalate_after_minutes is not None and self.sla_minutes is None:
+            raise ValueError("escalate_after_minutes needs sla_minutes: a deadline to escalate")
+        return self
 
 
 # --- assignment --------------------------------------------------------------------
@@ -163,6 +178,9 @@ class Team(_Strict):
     reps: list[Rep] = Field(min_length=1)
     hours: str | None = Field(
         default=None, description="working hours of reps that name none of their own"
+    )
+    manager: str | None = Field(
+        default=None, description="who is told when a lead of this team misses its SLA"
     )
 
     @model_validator(mode="after")
@@ -212,6 +230,13 @@ class Territory(_Strict):
 class AssignmentRules(_Strict):
     use_crm_owner: bool = True
     fallback_owner: str
+    manager: str | None = Field(
+        default=None,
+        description=(
+            "who is told when a lead misses its SLA and its team names no manager (or it "
+            "was routed to no team: a CRM owner, the fallback owner)"
+        ),
+    )
     regions: dict[str, list[str]] = Field(default_factory=dict)
     territories: list[Territory] = Field(default_factory=list)
     teams: dict[str, Team] = Field(default_factory=dict)
@@ -224,6 +249,15 @@ class AssignmentRules(_Strict):
         gt=0,
         description="how long an assigned hot lead counts against its rep's max_open_hot",
     )
+
+    def team_of(self, rep: str) -> str | None:
+        """The first team (in the file's order) that lists `rep`, or None."""
+        return next((name for name, t in self.teams.items() if rep in {r.id for r in t.reps}), None)
+
+    def manager_for(self, team: str | None) -> str | None:
+        """Who is told about a missed SLA in `team`: its manager, else the rules' one."""
+        found = self.teams.get(team) if team is not None else None
+        return (found.manager if found else None) or self.manager
 
     @property
     def rep_ids(self) -> list[str]:

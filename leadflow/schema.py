@@ -2,10 +2,11 @@
 
 Every core table (quarantine, processed_files, lead_decisions, lead_inbox,
 side_effect_claims, assignments, round_robin_credit, shadow_comparisons,
-failed_side_effects) is declared on `metadata`, in the module that uses it;
-`core_metadata()` imports those modules so the collection is complete. The schema
-changes only through the revisions in leadflow/migrations/versions/, and the database
-records its revision in `leadflow_alembic_version`.
+failed_side_effects, sla_cases, sla_steps, sla_scans) is declared on `metadata`, in
+the module that uses it; `core_metadata()` imports those modules so the collection
+is complete. The schema changes only through the revisions in
+leadflow/migrations/versions/, and the database records its revision in
+`leadflow_alembic_version`.
 
 - SQLite: `prepare_schema` upgrades to the newest revision when the runtime opens.
   It is one transaction under the write lock (BEGIN IMMEDIATE), so two processes
@@ -55,6 +56,7 @@ _TABLE_MODULES = (
     "leadflow.assignment",
     "leadflow.shadow_store",
     "leadflow.failed_effects",
+    "leadflow.sla",
 )
 
 

@@ -89,17 +89,23 @@ class DecisionStore:
     async def find(self, leads: Iterable[Lead]) -> dict[str, StoredDecision]:
         """{lead id: stored decision} for the leads whose exact version is stored."""
         keys = {decision_key(self.scope, lead): lead.id for lead in leads}
-        if not keys:
-            return {}
+        stored = await self.by_key(keys)
+        return {keys[key]: item for key, item in stored.items()}
+
+    async def by_key(self, keys: Iterable[str]) -> dict[str, StoredDecision]:
+        """{key: stored decision} for the `decision_key`s that are stored (the SLA
+        watcher keeps the key of the decision it watches)."""
+        wanted = sorted(set(keys))
         found: dict[str, StoredDecision] = {}
-        wanted = list(keys)
+        if not wanted:
+            return found
         async with get_engine(self.database_url).connect() as connection:
             for start in range(0, len(wanted), _CHUNK):
                 query = select(lead_decisions).where(
                     lead_decisions.c.key.in_(wanted[start : start + _CHUNK])
                 )
                 for row in (await connection.execute(query)).mappings():
-                    found[keys[row["key"]]] = _stored(row)
+                    found[row["key"]] = _stored(row)
         return found
 
     async def add(

@@ -218,26 +218,24 @@ async def test_a_second_401_is_an_authentication_error(router, transport) -> Non
     assert "00Dnew" not in str(caught.value) and "00Dold" not in str(caught.value)
 
 
+def lead_query_reply(*records: dict) -> httpx.Response:
+    """A SOQL query's answer holding these Lead records."""
+    rows = [
+        {"attributes": {"type": "Lead", "url": "/services/data/v62.0/sobjects/Lead/00Q1"}, **row}
+        for row in records
+    ]
+    return httpx.Response(200, json={"totalSize": len(rows), "done": True, "records": rows})
+
+
 async def test_look_up_reads_the_lead_and_its_owner(router, transport) -> None:
     route = router.get(f"{API}/query").mock(
-        return_value=httpx.Response(
-            200,
-            json={
-                "totalSize": 1,
-                "done": True,
-                "records": [
-                    {
-                        "attributes": {
-                            "type": "Lead",
-                            "url": "/services/data/v62.0/sobjects/Lead/00Q1",
-                        },
-                        "Id": "00Q1",
-                        "Company": "Northwind",
-                        "Title": None,
-                        "Owner": {"attributes": {"type": "Name"}, "Email": "Owner@Acme.test"},
-                    }
-                ],
-            },
+        return_value=lead_query_reply(
+            {
+                "Id": "00Q1",
+                "Company": "Northwind",
+                "Title": None,
+                "Owner": {"attributes": {"type": "Name"}, "Email": "Owner@Acme.test"},
+            }
         )
     )
     lead = make_lead(1, email="o'brien@northwind.test")

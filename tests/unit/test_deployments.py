@@ -44,7 +44,13 @@ def test_runs_start_in_the_directory_deploy_ran_in(project):
 
 
 def test_the_deployments_on_the_leadflow_pool(deployments):
-    assert set(deployments) == {"process-file", "process-lead", "poll-leads", "shadow-report"}
+    assert set(deployments) == {
+        "process-file",
+        "process-lead",
+        "poll-leads",
+        "watch-slas",
+        "shadow-report",
+    }
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == "leadflow"
         assert deployment["description"].strip()
@@ -65,7 +71,9 @@ def test_poll_leads_every_minute_one_at_a_time(deployments):
     assert poll["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
-@pytest.mark.parametrize("name", ["process-file", "process-lead", "poll-leads", "shadow-report"])
+@pytest.mark.parametrize(
+    "name", ["process-file", "process-lead", "poll-leads", "watch-slas", "shadow-report"]
+)
 def test_entrypoint_is_a_flow_with_the_deployment_name(deployments, name):
     deployment = deployments[name]
     flow = load_flow(deployment["entrypoint"])
@@ -77,6 +85,14 @@ def test_entrypoint_is_a_flow_with_the_deployment_name(deployments, name):
     for parameter, schema in flow.parameters.properties.items():
         assert len(schema.get("description") or "") > 20, parameter
     assert deployment["enforce_parameter_schema"] is True
+
+
+def test_watch_slas_every_minute_one_at_a_time(deployments):
+    watch = deployments["watch-slas"]
+    assert watch["entrypoint"] == "flows/sla.py:watch_slas"
+    assert watch["schedules"] == [{"interval": 60}]
+    assert watch["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert not watch.get("parameters")  # give_up_hours keeps its default
 
 
 def test_process_lead_needs_its_record(deployments):
@@ -107,6 +123,15 @@ async def test_process_file_refuses_a_bad_parameter_before_running(
         await state.aresult()
     assert named in str(raised.value)
     assert reason in str(raised.value)
+
+
+async def test_watch_slas_refuses_a_give_up_time_of_zero(prefect_api):
+    from leadflow.flows.sla import watch_slas
+
+    state = await watch_slas(give_up_hours=0, return_state=True)
+
+    with pytest.raises(ParameterTypeError, match="give_up_hours"):
+        await state.aresult()
 
 
 async def test_poll_leads_refuses_a_negative_settle_time(prefect_api):

@@ -40,6 +40,9 @@ CORE_TABLES = {
     "assignments",
     "shadow_comparisons",
     "failed_side_effects",
+    "sla_cases",
+    "sla_steps",
+    "sla_scans",
 }
 HEAD = ",".join(head_revisions())
 

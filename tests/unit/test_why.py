@@ -94,3 +94,50 @@ def test_why_for_an_unknown_email_says_so_and_exits_1(history: str) -> None:
     result = runner.invoke(app, ["why", "nobody@kunde.test"])
     assert result.exit_code == 1
     assert "no decision stored for nobody@kunde.test" in result.output
+
+
+def test_why_shows_who_has_the_lead_now_and_its_sla_history(history: str) -> None:
+    """p1 was reminded, then reassigned from anna to ben: the decision keeps anna, the
+    assignment as it stands says ben, and the SLA's steps follow in order."""
+    from datetime import timedelta
+
+    from leadflow.sla import HistoryLine, SlaCase, SlaStore, Status, Step
+
+    async def escalate() -> None:
+        rules = make_rules()
+        hot = next(t for t in rules.tiers if t.name == "hot")
+        assigner = Assigner(rules.assignment, history, clock=Clock(MONDAY_TEN))
+        await assigner.reassign(lead(1), None, hot, away_from=ANNA, reason="let the SLA pass")
+        case = SlaCase(
+            lead_id=lead(1).id,
+            scope="scope",
+            decision_key="k",
+            email="p1@kunde.test",
+            tier="warm",
+            rep=ANNA,
+            assigned_at=MONDAY_TEN,
+            due_at=MONDAY_TEN + timedelta(hours=1),
+            status=Status.WATCHING,
+        )
+        due = case.due_at
+        lines = [
+            HistoryLine(Step.WATCHING, MONDAY_TEN, ANNA, None, "deadline 10:00"),
+            HistoryLine(Step.REMINDED, due, ANNA, ANNA, "no first touch"),
+            HistoryLine(Step.REASSIGNED, due + timedelta(minutes=10), ANNA, "ben@example.com", "x"),
+        ]
+        await SlaStore(history, "scope").record(case, lines)
+        await dispose_engines()
+
+    asyncio.run(escalate())
+    result = runner.invoke(app, ["why", "p1@kunde.test"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("  owner anna@example.com, by territory:emea/round_robin:emea")
+    assert lines[at + 1] == "  owner now ben@example.com, by territory:emea/round_robin:emea"
+    assert "    reassigned from anna@example.com: let the SLA pass" in lines
+    assert lines[-4:] == [
+        "  SLA",
+        "    2026-01-12 09:00:00  watching     anna@example.com: deadline 10:00",
+        "    2026-01-12 10:00:00  reminded     anna@example.com: no first touch",
+        "    2026-01-12 10:10:00  reassigned   anna@example.com -> ben@example.com: x",
+    ]
