@@ -67,6 +67,16 @@ class SlaNotice(BaseModel):
     reason: str
 
     @property
+    def title(self) -> str:
+        """A short heading (an email's subject, a chat message's first line)."""
+        heading = {
+            "reminder": "SLA reminder",
+            "reassigned": "Lead reassigned to you",
+            "escalated": "SLA missed",
+        }[self.kind]
+        return f"{heading}: {self.who}"
+
+    @property
     def text(self) -> str:
         """The message as plain text (the terminal line, a chat message's body)."""
         due = f"{self.due_at:%Y-%m-%d %H:%M} UTC"

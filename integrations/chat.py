@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Self
 import httpx
 from pydantic import Field, HttpUrl, SecretStr
 
-from leadflow.integrations.base import Notifier, S
+from leadflow.integrations.base import Notifier, S, SlaNotice
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.messages import LeadSummary, group_by_rep
 from leadflow.integrations.vendor import VendorHttp, VendorSettings
@@ -42,6 +42,17 @@ class ChatNotifier(Notifier[S]):
     @abstractmethod
     async def post_digest(self, rep: str, summaries: list[LeadSummary], key: str) -> None:
         """Post one message listing several leads for `rep`, hot first."""
+
+    @abstractmethod
+    async def post_notice(self, notice: SlaNotice) -> None:
+        """Post one SLA step (a reminder, a reassignment, a manager's escalation) to
+        the channel, naming whom it is for."""
+
+    async def sla_notice(self, notice: SlaNotice, *, idempotency_key: str) -> None:
+        if idempotency_key in self._sent:
+            return
+        await self.post_notice(notice)
+        self._sent.add(idempotency_key)
 
     async def notify(self, lead: Lead, decision: Decision, *, idempotency_key: str) -> None:
         if idempotency_key in self._sent:
@@ -117,6 +128,9 @@ class HookChatNotifier(ChatNotifier[HookSettings]):
     @abstractmethod
     def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]: ...
 
+    @abstractmethod
+    def payload_notice(self, notice: SlaNotice) -> dict[str, Any]: ...
+
     async def _post(self, payload: dict[str, Any]) -> None:
         url = (await self.hook.get()).get_secret_value()
         await self.http.request(
@@ -128,6 +142,9 @@ class HookChatNotifier(ChatNotifier[HookSettings]):
 
     async def post_digest(self, rep: str, summaries: list[LeadSummary], key: str) -> None:
         await self._post(self.payload_digest(rep, summaries))
+
+    async def post_notice(self, notice: SlaNotice) -> None:
+        await self._post(self.payload_notice(notice))
 
     async def probe(self) -> str:
         await self.hook.get()

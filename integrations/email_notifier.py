@@ -38,7 +38,7 @@ import aiosmtplib
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import Notifier
+from leadflow.integrations.base import Notifier, SlaNotice
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import AuthenticationError, PermanentError, TransientError
 from leadflow.integrations.messages import LeadSummary, group_by_rep
@@ -180,8 +180,9 @@ class EmailNotifier(Notifier[EmailSettings]):
         if bad:
             shown = ", ".join(repr(header_text(rep, 80)) for rep in bad)
             raise SettingsError(
-                f"rules, assignment: rep {shown} is not an email address, and the email "
-                "notifier mails each lead to its rep; use the rep's address as its id"
+                f"rules, assignment: {shown} is not an email address, and the email "
+                "notifier mails each lead to its rep (and a missed SLA to the manager); "
+                "use the person's address as their id"
             )
 
     async def send(self, message: EmailMessage) -> None:
@@ -223,6 +224,17 @@ class EmailNotifier(Notifier[EmailSettings]):
                 idempotency_key,
             )
         )
+        self._sent.add(idempotency_key)
+
+    async def sla_notice(self, notice: SlaNotice, *, idempotency_key: str) -> None:
+        """Mail an SLA step to whom it is for (the rep, or the team's manager)."""
+        if idempotency_key in self._sent:
+            return
+        body = f"<p><b>{html.escape(notice.title)}</b></p><p>{html.escape(notice.text)}</p>"
+        message = build_message(
+            self.settings.sender, notice.to, notice.title, notice.text, body, idempotency_key
+        )
+        await self.send(message)
         self._sent.add(idempotency_key)
 
     async def notify_many(self, items: Sequence[tuple[Lead, Decision, str]]) -> None:

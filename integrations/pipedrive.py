@@ -10,7 +10,9 @@ endpoints and stay on v1 (.../v1/Leads#addLead, #getLeads, .../v1/Users#findUser
 #getUser). The API token goes in the `x-api-token` header (not the query string,
 where it would reach access logs); answers are `{"success": true, "data": ...}`,
 failures `{"success": false, "error": ...}` with a 4xx/5xx status, 429 past the
-token's limit. Ids from Pipedrive are percent-encoded into paths.
+token's limit. Ids from Pipedrive are percent-encoded into paths. First touch (the SLA
+watcher): activities linked to the person and marked done since the assignment,
+`GET /api/v2/activities` (.../v2/Activities#getActivities, `marked_as_done_time`).
 
 Limits (https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting): per
 api_token and 2-second window, by plan: Essential 20, Advanced 40, Professional 80,
@@ -41,13 +43,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from leadflow.integrations.base import CRM
+from leadflow.integrations.base import CRM, touched_since
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import PermanentError
 from leadflow.integrations.ratelimit import RateLimiter
@@ -80,6 +83,7 @@ class PipedriveSettings(VendorSettings):
             self.rate_limit_requests = PLAN_LIMITS[self.plan]
 
 
+ACTIVITY_PAGE = 500  # the most activities one page of GET /api/v2/activities may hold
 PLAN_LIMITS = {"essential": 20, "advanced": 40, "professional": 80, "power": 100, "enterprise": 120}
 """Requests per 2 seconds per api_token, by plan (Pipedrive's rate-limiting guide)."""
 
@@ -91,6 +95,7 @@ def lead_marker(lead_id: str) -> str:
 class PipedriveCRM(CRM[PipedriveSettings]):
     name = "pipedrive"
     settings_class = PipedriveSettings
+    reports_first_touch = True
 
     def __init__(
         self, own: PipedriveSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -172,6 +177,41 @@ class PipedriveCRM(CRM[PipedriveSettings]):
                 raise PermanentError(f"pipedrive user search: no Pipedrive user for rep {email}")
             self._user_ids[email] = int(match[0]["id"])
         return self._user_ids[email]
+
+    # --- first touch (the SLA watcher) ----------------------------------------------
+
+    async def first_touch(
+        self, lead: Lead, match: CrmMatch | None, *, since: datetime
+    ) -> datetime | None:
+        """The earliest activity linked to the lead's person and marked done at or
+        after `since` (`GET /api/v2/activities?person_id=&done=true&updated_since=`:
+        an activity marked done since then was updated since then), read from its
+        `marked_as_done_time`, page by page (`next_cursor`). A person Pipedrive does
+        not know has not been touched."""
+        person_id: Any = match.contact_id if match and match.contact_id else None
+        if person_id is None:
+            person = await self.find_person(lead.email)
+            if person is None:
+                return None
+            person_id = person["id"]
+        params: dict[str, Any] = {
+            "person_id": person_id,
+            "done": "true",
+            "updated_since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "limit": ACTIVITY_PAGE,
+        }
+        done: list[Any] = []
+        while True:
+            reply = await self.http.json(
+                "GET", "/api/v2/activities", "activity list", params=params
+            )
+            if not isinstance(reply, dict) or not reply.get("success"):
+                raise PermanentError("pipedrive activity list: success=false")
+            done += [item.get("marked_as_done_time") for item in reply.get("data") or []]
+            cursor = (reply.get("additional_data") or {}).get("next_cursor")
+            if not cursor:
+                return touched_since(done, since)
+            params["cursor"] = cursor
 
     # --- upsert ----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from leadflow.integrations.base import SlaNotice
 from leadflow.integrations.chat import ChatNotifier, HookChatNotifier, HookSettings
 from leadflow.integrations.credentials import Credential
 from leadflow.integrations.errors import (
@@ -126,6 +127,23 @@ def digest_blocks(rep: str, summaries: list[LeadSummary]) -> list[dict[str, Any]
     return blocks
 
 
+def notice_blocks(notice: SlaNotice) -> list[dict[str, Any]]:
+    """An SLA step: its title, whom it is for, and what happened (lead text escaped)."""
+    return [
+        {"type": "header", "text": {"type": "plain_text", "text": notice.title[:MAX_HEADER]}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": fit(("*For* ", False), (notice.to, True))},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": fit((notice.text, True))}},
+    ]
+
+
+def notice_text(notice: SlaNotice) -> str:
+    """The notification's text of an SLA step (what a phone's banner shows)."""
+    return fit((f"{notice.to}: {notice.text}", True))
+
+
 def slack_digest_fits(rep: str, summaries: list[LeadSummary]) -> bool:
     return len(summaries) <= MAX_DIGEST_LEADS
 
@@ -173,6 +191,9 @@ class SlackWebhookNotifier(HookChatNotifier):
 
     def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
         return {"text": digest_text(rep, summaries), "blocks": digest_blocks(rep, summaries)}
+
+    def payload_notice(self, notice: SlaNotice) -> dict[str, Any]:
+        return {"text": notice_text(notice), "blocks": notice_blocks(notice)}
 
     def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
         return slack_digest_fits(rep, summaries)
@@ -271,6 +292,9 @@ class SlackNotifier(ChatNotifier[SlackSettings]):
 
     async def post_digest(self, rep: str, summaries: list[LeadSummary], key: str) -> None:
         await self._post(digest_text(rep, summaries), digest_blocks(rep, summaries))
+
+    async def post_notice(self, notice: SlaNotice) -> None:
+        await self._post(notice_text(notice), notice_blocks(notice))
 
     def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
         return slack_digest_fits(rep, summaries)

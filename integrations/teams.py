@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from leadflow.integrations.base import SlaNotice
 from leadflow.integrations.chat import HookChatNotifier, HookSettings
 from leadflow.integrations.messages import LeadSummary
 
@@ -92,6 +93,16 @@ def digest_card(rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
     return card(body, fallback)
 
 
+def notice_card(notice: SlaNotice) -> dict[str, Any]:
+    """An SLA step: its title, whom it is for, and what happened."""
+    body = [
+        _text(notice.title, size="Medium", weight="Bolder"),
+        {"type": "FactSet", "facts": [{"title": "For", "value": escape_markdown(notice.to)}]},
+        _text(notice.text),
+    ]
+    return card(body, f"{notice.to}: {notice.text}")
+
+
 class TeamsSettings(HookSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_TEAMS_")
 
@@ -110,6 +121,9 @@ class TeamsNotifier(HookChatNotifier):
 
     def payload_digest(self, rep: str, summaries: list[LeadSummary]) -> dict[str, Any]:
         return digest_card(rep, summaries)
+
+    def payload_notice(self, notice: SlaNotice) -> dict[str, Any]:
+        return notice_card(notice)
 
     def digest_fits(self, rep: str, summaries: list[LeadSummary]) -> bool:
         return payload_bytes(digest_card(rep, summaries)) <= MAX_MESSAGE_BYTES

@@ -117,7 +117,7 @@ def construct(cls: type[A], settings: Settings, rules: Rules | None = None) -> A
         own = own.with_scoring(rules.scoring)
     adapter = cls.from_settings(settings, own)
     if isinstance(adapter, Notifier) and rules is not None:
-        adapter.check_recipients(rules.assignment.rep_ids)
+        adapter.check_recipients(rules.assignment.recipient_ids)
     return adapter
 
 

@@ -265,6 +265,13 @@ class AssignmentRules(_Strict):
         ids = [self.fallback_owner, *(r.id for team in self.teams.values() for r in team.reps)]
         return list(dict.fromkeys(ids))
 
+    @property
+    def recipient_ids(self) -> list[str]:
+        """Everyone a notifier may have to reach: the reps, and the managers told
+        about missed SLAs."""
+        managers = [self.manager, *(team.manager for team in self.teams.values())]
+        return list(dict.fromkeys([*self.rep_ids, *(m for m in managers if m)]))
+
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
         for index, territory in enumerate(self.territories):

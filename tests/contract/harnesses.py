@@ -189,6 +189,8 @@ class PipedriveFake:
         self.persons: dict[int, dict] = {}
         self.leads: list[dict] = []
         self.indexed: set[int] = set()
+        self.activities: list[dict] = []  # v2 activities: person_id, done, times
+        self.activity_page = 500
 
     def index(self) -> None:
         self.indexed = set(self.persons)
@@ -210,6 +212,8 @@ class PipedriveFake:
             data = {"id": person_id}
         elif path.startswith("/api/v2/persons/") and request.method == "PATCH":
             data = {"id": int(path.rsplit("/", 1)[1])}
+        elif path == "/api/v2/activities":
+            return self._activities(params)
         elif path == "/v1/leads" and request.method == "GET":
             data = [x for x in self.leads if x["person_id"] == int(params["person_id"])]
         elif path == "/v1/leads":
@@ -218,6 +222,21 @@ class PipedriveFake:
         else:
             return httpx.Response(404, json={"success": False, "error": "Unknown method"})
         return httpx.Response(200, json={"success": True, "data": data})
+
+    def _activities(self, params: httpx.QueryParams) -> httpx.Response:
+        """`GET /api/v2/activities`: by person, done, updated since; cursor paging."""
+        found = [
+            a
+            for a in self.activities
+            if a["person_id"] == int(params["person_id"])
+            and (params.get("done") is None or a["done"] == (params["done"] == "true"))
+            and a["update_time"] >= params.get("updated_since", "")
+        ]
+        start = int(params.get("cursor", 0))
+        size = min(int(params.get("limit", 100)), self.activity_page)
+        page, more = found[start : start + size], start + size < len(found)
+        extra = {"next_cursor": str(start + size) if more else None}
+        return httpx.Response(200, json={"success": True, "data": page, "additional_data": extra})
 
 
 def pipedrive_effects(request: httpx.Request, emails: set[str]) -> list[tuple[str, str]]:

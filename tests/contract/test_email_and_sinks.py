@@ -209,7 +209,7 @@ def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch
     with pytest.raises(SettingsError) as caught:
         build_adapters(settings, bad)
     (line,) = str(caught.value).splitlines()
-    assert "rep 'Ann Lee <ann@example.test>' is not an email address" in line
+    assert "'Ann Lee <ann@example.test>' is not an email address" in line
 
     # `leadflow check` says the same, on the notifier's row
     from leadflow.integrations.checks import check_configuration
@@ -223,7 +223,7 @@ def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch
     monkeypatch.chdir(tmp_path)
     found = check_configuration()
     (row,) = [r for r in found.results if r.kind == "notifier"]
-    assert not row.ok and "rep 'Ann Lee' is not an email address" in row.detail
+    assert not row.ok and "'Ann Lee' is not an email address" in row.detail
 
 
 async def test_a_crm_owner_that_is_not_a_mailbox_fails_that_lead_only(

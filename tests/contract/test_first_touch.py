@@ -2,7 +2,9 @@
 assignment, read from the vendor's documented activity fields. HubSpot: the contact's
 `notes_last_contacted` and `hs_last_sales_activity_timestamp` (an answer shaped by
 HubSpot's OpenAPI example, validated against its schema); Salesforce: the Lead's
-`LastActivityDate`, a date; the local CRM: its activity log (tests/unit/test_crm_touch.py).
+`LastActivityDate`, a date; Pipedrive: activities linked to the person and marked
+done since then (`marked_as_done_time`, v2 paging); the local CRM: its activity log
+(tests/unit/test_crm_touch.py).
 An adapter that cannot tell says so (`reports_first_touch`)."""
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from pydantic import SecretStr
 
 from leadflow.integrations.base import CRM, touched_since
 from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings
-from leadflow.integrations.pipedrive import PipedriveCRM
+from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
 from leadflow.integrations.salesforce import SalesforceCRM
+from leadflow.models import CrmMatch
+from leadflow.testing import HttpVendor
 from tests.contract.conftest import make_lead
+from tests.contract.harnesses import PipedriveFake, pipedrive_effects
 from tests.contract.test_hubspot import API as HUBSPOT
 from tests.contract.test_hubspot import SPEC, SPEC_ERROR, TOKEN, validate
 from tests.contract.test_salesforce import API as SALESFORCE
@@ -48,8 +53,8 @@ def test_unix_milliseconds_are_read_too() -> None:
 
 def test_who_can_tell() -> None:
     assert HubSpotCRM.reports_first_touch and SalesforceCRM.reports_first_touch
-    assert not PipedriveCRM.reports_first_touch  # not read yet: the watcher says so
-    assert not CRM.reports_first_touch
+    assert PipedriveCRM.reports_first_touch
+    assert not CRM.reports_first_touch  # a plug-in's default: the watcher says so
 
 
 @pytest.fixture
@@ -111,3 +116,47 @@ async def test_salesforce_no_activity_or_no_lead_is_no_touch(router, transport) 
     assert await salesforce_crm(transport).first_touch(make_lead(), None, since=ASSIGNED) is None
     route.mock(return_value=httpx.Response(200, json={"totalSize": 0, "done": True, "records": []}))
     assert await salesforce_crm(transport).first_touch(make_lead(), None, since=ASSIGNED) is None
+
+
+def _activity(person_id: int, done_at: str | None, updated: str) -> dict:
+    """An activity as GET /api/v2/activities answers it (the fields read here)."""
+    return {
+        "id": hash((person_id, done_at, updated)) % 10_000,
+        "person_id": person_id,
+        "type": "call",
+        "done": done_at is not None,
+        "marked_as_done_time": done_at,
+        "update_time": updated,
+    }
+
+
+async def test_pipedrive_reads_the_activities_marked_done_since_the_assignment() -> None:
+    fake = PipedriveFake()
+    fake.activity_page = 2  # the earliest touch is on the last page
+    fake.activities = [
+        _activity(4, "2026-12-05T09:30:00Z", "2026-12-05T09:30:00Z"),  # before: not this lead's
+        _activity(4, None, "2026-12-05T10:10:00Z"),  # planned, not done
+        _activity(4, "2026-12-05T10:40:00Z", "2026-12-05T10:40:00Z"),
+        _activity(5, "2026-12-05T10:05:00Z", "2026-12-05T10:05:00Z"),  # someone else
+        _activity(4, "2026-12-05 10:20:00", "2026-12-05T10:20:00Z"),  # v1's format
+        _activity(4, "2026-12-05T10:50:00Z", "2026-12-05T10:50:00Z"),
+    ]
+    vendor = HttpVendor(fake, pipedrive_effects)
+    own = PipedriveSettings(_env_file=None, api_token=SecretStr("pd"))
+    crm = PipedriveCRM(own, transport=vendor.transport)
+
+    touched = await crm.first_touch(make_lead(), CrmMatch(contact_id="4"), since=ASSIGNED)
+
+    assert touched == datetime(2026, 12, 5, 10, 20, tzinfo=UTC)
+    pages = [r for r in vendor.requests if r.url.path == "/api/v2/activities"]
+    assert len(pages) == 2 and pages[1].url.params["cursor"] == "2"
+    assert pages[0].url.params["updated_since"] == "2026-12-05T10:00:00Z"
+    assert pages[0].url.params["done"] == "true"
+
+
+async def test_pipedrive_a_person_it_does_not_know_was_not_touched() -> None:
+    vendor = HttpVendor(PipedriveFake(), pipedrive_effects)
+    own = PipedriveSettings(_env_file=None, api_token=SecretStr("pd"))
+    crm = PipedriveCRM(own, transport=vendor.transport)
+    assert await crm.first_touch(make_lead(), None, since=ASSIGNED) is None
+    assert [r.url.path for r in vendor.requests] == ["/api/v2/persons/search"]
