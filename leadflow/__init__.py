@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "LegacyProcess": "leadflow.integrations.base",
     "LeadEvent": "leadflow.integrations.base",
     "RunAlert": "leadflow.integrations.base",
+    "SlaNotice": "leadflow.integrations.base",
     "RawRecord": "leadflow.intake",
     "register": "leadflow.integrations.registry",
     # the errors an adapter raises
@@ -117,6 +118,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "ShadowSettings",
+    "SlaNotice",
     "StepTiming",
     "TransientError",
     "load_rules",
@@ -137,6 +139,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing is imported at 
         Notifier,
         RunAlert,
         Scorer,
+        SlaNotice,
     )
     from leadflow.integrations.errors import (
         AdapterError,
