@@ -1,7 +1,8 @@
 """The results a sales-ops user reads in the Prefect UI, as markdown artifacts.
 
-- A `process-lead` run publishes its Decision (the points behind the score, the
-  tier, the follow-up and when it is due, the rep and the rule that chose them) and
+- A `process-lead` run and the real-time stream publish each lead's Decision (the
+  points behind the score, the tier, the follow-up and when it is due, the rep and the
+  rule that chose them, why that rep: the routing facts kept with the assignment) and
   each side effect's result, under a key per lead (`decision-<id>`): the artifact's page
   then lists every run's Decision for that lead, newest first.
 - A `process-file` run publishes one row per lead (`process-file-leads`) beside its
@@ -17,10 +18,19 @@ from collections.abc import Sequence
 
 from prefect.artifacts import acreate_markdown_artifact
 
+from leadflow.flows.context import current_runtime
 from leadflow.flows.naming import label_of, show_emails
 from leadflow.flows.summary import AlreadyDone, LeadResult, LeftToCurrentProcess
 from leadflow.markdown import escape, table
-from leadflow.models import BranchResult, BranchStatus, Decision, Lead, LeadOutcome
+from leadflow.models import (
+    BranchResult,
+    BranchStatus,
+    Decision,
+    Lead,
+    LeadOutcome,
+    RoutingFacts,
+)
+from leadflow.why import assignments_of, facts_lines
 
 LEADS_KEY = "process-file-leads"
 
@@ -35,7 +45,9 @@ def _due(decision: Decision) -> str:
     return f"{decision.due_at:%Y-%m-%d %H:%M} UTC" if decision.due_at else "no deadline"
 
 
-def decision_markdown(lead: Lead, outcome: LeadOutcome) -> str:
+def decision_markdown(lead: Lead, outcome: LeadOutcome, facts: RoutingFacts | None = None) -> str:
+    """The Decision artifact; `facts`: the routing facts kept with the assignment
+    (who else could have had the lead and why they did not), shown as "Why this rep"."""
     decision = outcome.decision
     sla = f"within {decision.sla_minutes} min" if decision.sla_minutes else "no SLA"
     return "\n".join(
@@ -73,6 +85,7 @@ def decision_markdown(lead: Lead, outcome: LeadOutcome) -> str:
             if decision.score_reasons
             else "No rule gave or took points.",
             "",
+            *_why_this_rep(decision, facts),
             "## Side effects",
             "",
             table(
@@ -86,10 +99,23 @@ def decision_markdown(lead: Lead, outcome: LeadOutcome) -> str:
     )
 
 
+def _why_this_rep(decision: Decision, facts: RoutingFacts | None) -> list[str]:
+    """The routing facts as a list (`leadflow why EMAIL` prints the same lines)."""
+    if facts is None:
+        return []
+    lines = [f"- {escape(line)}" for line in facts_lines(facts)]
+    return [f"## Why {escape(decision.rep)}", "", *lines, ""]
+
+
 async def publish_decision(lead: Lead, outcome: LeadOutcome) -> None:
+    """Publish the lead's Decision artifact, with the routing facts read from
+    leadflow's database (off the lead's path: the callers publish after the side
+    effects)."""
+    found = await assignments_of(current_runtime().settings.database_url, [lead.id])
+    assignment = found.get(lead.id)
     await acreate_markdown_artifact(
         key=decision_key(lead.id),
-        markdown=decision_markdown(lead, outcome),
+        markdown=decision_markdown(lead, outcome, assignment.facts if assignment else None),
         description=f"Decision for {label_of(lead)}",
     )
 

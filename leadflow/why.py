@@ -11,6 +11,7 @@ All are rows in leadflow's database, so the answer outlives Prefect's run histor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,19 +36,26 @@ class Explanation:
     sla: list[HistoryLine] = field(default_factory=list)
 
 
+async def assignments_of(database_url: str, lead_ids: Sequence[str]) -> dict[str, Assignment]:
+    """The leads' assignments as they stand, with the facts each was made from."""
+    current: dict[str, Assignment] = {}
+    if not lead_ids:
+        return current
+    query = select(
+        assignments.c.lead_id, assignments.c.rep, assignments.c.rule, assignments.c.facts
+    ).where(assignments.c.lead_id.in_(sorted(set(lead_ids))))
+    async with get_engine(database_url).connect() as connection:
+        for row in await connection.execute(query):
+            facts = RoutingFacts.model_validate_json(row.facts) if row.facts else None
+            current[row.lead_id] = Assignment(rep=row.rep, rule=row.rule, facts=facts)
+    return current
+
+
 async def explain(database_url: str, email: str) -> list[Explanation]:
     """Every decision stored for `email` (any scope, every version), newest first."""
     found = await DecisionStore(database_url, scope="").for_email(email)
     ids = sorted({item.lead.id for item in found})
-    current: dict[str, Assignment] = {}
-    if ids:
-        query = select(
-            assignments.c.lead_id, assignments.c.rep, assignments.c.rule, assignments.c.facts
-        ).where(assignments.c.lead_id.in_(ids))
-        async with get_engine(database_url).connect() as connection:
-            for row in await connection.execute(query):
-                facts = RoutingFacts.model_validate_json(row.facts) if row.facts else None
-                current[row.lead_id] = Assignment(rep=row.rep, rule=row.rule, facts=facts)
+    current = await assignments_of(database_url, ids)
     steps = await history(database_url, ids)
     explained = []
     for item in found:
@@ -108,6 +116,11 @@ def _step(line: HistoryLine) -> str:
 
 def _when_seconds(value: datetime) -> str:
     return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def facts_lines(facts: RoutingFacts) -> list[str]:
+    """The routing facts as plain lines, unindented (the Decision artifact lists them)."""
+    return [line.strip() for line in _facts(facts)]
 
 
 def _facts(facts: RoutingFacts) -> list[str]:

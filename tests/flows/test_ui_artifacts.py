@@ -77,6 +77,10 @@ async def test_a_lead_run_publishes_its_decision_keyed_by_lead(runtime):
         ]
     for branch in ("update_crm", "notify_team", "log_event"):
         assert row_of(markdown, escape(branch))[1] == "ok"
+    # why this rep: the routing facts kept with the assignment, as `leadflow why` prints
+    why = markdown.split(f"## Why {escape(decision.rep)}\n", 1)[1].split("## Side effects")[0]
+    assert "- routed at " in why
+    assert "- territory north" in why and "team na" in why
     # the company is text, in one cell, not HTML, a link or a second column
     assert row_of(markdown, "company") == ["company", escape(HOSTILE_COMPANY)]
     assert not unescaped(markdown, "<", "](")
