@@ -55,6 +55,12 @@ def test_serve_polls_on_schedule(tmp_path: Path):
         assert deployment["name"] == "poll-leads"
         assert deployment["work_pool_name"] is None  # served, not from a work pool
         names = {d["name"] for d in server.api("POST", "/deployments/filter", json={})}
-        assert names == {"process-file", "process-lead", "poll-leads", "shadow-report"}
+        assert names == {
+            "process-file",
+            "process-lead",
+            "poll-leads",
+            "shadow-report",
+            "watch-slas",
+        }
         contacts = scenario.rows(f"select email from crm_contacts where email like '%@{DOMAIN}'")
         assert sorted(contacts) == [(f"sam@{DOMAIN}",), (f"sue@{DOMAIN}",)]

@@ -37,6 +37,16 @@ ALICE, BOB, MIA, QUEUE = "alice@example.com", "bob@example.com", "mia@example.co
 T0 = datetime.now(UTC).replace(microsecond=0)
 
 
+@pytest.fixture(autouse=True)
+def _t0_is_when_the_test_starts() -> None:
+    """T0, the instant the tests move the routing's clock from, is taken as each test
+    starts: decisions are stored at the wall clock's instant, and the watcher reads
+    those decided up to its clock's `now`, so a T0 taken at collection (minutes
+    earlier in a full run) would leave them in its future."""
+    global T0
+    T0 = datetime.now(UTC).replace(microsecond=0)
+
+
 def sla_rules(escalate_after: float | None = 10) -> Rules:
     """Every lead is hot: a 15 minute SLA, escalated `escalate_after` minutes after
     the reminder, in a team of two with a manager; no working hours (any day will do)."""
