@@ -3,7 +3,7 @@ came of every side effect.
 
 A file of leads (a few of them bad on purpose) goes through `process_file` with the
 webhook notifier and the webhook event sink pointed at loopback stub vendors
-(`fault_vendor.FaultServer`: real sockets) that answer with injected faults of every
+(`leadflow.loopback_vendor.FaultServer`: real sockets) that answer with injected faults of every
 kind, interleaved with normal answers: 5xx, 429 with Retry-After in seconds and as
 an HTTP date, connection resets, hangs past the timeout, bodies dripped a byte at a
 time, malformed JSON. Then a second file while the event vendor is down for longer
@@ -27,7 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
-from fault_vendor import Fault, FaultServer, every_kind
+
+from leadflow.loopback_vendor import Fault, FaultServer, every_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0

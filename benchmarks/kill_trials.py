@@ -62,7 +62,7 @@ for where in (HERE, ROOT):
 
 import httpx  # noqa: E402
 
-from benchmarks.fault_vendor import FaultServer  # noqa: E402
+from leadflow.loopback_vendor import FaultServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LEADFLOW = BIN / "leadflow"

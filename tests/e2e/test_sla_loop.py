@@ -3,7 +3,7 @@ SLA: `leadflow run` assigns two hot leads, `leadflow watch-slas` (the watch-slas
 deployment's flow, run by hand so the test takes a minute and a half, not the
 scheduler's minutes) watches them, a rep logs a call for one with `leadflow crm touch`,
 and the other is reminded, then reassigned with its manager told. Every message goes
-through the webhook notifier to a loopback vendor (benchmarks/fault_vendor.py's
+through the webhook notifier to a loopback vendor (leadflow.loopback_vendor's
 FaultServer), which counts the reminder, the reassignment and the manager's message
 once each although the watcher runs twice after each step; the server's event feed
 holds each leadflow.lead.* event once; `leadflow why` prints the timeline.
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.fault_vendor import FaultServer
+from leadflow.loopback_vendor import FaultServer
 from tests.e2e.stack import BIN, PrefectServer, prefect_stack
 from tests.e2e.test_cli_run import cli_env
 

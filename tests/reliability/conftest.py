@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.fault_vendor import FaultServer
+from leadflow.loopback_vendor import FaultServer
 from tests.reliability.vendors import VENDORS, Vendor
 
 

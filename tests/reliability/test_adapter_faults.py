@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from benchmarks.fault_vendor import Fault, FaultServer, every_kind
 from leadflow.integrations.errors import AdapterError, RateLimited, TransientError
+from leadflow.loopback_vendor import Fault, FaultServer, every_kind
 from leadflow.once import once_key
 from tests.contract.conftest import make_decision, make_lead
 from tests.reliability.vendors import TIMEOUT, Vendor

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.fault_vendor import FaultServer
+from leadflow.loopback_vendor import FaultServer
 from tests.conftest import ROOT
 from tests.e2e.stack import clean_env, prefect_stack
 

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fault_vendor import FaultServer
 from leadflow.flows.batch_intake import StreamedIntake
 from leadflow.intake import FieldWarning, RawRecord, Rejection, validate_record
 from leadflow.integrations.email_notifier import EmailNotifier, EmailSettings
 from leadflow.integrations.file_source import open_file
+from leadflow.loopback_vendor import FaultServer
 from leadflow.models import Lead
 from leadflow.textfiles import UndecodableFileError
 from tests.contract.conftest import make_decision, start_smtp

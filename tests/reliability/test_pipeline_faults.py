@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from benchmarks.fault_vendor import Fault, FaultServer
 from leadflow.app.runtime import use_runtime
 from leadflow.failed_effects import DONE_BEFORE, REPLAYED, FailedEffects
 from leadflow.flows.lead import BRANCHES, BranchesFailedError, process_lead
 from leadflow.flows.replay_effects import replay_side_effects
+from leadflow.loopback_vendor import Fault, FaultServer
 from leadflow.models import BranchStatus, LeadOutcome
 from tests.integration.test_webhook_retries import record
 from tests.reliability.vendors import TIMEOUT, VENDORS, Vendor

@@ -47,11 +47,11 @@ from prefect.logging.handlers import APILogHandler
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from benchmarks.fault_vendor import Fault, FaultServer
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.files import process_file
 from leadflow.flows.replay_effects import replay_side_effects
 from leadflow.integrations.email_notifier import EmailNotifier
+from leadflow.loopback_vendor import Fault, FaultServer
 from tests.contract.conftest import email_to, start_smtp
 from tests.reliability.vendors import BY_ID, SECRETS
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from benchmarks.fault_vendor import FaultServer
 from leadflow.flows import watchdog
 from leadflow.flows.watchdog import OUTAGE_LOGGERS, OrchestratorDown, watched
+from leadflow.loopback_vendor import FaultServer
 
 
 @pytest.fixture

@@ -1,5 +1,9 @@
-"""A stub vendor on a real loopback socket that misbehaves on request (for
-`leadflow bench --faults` and the reliability tests in tests/reliability/).
+"""A stub vendor on a real loopback socket that misbehaves on request: the one
+loopback vendor of the reliability, watchdog and SLA tests and of `leadflow bench
+--faults` and the kill trials (benchmarks/). It lives in the package, beside the
+contract kit (leadflow.testing), so tests and benchmarks share it without either
+importing the other, and a plug-in's author can put an adapter through the same
+faults. Standard library and httpx only.
 
 `FaultServer(ok)` listens on 127.0.0.1 (a free port, its own thread and event loop)
 and answers each request with `ok(request)` (an `httpx.Request` in, an
@@ -168,18 +172,19 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is None or self._server is None:
+        server, thread = self._server, self._thread
+        if self._loop is None or server is None or thread is None:
             return
 
         async def close() -> None:
-            self._server.close()
+            server.close()
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        thread.join(10)
 
     def __enter__(self) -> FaultServer:
         return self.start()
@@ -200,7 +205,7 @@ class FaultServer:
                 return None if fault.kind == "pass" else fault
         return None
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await _read_request(reader, self.port)) is not None:
                 fault = self._next_fault(request)
@@ -238,8 +243,8 @@ async def _read_request(reader: asyncio.StreamReader, port: int) -> httpx.Reques
         return None
     lines = head.decode("latin-1").split("\r\n")
     method, target, _version = lines[0].split(" ", 2)
-    headers = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
-    headers = [(k.strip(), v.strip()) for k, v in headers]
+    pairs = [line.split(":", 1) for line in lines[1:] if ":" in line]
+    headers = [(name.strip(), value.strip()) for name, value in pairs]
     length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
     body = await reader.readexactly(length) if length else b""
     return httpx.Request(method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body)
