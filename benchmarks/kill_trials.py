@@ -220,6 +220,13 @@ def leads_file(folder: Path, count: int, tag: str) -> list[str]:
 _started: list[subprocess.Popen] = []
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default in the child: a shell's background job (`cmd &`, nohup, a
+    CI step) inherits it ignored, and Python then installs no Ctrl-C handler, so the
+    Ctrl-C trials would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv: list[str], folder: Path, env: dict[str, str], name: str) -> subprocess.Popen:
     """A leadflow command in a process group of its own, its output in `folder/name.log`."""
     with (folder / f"{name}.log").open("ab") as log:
@@ -231,6 +238,7 @@ def start(argv: list[str], folder: Path, env: dict[str, str], name: str) -> subp
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
     _started.append(process)
     return process
