@@ -1,23 +1,28 @@
 """A stub vendor on a real loopback socket that misbehaves on request: the one
-loopback vendor of the reliability, watchdog and SLA tests and of `leadflow bench
---faults` and the kill trials (benchmarks/). It lives in the package, beside the
-contract kit (leadflow.testing), so tests and benchmarks share it without either
-importing the other, and a plug-in's author can put an adapter through the same
-faults. Standard library and httpx only.
+loopback HTTP server of the test suite (tests/integration, tests/reliability, the
+e2e tests) and of `leadflow bench --faults` and the kill trials. It lives in the
+package, beside the contract kit (leadflow.testing), so tests and benchmarks share it
+without either importing the other, and a plug-in's author can put an adapter through
+the same faults. Standard library and httpx only.
 
 `FaultServer(ok)` listens on 127.0.0.1 (a free port, its own thread and event loop)
 and answers each request with `ok(request)` (an `httpx.Request` in, an
-`httpx.Response` out: the contract harnesses' vendor fakes plug in unchanged),
-unless a fault is queued. Faults apply to writes only (`is_write`), so a look-up
-before a write answers normally. The server speaks plain HTTP/1.1 itself, below any
-framework, so it can do what a framework will not: reset a connection, hang, drip a
-body a byte at a time, send a body that is not the JSON it claims.
+`httpx.Response` out: the contract harnesses' vendor fakes plug in unchanged;
+`reply(status, body)` answers every request alike), unless a fault is queued.
+Faults apply to writes only (`is_write`), so a look-up before a write answers
+normally. The server speaks plain HTTP/1.1 itself, below any framework, so it can do
+what a framework will not: reset a connection, hang, drip a body a byte at a time,
+send a body that is not the JSON it claims.
 
-    server.inject(Fault.status(503), Fault.reset(), Fault.retry_after("1"))
+    server.inject(Fault.status_code(503), Fault.reset(), Fault.retry_after("1"))
     server.down = True            # every write fails with 503 until set back
+    server.latency = 0.3          # seconds before each answer by `ok`
 
-Every request is kept (`received`), with the fault it got, so a test counts what the
-vendor actually processed: `processed()` is the writes answered by `ok`.
+Every request is kept (`received`: its method, path, headers, body and arrival time
+on `time.monotonic()`), with the fault it got, so a test counts what the vendor
+actually processed: `processed()` is the writes answered by `ok`.
+
+Nothing leadflow runs imports this module; it is for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -96,10 +102,38 @@ class Fault:
 class Received:
     request: httpx.Request
     fault: str | None  # None: answered by `ok`
+    at: float = field(default_factory=time.monotonic)  # when it arrived (whole)
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def path(self) -> str:
+        return self.request.url.path
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The request's headers (names in any case)."""
+        return self.request.headers
 
     @property
     def body(self) -> bytes:
         return self.request.content
+
+    def json(self) -> Any:
+        return json.loads(self.request.content)
+
+
+def reply(status: int = 200, body: Any = None, headers: dict[str, str] | None = None) -> Handler:
+    """An `ok` that answers every request with `status` and the JSON `body`
+    (`{"ok": true}` unless given)."""
+    content = {"ok": True} if body is None else body
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=content, headers=headers)
+
+    return answer
 
 
 def _default_write(request: httpx.Request) -> bool:
@@ -153,7 +187,7 @@ class FaultServer:
     def faults_given(self) -> Counter[str]:
         return Counter(r.fault for r in self.received if r.fault)
 
-    def start(self) -> FaultServer:
+    def start(self) -> Self:
         started = threading.Event()
 
         def run() -> None:
@@ -172,9 +206,10 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if self._loop is None or server is None or thread is None:
+        if self._loop is None or self._server is None:
             return
+
+        server, thread = self._server, self._thread
 
         async def close() -> None:
             server.close()
@@ -184,9 +219,10 @@ class FaultServer:
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        thread.join(10)
+        if thread is not None:
+            thread.join(10)
 
-    def __enter__(self) -> FaultServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -244,7 +280,7 @@ async def _read_request(reader: asyncio.StreamReader, port: int) -> httpx.Reques
     lines = head.decode("latin-1").split("\r\n")
     method, target, _version = lines[0].split(" ", 2)
     pairs = [line.split(":", 1) for line in lines[1:] if ":" in line]
-    headers = [(name.strip(), value.strip()) for name, value in pairs]
+    headers = [(k.strip(), v.strip()) for k, v in pairs]
     length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
     body = await reader.readexactly(length) if length else b""
     return httpx.Request(method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body)
@@ -293,7 +329,7 @@ def every_kind(timeout: float, retry_after: float) -> dict[str, Callable[[], Fau
     it, a drip outlasts its deadline, a 429 asks for `retry_after` seconds."""
     return {
         "http_500": lambda: Fault.status_code(500),
-        "http_503": lambda: Fault.status_code(503),
+        "http_503": lambda: Fault.status(503),
         "429_seconds": lambda: Fault.retry_after(f"{retry_after:g}"),
         "429_http_date": lambda: Fault.retry_after_date(retry_after + 1),
         "connection_reset": Fault.reset,
