@@ -329,7 +329,7 @@ def every_kind(timeout: float, retry_after: float) -> dict[str, Callable[[], Fau
     it, a drip outlasts its deadline, a 429 asks for `retry_after` seconds."""
     return {
         "http_500": lambda: Fault.status_code(500),
-        "http_503": lambda: Fault.status(503),
+        "http_503": lambda: Fault.status_code(503),
         "429_seconds": lambda: Fault.retry_after(f"{retry_after:g}"),
         "429_http_date": lambda: Fault.retry_after_date(retry_after + 1),
         "connection_reset": Fault.reset,

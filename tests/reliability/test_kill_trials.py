@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.kill_trials import Setup, Trial, run_path
+from leadflow.kill_trials import Setup, Trial, run_path
 from tests.e2e.stack import prefect_stack
 
 pytestmark = pytest.mark.e2e

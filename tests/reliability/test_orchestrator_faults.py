@@ -1,5 +1,5 @@
 """What the run does when what it stands on fails, counted at the loopback vendor of
-the kill trials (benchmarks/kill_trials.py: HubSpot's batch upsert, a webhook
+the kill trials (leadflow/kill_trials.py: HubSpot's batch upsert, a webhook
 notifier and a webhook event sink on one stub):
 
 - the Prefect server SIGKILLed in the middle of `leadflow run`: the run ends within
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.kill_trials import (
+from leadflow.kill_trials import (
     LEADFLOW,
     KillVendor,
     expected_requests,

@@ -68,15 +68,23 @@ def test_the_folders_are_the_namespaced_packages() -> None:
     assert Path(leadflow.integrations.__file__).parent == ROOT / "integrations"
 
 
+# The test kits: the adapter contract kit, the loopback stub vendor, the kill trials'
+# machinery. Tests and benchmarks import them; the product does not.
+KITS = ("leadflow.testing", "leadflow.loopback_vendor", "leadflow.kill_trials")
+KIT_FILES = {ROOT / "leadflow" / f"{kit.removeprefix('leadflow.')}.py" for kit in KITS}
+
+
 def test_only_tests_import_the_contract_kit() -> None:
-    """leadflow.testing imports pytest: nothing a worker runs may import it."""
+    """leadflow.testing imports pytest, and the other kits start servers and processes:
+    nothing a worker runs may import them (a kit may import another)."""
     importers = [
-        f"{path.relative_to(ROOT)}:{line}"
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
         for folder in ("leadflow", "integrations", "flows", "app")
         for path in sorted((ROOT / folder).glob("*.py"))
         if path != FACADE  # for type checkers only: test_the_public_surface_imports_...
+        if path not in KIT_FILES
         for line, module in imported_modules(path)
-        if module == "leadflow.testing" or module.startswith("leadflow.testing.")
+        if any(module == kit or module.startswith(kit + ".") for kit in KITS)
     ]
     assert importers == []
 
