@@ -28,10 +28,8 @@ from leadflow.integrations.rules_scorer import RulesScorer  # noqa: E402
 from leadflow.integrations.sql_events import SqlEventSink  # noqa: E402
 from leadflow.integrations.terminal_notifier import TerminalNotifier  # noqa: E402
 from leadflow.rules import load_rules  # noqa: E402
-from leadflow.settings import PipelineSettings, Settings  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from tests.support.builders import make_settings  # noqa: E402
+from tests.support.paths import EXAMPLES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,19 +37,6 @@ def prefect_api():
     """A real Prefect API for the session; flow tests depend on it."""
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def make_settings(tmp_path: Path, **pipeline: object) -> Settings:
-    """Settings for a test: its own SQLite file, the sample rules, fast retries.
-    `_env_file=None` keeps a developer's .env out of the tests."""
-    return Settings(
-        _env_file=None,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}",
-        rules_path=EXAMPLES / "rules.toml",
-        pipeline=PipelineSettings(
-            **{"retries": 2, "retry_backoff_seconds": 0.05, "retry_jitter_factor": 0, **pipeline}
-        ),
-    )
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The contract kit (leadflow.testing) over every built-in adapter.
 
 Each class runs one kind's contract over every entry point of leadflow's own
-`leadflow.adapters` group of that kind, built by its harness (harnesses.py); an
+`leadflow.adapters` group of that kind, built by its harness (tests/support/harnesses.py); an
 entry point without a harness fails `test_every_built_in_adapter_has_a_harness`.
 Local adapters have no remote that can fail: their failure cases skip, saying so.
 """
@@ -20,7 +20,7 @@ from leadflow.testing import (
     NotifierContract,
     ScorerContract,
 )
-from tests.contract.harnesses import HARNESSES, OURS
+from tests.support.harnesses import HARNESSES, OURS
 
 
 def built_in(kind: str) -> list[str]:

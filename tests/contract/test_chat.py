@@ -29,7 +29,8 @@ from leadflow.integrations.slack import (
     escape,
 )
 from leadflow.integrations.teams import TeamsNotifier, TeamsSettings, escape_markdown
-from tests.contract.conftest import body, make_decision, make_lead
+from tests.support.builders import make_decision, make_lead
+from tests.support.http import body
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
 TEAMS = "https://prod-00.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=SIG"

@@ -29,14 +29,9 @@ from leadflow.integrations.webhook_notifier import (
     WebhookNotifier,
     verify_signature,
 )
-from tests.contract.conftest import (
-    SmtpServer,
-    body,
-    email_to,
-    make_decision,
-    make_lead,
-    start_smtp,
-)
+from tests.support.builders import make_decision, make_lead
+from tests.support.http import body
+from tests.support.smtp import SmtpServer, email_to, start_smtp
 
 SENDER = "leadflow@example.test"
 
@@ -99,10 +94,10 @@ async def test_email_with_authentication() -> None:
 
 
 async def test_email_connection_refused_is_transient() -> None:
-    from tests.contract.conftest import _free_port
+    from tests.support.net import free_port
 
     notifier = EmailNotifier(
-        EmailSettings(_env_file=None, host="127.0.0.1", port=_free_port(), sender=SENDER)
+        EmailSettings(_env_file=None, host="127.0.0.1", port=free_port(), sender=SENDER)
     )
     lead = make_lead()
     with pytest.raises(TransientError):
@@ -192,7 +187,7 @@ def test_a_rep_that_cannot_be_a_mailbox_is_a_settings_error_at_start(monkeypatch
     from leadflow.integrations.wiring import build_adapters
     from leadflow.rules import load_rules
     from leadflow.settings import AdapterChoice, Settings, SettingsError
-    from tests.conftest import EXAMPLES
+    from tests.support.paths import EXAMPLES
 
     monkeypatch.setenv("LEADFLOW_EMAIL_HOST", "127.0.0.1")
     monkeypatch.setenv("LEADFLOW_EMAIL_SENDER", SENDER)

@@ -21,13 +21,12 @@ from leadflow.integrations.pipedrive import PipedriveCRM, PipedriveSettings
 from leadflow.integrations.salesforce import SalesforceCRM
 from leadflow.models import CrmMatch
 from leadflow.testing import HttpVendor
-from tests.contract.conftest import make_lead
-from tests.contract.harnesses import PipedriveFake, pipedrive_effects
-from tests.contract.test_hubspot import API as HUBSPOT
-from tests.contract.test_hubspot import SPEC, SPEC_ERROR, TOKEN, validate
-from tests.contract.test_salesforce import API as SALESFORCE
-from tests.contract.test_salesforce import _crm as salesforce_crm
-from tests.contract.test_salesforce import lead_query_reply
+from tests.support.builders import make_lead
+from tests.support.harnesses import PipedriveFake, pipedrive_effects
+from tests.support.hubspot import API as HUBSPOT
+from tests.support.hubspot import SPEC, SPEC_ERROR, TOKEN, validate
+from tests.support.salesforce import API as SALESFORCE
+from tests.support.salesforce import lead_query_reply, salesforce_crm
 
 ASSIGNED = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
 

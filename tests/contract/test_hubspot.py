@@ -11,13 +11,10 @@ generated from its response schemas.
 from __future__ import annotations
 
 import base64
-import copy
 import json
-from pathlib import Path
 from urllib.parse import quote, unquote
 
 import httpx
-import jsonschema
 import pytest
 import respx
 from pydantic import SecretStr
@@ -31,42 +28,9 @@ from leadflow.integrations.errors import (
 from leadflow.integrations.hubspot import HubSpotCRM, HubSpotSettings, match_upsert_results
 from leadflow.integrations.vendor import unique_batches
 from leadflow.settings import SettingsError
-from tests.contract.conftest import body, make_decision, make_lead
-
-API = "https://api.hubapi.com"
-TOKEN = "pat-na1-11111111-2222"
-# HubSpot's OpenAPI description, stored with the tests (its source and date: specs/README.md)
-SPEC_PATH = Path(__file__).resolve().parent / "specs" / "hubspot-crm-contacts-v3.json"
-SPEC = json.loads(SPEC_PATH.read_text())
-
-
-def _components() -> dict:
-    """The spec's components, with one known error corrected: the spec types search
-    `sorts` as strings, but HubSpot's search guide documents, and the API honours,
-    objects `{"propertyName", "direction"}` (HubSpot/hubspot-api-ruby#257,
-    HubSpot/hubspot-api-nodejs#559: generated clients sending strings lose the
-    direction)."""
-    components = copy.deepcopy(SPEC["components"])
-    components["schemas"]["PublicObjectSearchRequest"]["properties"]["sorts"]["items"] = {
-        "type": "object",
-        "required": ["propertyName", "direction"],
-        "properties": {
-            "propertyName": {"type": "string"},
-            "direction": {"enum": ["ASCENDING", "DESCENDING"]},
-        },
-        "additionalProperties": False,
-    }
-    return components
-
-
-COMPONENTS = _components()
-
-
-def validate(schema: str, instance: object) -> None:
-    """Validate against a schema of the spec's components (OpenAPI 3.0 schemas are
-    JSON Schema for what they use here)."""
-    document = {"$ref": f"#/components/schemas/{schema}", "components": COMPONENTS}
-    jsonschema.validate(instance, document)
+from tests.support.builders import make_decision, make_lead
+from tests.support.http import body
+from tests.support.hubspot import API, SPEC, SPEC_ERROR, TOKEN, validate
 
 
 def upsert_reply(request: httpx.Request, start: int = 500) -> httpx.Response:
@@ -282,13 +246,6 @@ async def test_look_up_of_an_unknown_email_is_no_match(crm, router) -> None:
     )
     match = await crm.look_up(make_lead())
     assert match.contact_id is None and match.owners == []
-
-
-SPEC_ERROR = {
-    "message": "Invalid input (details will vary based on the error)",
-    "correlationId": "aeb5f871-7f07-4993-9211-075dc63e7cbf",
-    "category": "VALIDATION_ERROR",
-}
 
 
 @pytest.mark.parametrize(

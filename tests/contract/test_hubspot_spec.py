@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from leadflow.integrations.errors import AdapterError
 from leadflow.integrations.hubspot import HubSpotCRM, HubSpotLeadSource, HubSpotSettings
-from tests.contract.conftest import make_decision, make_lead
-from tests.contract.openapi_strategies import from_openapi
-from tests.contract.test_hubspot import COMPONENTS, validate
+from tests.support.builders import make_decision, make_lead
+from tests.support.hubspot import COMPONENTS, validate
+from tests.support.openapi_strategies import from_openapi
 
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

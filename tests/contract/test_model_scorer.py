@@ -18,8 +18,9 @@ from leadflow.integrations.model_scorer import ModelScorer, ModelScorerSettings
 from leadflow.models import CrmMatch
 from leadflow.rules import load_rules, score_lead
 from leadflow.settings import SettingsError
-from tests.conftest import EXAMPLES
-from tests.contract.conftest import body, make_lead
+from tests.support.builders import make_lead
+from tests.support.http import body
+from tests.support.paths import EXAMPLES
 
 API = "http://127.0.0.1:11434/v1"
 RULES = load_rules(EXAMPLES / "rules.toml").scoring

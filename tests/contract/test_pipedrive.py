@@ -20,8 +20,8 @@ from pydantic import SecretStr
 from leadflow.integrations.errors import PermanentError, TransientError
 from leadflow.integrations.pipedrive import PLAN_LIMITS, PipedriveCRM, PipedriveSettings
 from leadflow.testing import HttpVendor
-from tests.contract.conftest import make_decision, make_lead
-from tests.contract.harnesses import PipedriveFake, pipedrive_effects
+from tests.support.builders import make_decision, make_lead
+from tests.support.harnesses import PipedriveFake, pipedrive_effects
 
 TOKEN = "pd-token-123"
 

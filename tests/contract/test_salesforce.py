@@ -24,16 +24,11 @@ from leadflow.integrations.errors import (
 )
 from leadflow.integrations.salesforce import SalesforceCRM, SalesforceSettings, soql_quote
 from leadflow.settings import SettingsError
-from tests.contract.conftest import body, make_decision, make_lead
+from tests.support.builders import make_decision, make_lead
+from tests.support.http import body
+from tests.support.salesforce import API, SF, lead_query_reply, salesforce_crm
 
-SF = "https://acme.my.salesforce.com"
-API = f"{SF}/services/data/v62.0"
 COLLECTION = f"{API}/composite/sobjects/Lead/Leadflow_Id__c"
-
-
-def _crm(transport, **extra) -> SalesforceCRM:
-    values = {"base_url": SF, "access_token": SecretStr("00Dold")} | extra
-    return SalesforceCRM(SalesforceSettings(_env_file=None, **values), transport=transport)
 
 
 def _query_reply(request: httpx.Request) -> httpx.Response:
@@ -70,7 +65,7 @@ def users(router: respx.Router):
 async def test_upsert_is_a_collection_patch_on_the_external_id(router, transport, users) -> None:
     route = router.patch(COLLECTION).mock(side_effect=_upserted)
     lead = make_lead()
-    record_id = await _crm(transport).upsert(
+    record_id = await salesforce_crm(transport).upsert(
         lead, make_decision(lead), idempotency_key=f"crm:{lead.id}"
     )
 
@@ -110,7 +105,7 @@ async def test_upsert_many_sends_at_most_200_without_a_lead_twice(router, transp
     leads = [make_lead(i) for i in range(450)]
     items = [(lead, make_decision(lead), f"crm:{lead.id}") for lead in leads]
     items.append(items[3])
-    ids = await _crm(transport).upsert_many(items)
+    ids = await salesforce_crm(transport).upsert_many(items)
     assert [len(body(c)["records"]) for c in route.calls] == [200, 200, 50]
     assert len(ids) == 451 and ids[3] == ids[450]
     assert users.call_count == 1  # the rep's user id, cached
@@ -136,7 +131,7 @@ async def test_item_errors_are_translated(router, transport, users) -> None:
     )
     lead = make_lead()
     with pytest.raises(PermanentError, match=r"REQUIRED_FIELD_MISSING.*\(LastName\)"):
-        await _crm(transport).upsert(lead, make_decision(lead), idempotency_key="k")
+        await salesforce_crm(transport).upsert(lead, make_decision(lead), idempotency_key="k")
 
 
 async def test_a_locked_row_is_transient(router, transport, users) -> None:
@@ -153,7 +148,7 @@ async def test_a_locked_row_is_transient(router, transport, users) -> None:
     )
     lead = make_lead()
     with pytest.raises(TransientError):
-        await _crm(transport).upsert(lead, make_decision(lead), idempotency_key="k")
+        await salesforce_crm(transport).upsert(lead, make_decision(lead), idempotency_key="k")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +163,7 @@ async def test_a_locked_row_is_transient(router, transport, users) -> None:
 async def test_error_array_is_translated(router, transport, status, errors, error) -> None:
     router.get(f"{API}/query").mock(return_value=httpx.Response(status, json=errors))
     with pytest.raises(error) as caught:
-        await _crm(transport).look_up(make_lead())
+        await salesforce_crm(transport).look_up(make_lead())
     assert type(caught.value) is error
     assert errors[0]["errorCode"] in str(caught.value)
 
@@ -184,7 +179,7 @@ async def test_a_401_refreshes_the_token_once_and_repeats(router, transport) -> 
         ]
     )
     query = router.get(f"{API}/query").mock(side_effect=lambda request: next(replies))
-    crm = _crm(
+    crm = salesforce_crm(
         transport,
         client_id="cid",
         client_secret=SecretStr("csecret"),
@@ -212,19 +207,10 @@ async def test_a_second_401_is_an_authentication_error(router, transport) -> Non
     router.get(f"{API}/query").mock(
         return_value=httpx.Response(401, json=[{"errorCode": "INVALID_SESSION_ID"}])
     )
-    crm = _crm(transport, client_id="cid", client_secret=SecretStr("s"))
+    crm = salesforce_crm(transport, client_id="cid", client_secret=SecretStr("s"))
     with pytest.raises(AuthenticationError) as caught:
         await crm.look_up(make_lead())
     assert "00Dnew" not in str(caught.value) and "00Dold" not in str(caught.value)
-
-
-def lead_query_reply(*records: dict) -> httpx.Response:
-    """A SOQL query's answer holding these Lead records."""
-    rows = [
-        {"attributes": {"type": "Lead", "url": "/services/data/v62.0/sobjects/Lead/00Q1"}, **row}
-        for row in records
-    ]
-    return httpx.Response(200, json={"totalSize": len(rows), "done": True, "records": rows})
 
 
 async def test_look_up_reads_the_lead_and_its_owner(router, transport) -> None:
@@ -239,7 +225,7 @@ async def test_look_up_reads_the_lead_and_its_owner(router, transport) -> None:
         )
     )
     lead = make_lead(1, email="o'brien@northwind.test")
-    match = await _crm(transport).look_up(lead)
+    match = await salesforce_crm(transport).look_up(lead)
     assert match.contact_id == "00Q1" and match.contact_owner == "owner@acme.test"
     assert "Email = 'o\\'brien@northwind.test'" in route.calls.last.request.url.params["q"]
 

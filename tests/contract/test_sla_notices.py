@@ -23,7 +23,8 @@ from leadflow.integrations.slack import (
     SlackWebhookSettings,
 )
 from leadflow.integrations.teams import TeamsNotifier, TeamsSettings
-from tests.contract.conftest import SmtpServer, body, email_to
+from tests.support.http import body
+from tests.support.smtp import SmtpServer, email_to
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
 TEAMS = "https://prod-00.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=SIG"

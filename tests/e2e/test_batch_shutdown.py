@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.stack import prefect_stack, wait_for
+from tests.support.paths import ROOT
+from tests.support.stack import prefect_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

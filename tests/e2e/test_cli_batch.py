@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.test_cli_run import query, run_cli
+from tests.support.cli import query, run_cli
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.test_cli_run import run_cli
+from tests.support.cli import run_cli
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

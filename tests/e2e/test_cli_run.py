@@ -3,66 +3,22 @@ PREFECT_HOME (so Prefect starts its own temporary server) and a brand-new databa
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.cli import query, run_cli
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.e2e
-
-LEADFLOW = Path(sys.executable).parent / "leadflow"
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e")
-
-
-def cli_env(workdir: Path, **extra_env: str) -> dict[str, str]:
-    """The environment of a leadflow command run in `workdir`: its own Prefect home,
-    database and outbox, the example rules and CRM seed, nothing of this shell's."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "LEADFLOW_"))
-    }
-    env.update(
-        PREFECT_HOME=str(workdir / "prefect-home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        # the temporary server's 20 s default is too short on a loaded 2-core machine
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        LEADFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}",
-        LEADFLOW_TERMINAL_OUTBOX_PATH=str(workdir / "outbox.jsonl"),
-        LEADFLOW_RULES_PATH=str(ROOT / "examples" / "rules.toml"),
-        LEADFLOW_LOCAL_CRM_SEED_PATH=str(ROOT / "examples" / "crm_seed.json"),
-        COLUMNS="160",
-    )
-    env.update(extra_env)
-    return env
-
-
-def run_cli(workdir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = cli_env(workdir, **extra_env)
-    return subprocess.run(
-        [str(LEADFLOW), *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def query(workdir: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(workdir / "leadflow.db") as connection:
-        return connection.execute(sql).fetchall()
 
 
 @pytest.fixture(scope="module")

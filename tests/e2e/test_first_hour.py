@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.test_cli_run import LEADFLOW, query, run_cli
+from tests.support.cli import LEADFLOW, query, run_cli
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_cli_run import LEADFLOW, cli_env
+from tests.support.cli import LEADFLOW, cli_env
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from leadflow.report_render import as_html
-from tests.unit.test_report import data_set, decision, record, report
+from tests.support.shadow import data_set, decision, record, report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'

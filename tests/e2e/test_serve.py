@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.stack import BIN, clean_env, prefect_stack
-from tests.e2e.test_deployments import DOMAIN, Scenario, lead_file, leadflow_env
+from tests.support.deployments import DOMAIN, Scenario, lead_file, leadflow_env
+from tests.support.paths import ROOT
+from tests.support.stack import BIN, clean_env, prefect_stack
 
 pytestmark = pytest.mark.e2e
 

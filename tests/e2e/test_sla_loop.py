@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from leadflow.loopback_vendor import FaultServer
-from tests.e2e.stack import BIN, PrefectServer, prefect_stack
-from tests.e2e.test_cli_run import cli_env
+from tests.support.cli import cli_env
+from tests.support.stack import BIN, PrefectServer, prefect_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_run import run_cli
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -10,27 +10,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.variables import Variable
 
-import leadflow.flows.mode
 from leadflow.app.runtime import use_runtime
 from leadflow.failed_effects import HANDED_BACK
 from leadflow.flows.cutover import MODE_VARIABLE, ModeError, current_mode, cutover_file, set_mode
 from leadflow.flows.report import shadow_report
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
-from tests.conftest import EXAMPLES
-from tests.fakes import MemoryNotifier
+from tests.support.fakes import MemoryNotifier
+from tests.support.paths import EXAMPLES
 
 LEGACY = "python:examples.legacy.process:decide"
-
-
-@pytest.fixture
-async def mode_variable(prefect_api, tmp_path, monkeypatch):
-    monkeypatch.setenv("LEADFLOW_SHADOW__DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/s.db")
-    monkeypatch.setenv("LEADFLOW_SHADOW__TIMEOUT_SECONDS", "120")
-    monkeypatch.setattr(leadflow.flows.mode, "MODE_TTL_SECONDS", 0)
-    await Variable.aunset(MODE_VARIABLE)
-    yield
-    await Variable.aunset(MODE_VARIABLE)
 
 
 def first_rows(tmp_path, n: int):

@@ -28,15 +28,12 @@ from leadflow.integrations.errors import TransientError
 from leadflow.integrations.local_crm import LocalCRM
 from leadflow.integrations.sql_events import lead_events
 from leadflow.integrations.terminal_notifier import TerminalNotifier
-from tests.conftest import EXAMPLES
-from tests.fakes import MemoryCRM, MemoryNotifier
-from tests.flows.test_process_file import write_csv
+from tests.support.builders import lead_rows as leads
+from tests.support.builders import write_csv
+from tests.support.fakes import MemoryCRM, MemoryNotifier
+from tests.support.paths import EXAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-def leads(n: int, prefix: str = "b") -> list[list[str]]:
-    return [[f"{prefix}{i}@co{i}.test", "VP Sales", "US", "120", "webinar"] for i in range(n)]
 
 
 def outbox(tmp_path: Path) -> Counter[str]:
@@ -187,7 +184,7 @@ def _runtime_in(folder: Path, **pipeline):
     from leadflow.integrations.rules_scorer import RulesScorer
     from leadflow.integrations.sql_events import SqlEventSink
     from leadflow.rules import load_rules
-    from tests.conftest import make_settings
+    from tests.support.builders import make_settings
 
     folder.mkdir(parents=True, exist_ok=True)
     settings = make_settings(folder, **pipeline)

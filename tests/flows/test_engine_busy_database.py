@@ -18,8 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.files import process_file
-from tests.flows.test_engine import leads
-from tests.flows.test_process_file import write_csv
+from tests.support.builders import lead_rows as leads
+from tests.support.builders import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -23,11 +23,8 @@ from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.models import Decision, LeadOutcome
 from leadflow.shadow_settings import ShadowSettings
 from leadflow.shadow_store import ComparisonStore
-from tests.conftest import EXAMPLES
-from tests.fakes import MemoryNotifier
-from tests.flows.test_cutover import (  # noqa: F401
-    mode_variable,
-)
+from tests.support.fakes import MemoryNotifier
+from tests.support.paths import EXAMPLES
 
 LEGACY = "python:examples.legacy.process:decide"
 SEEDED_CONTACTS = 3

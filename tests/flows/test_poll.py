@@ -19,7 +19,7 @@ import pytest
 from leadflow.app.runtime import current_runtime, use_runtime
 from leadflow.flows.poll import PollSummary, poll_leads
 from leadflow.ledger import FileLedger, FileStatus
-from tests.fakes import MemoryCRM
+from tests.support.fakes import MemoryCRM
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "id,email,first_name,last_name,company,title,country,source,employee_count\n"
@@ -60,7 +60,7 @@ def inbox(tmp_path: Path) -> Path:
 @pytest.fixture
 async def crm(prefect_api, make_runtime, tmp_path):
     """The `runtime` fixture's embedded runtime (same builder), with an in-memory
-    CRM (tests/fakes.py) in place for the test; yields the CRM."""
+    CRM (tests/support/fakes.py) in place for the test; yields the CRM."""
     memory = MemoryCRM()
     built = make_runtime(crm=memory)
     with use_runtime(built):

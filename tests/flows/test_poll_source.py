@@ -4,6 +4,7 @@ on the real Prefect API: leads added between polls are processed once each."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -11,14 +12,20 @@ import pytest
 from leadflow.app.runtime import use_runtime
 from leadflow.flows.source import poll_source
 from leadflow.settings import AdapterChoice
-from tests.integration.test_http_source import T0, api  # noqa: F401 - the fixture
+from tests.support.leads_api import T0, LeadsApi, serve_leads_api
+
+
+@pytest.fixture
+def api() -> Iterator[LeadsApi]:
+    with serve_leads_api() as leads:
+        yield leads
 
 
 @pytest.fixture
 def http_runtime(
     prefect_api,
     make_runtime,
-    api,  # noqa: F811 - the fixture imported above
+    api,
     tmp_path,
     monkeypatch,
 ):
@@ -35,7 +42,7 @@ def http_runtime(
 
 async def test_two_polls_process_each_lead_once(
     http_runtime,
-    api,  # noqa: F811 - the fixture imported above
+    api,
     tmp_path,
 ) -> None:
     runtime = http_runtime
@@ -60,7 +67,7 @@ async def test_two_polls_process_each_lead_once(
 
 async def test_a_503_on_page_2_loses_nothing_and_the_poll_names_it(
     http_runtime,
-    api,  # noqa: F811 - the fixture imported above
+    api,
     tmp_path,
 ) -> None:
     """Pages of 2, page 2 answers 503: the first poll keeps and processes page 1,

@@ -3,10 +3,8 @@ round robin, failures named."""
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,19 +13,10 @@ from leadflow.app.runtime import use_runtime
 from leadflow.db import get_engine
 from leadflow.flows.files import LeadsFailedError, process_file
 from leadflow.intake import quarantine
-from tests.fakes import MemoryNotifier
+from tests.support.builders import write_csv
+from tests.support.fakes import MemoryNotifier
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-COLUMNS = ["email", "title", "country", "employee_count", "source"]
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-    return path
 
 
 async def test_bad_records_are_set_aside_and_the_rest_go_on(runtime, tmp_path):

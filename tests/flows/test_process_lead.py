@@ -19,22 +19,10 @@ from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.integrations.sql_events import SqlEventSink
 from leadflow.logging import add_run_ids
 from leadflow.models import BranchStatus
-from tests.fakes import MemoryCRM, MemoryEventSink, MemoryNotifier, memory_adapters
+from tests.support.builders import raw_lead as record
+from tests.support.fakes import MemoryCRM, MemoryEventSink, MemoryNotifier, memory_adapters
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-def record(email: str, **extra) -> dict:
-    return {
-        "email": email,
-        "first_name": "Test",
-        "title": "VP Sales",
-        "company": "Acme",
-        "country": "US",
-        "employee_count": "120",
-        "source": "referral",
-        **extra,
-    }
 
 
 async def count(database_url: str, table: sa.Table, **where) -> int:

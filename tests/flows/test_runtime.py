@@ -23,7 +23,8 @@ from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.integrations.sql_events import SqlEventSink
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.rules import load_rules
-from tests.conftest import EXAMPLES, make_settings
+from tests.support.builders import make_settings
+from tests.support.paths import EXAMPLES
 
 
 class ClosingNotifier(TerminalNotifier):

@@ -16,8 +16,8 @@ from leadflow.app.runtime import use_runtime
 from leadflow.flows.shadow import shadow_file, shadow_lead
 from leadflow.rules import load_rules
 from leadflow.shadow_store import ComparisonStore
-from tests.conftest import EXAMPLES, ROOT
-from tests.fakes import MemoryScorer
+from tests.support.fakes import MemoryScorer
+from tests.support.paths import EXAMPLES, ROOT
 
 PYTHON_LEGACY = "python:examples.legacy.process:decide"
 RECORD = {"email": "ada@lovelace.test", "title": "CTO", "country": "GB", "source": "referral"}

@@ -27,9 +27,9 @@ from leadflow.integrations.sql_events import SqlEventSink
 from leadflow.integrations.terminal_notifier import TerminalNotifier
 from leadflow.rules import Rules
 from leadflow.sla import Step, history
-from tests.conftest import make_settings
-from tests.fakes import MemoryCRM
-from tests.unit.test_routing import Clock
+from tests.support.builders import make_settings
+from tests.support.fakes import MemoryCRM
+from tests.support.routing import Clock
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

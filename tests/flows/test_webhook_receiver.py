@@ -25,7 +25,7 @@ from leadflow.intake import RawRecord, validate_record
 from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from leadflow.once import OnceStore
 from leadflow.stores.inbox import Inbox
-from tests.fakes import MemoryNotifier
+from tests.support.fakes import MemoryNotifier
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from leadflow.app.cli import app
 from leadflow.integrations.checks import check_configuration
 from leadflow.integrations.registry import get_adapter_class
-from tests.integration.conftest import serve_app
+from tests.support.http import serve_app
 
 runner = CliRunner()
 

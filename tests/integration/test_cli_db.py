@@ -55,7 +55,7 @@ def test_a_sqlite_database_upgrades_itself_when_a_command_starts(env, tmp_path) 
 def test_a_command_refuses_a_postgresql_database_that_is_behind(env) -> None:
     import asyncio
 
-    from tests.integration.test_postgres import new_database
+    from tests.support.postgres import new_database
 
     async def scenario() -> None:
         async with new_database() as url:

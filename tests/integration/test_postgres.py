@@ -10,69 +10,24 @@ Each test works in a schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from leadflow.assignment import Assigner
-from leadflow.db import dispose_engines, get_engine
+from leadflow.db import get_engine
 from leadflow.intake import Quarantine, RawRecord, validate_record
 from leadflow.integrations.base import LeadEvent
 from leadflow.integrations.local_crm import LocalCRM, contacts
 from leadflow.integrations.sql_events import SqlEventSink, lead_events
 from leadflow.models import Decision, FollowUpType, Lead
 from leadflow.rules import load_rules
-from leadflow.schema import upgrade_schema
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
+from tests.support.postgres import needs_postgres
 
-BASE_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL")
-# In CI these tests must run: there a missing server fails them instead of skipping.
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-pytestmark = pytest.mark.skipif(
-    not BASE_URL and not IN_CI, reason="LEADFLOW_TEST_POSTGRES_URL is not set"
-)
-
-
-@asynccontextmanager
-async def new_database() -> AsyncIterator[str]:
-    """A URL for a brand-new, empty database on the server, dropped at the end."""
-    if not BASE_URL:
-        pytest.fail("CI: LEADFLOW_TEST_POSTGRES_URL is not set (did .ci/postgres fail?)")
-    name = f"leadflow_t_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(BASE_URL, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(BASE_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        await dispose_engines()
-        async with admin.connect() as connection:
-            await connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
-@pytest.fixture
-async def pg_empty_url():
-    """A new database with nothing in it (not even leadflow's schema)."""
-    async with new_database() as url:
-        yield url
-
-
-@pytest.fixture
-async def pg_url():
-    """A new database at leadflow's schema, as `leadflow db upgrade` leaves it."""
-    async with new_database() as url:
-        await upgrade_schema(url)
-        yield url
+pytestmark = needs_postgres
 
 
 def na_lead(i: int) -> Lead:
@@ -125,7 +80,7 @@ async def test_round_robin_is_race_free_across_two_workers(pg_url):
 async def test_caps_hold_across_two_workers(pg_url):
     """Daily caps counted in the assignment's transaction under the advisory lock:
     two workers never give a rep more than their cap, and the facts are kept."""
-    from tests.unit.test_routing import ANNA, BEN, MONDAY_TEN, WES, Clock, de_lead, make_rules
+    from tests.support.routing import ANNA, BEN, MONDAY_TEN, WES, Clock, de_lead, make_rules
 
     rules = make_rules(reps={ANNA: {"max_per_day": 10}, BEN: {"max_per_day": 7}})
     clock = Clock(MONDAY_TEN)

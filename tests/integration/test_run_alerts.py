@@ -14,7 +14,7 @@ from leadflow.app.runtime import current_runtime
 from leadflow.flows.alerts import alert_on_failure
 from leadflow.flows.files import process_file
 from leadflow.flows.lead import process_lead
-from tests.integration.conftest import WebhookServer
+from leadflow.loopback_vendor import Fault, FaultServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -49,11 +49,11 @@ async def test_a_failed_run_sends_one_alert_through_the_terminal_notifier(runtim
 
 
 async def test_a_notifier_without_alerts_logs_the_failed_run(
-    webhook_runtime, webhook_server: WebhookServer, tmp_path: Path
+    webhook_runtime, webhook_server: FaultServer, tmp_path: Path
 ):
     """The webhook notifier does not POST alerts (its endpoint expects leads): the
     default `Notifier.alert` logs the failed run at error level instead."""
-    webhook_server.script(400)  # the notify branch fails for the one lead
+    webhook_server.inject(Fault.status_code(400))  # the notify branch fails for the one lead
     path = tmp_path / "one.csv"
     path.write_text("email,first_name\nwebhook-alert@alerts.test,Al\n")
 
@@ -64,13 +64,13 @@ async def test_a_notifier_without_alerts_logs_the_failed_run(
     run_id = str(state.state_details.flow_run_id)
     (logged,) = [e for e in logs if e["event"] == "run failed"]
     assert logged["key"] == f"run-failed:{run_id}" and "notify_team" in logged["alert"]
-    assert len(webhook_server.requests) == 1  # the lead's notification (400: not retried)
+    assert len(webhook_server.received) == 1  # the lead's notification (400: not retried)
     assert current_runtime().adapters.notifier.name == "webhook"
 
 
 async def test_an_alert_that_cannot_be_sent_does_not_change_the_run(make_runtime, prefect_api):
     from leadflow.app.runtime import use_runtime
-    from tests.fakes import MemoryNotifier
+    from tests.support.fakes import MemoryNotifier
 
     down = MemoryNotifier(failures={"alert": [ConnectionError("notifier down")]})
     built = make_runtime(notifier=down)

@@ -24,7 +24,9 @@ from leadflow.schema import (
     schema_revision,
     upgrade_schema,
 )
-from tests.integration.test_postgres import pg_empty_url, pytestmark  # noqa: F401 - fixture, skip
+from tests.support.postgres import needs_postgres
+
+pytestmark = needs_postgres
 
 HEAD = ",".join(head_revisions())
 
@@ -37,7 +39,7 @@ async def tables(url: str) -> set[str]:
     return set(names)
 
 
-async def test_leadflow_refuses_a_database_that_is_behind_and_names_the_command(pg_empty_url):  # noqa: F811
+async def test_leadflow_refuses_a_database_that_is_behind_and_names_the_command(pg_empty_url):
     with pytest.raises(SchemaOutOfDate, match=r"not set up yet.*`leadflow db upgrade`"):
         await prepare_schema(pg_empty_url)
     # a store reached before anyone prepared the schema refuses the same way
@@ -46,7 +48,7 @@ async def test_leadflow_refuses_a_database_that_is_behind_and_names_the_command(
     assert await tables(pg_empty_url) == set()  # nothing was created behind the operator's back
 
 
-async def test_the_upgrade_builds_the_schema_once_however_many_run_it(pg_empty_url):  # noqa: F811
+async def test_the_upgrade_builds_the_schema_once_however_many_run_it(pg_empty_url):
     results = await asyncio.gather(*(upgrade_schema(pg_empty_url) for _ in range(3)))
 
     assert results == [HEAD] * 3
@@ -58,7 +60,7 @@ async def test_the_upgrade_builds_the_schema_once_however_many_run_it(pg_empty_u
     assert await schema_revision(pg_empty_url) == HEAD
 
 
-async def test_tables_made_before_migrations_are_adopted_with_their_rows(pg_empty_url):  # noqa: F811
+async def test_tables_made_before_migrations_are_adopted_with_their_rows(pg_empty_url):
     engine = create_async_engine(pg_empty_url)
     async with engine.begin() as connection:
         await connection.run_sync(core_metadata().create_all)
@@ -82,7 +84,7 @@ async def test_tables_made_before_migrations_are_adopted_with_their_rows(pg_empt
     assert [r.key for r in await Quarantine(pg_empty_url).pending()] == ["k1"]
 
 
-async def test_the_migrations_match_the_models_on_postgresql(pg_empty_url):  # noqa: F811
+async def test_the_migrations_match_the_models_on_postgresql(pg_empty_url):
     from alembic import command
 
     await upgrade_schema(pg_empty_url)

@@ -15,7 +15,7 @@ from leadflow.integrations.local_crm import contacts
 from leadflow.integrations.sql_events import lead_events
 from leadflow.once import side_effect_claims
 from leadflow.stores.decisions import lead_decisions
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 SEEDED_CONTACTS = 3
 table_rows = {lead_decisions: 12, side_effect_claims: 3 * 12}  # a decision, three claims each
@@ -38,7 +38,7 @@ async def test_a_shadow_run_sends_nothing_and_writes_nothing(
     summary = await shadow_file(path=leads, legacy="python:examples.legacy.process:decide")
 
     assert summary.compared == 12 and not summary.candidate_errors
-    assert webhook_server.requests == []
+    assert webhook_server.received == []
     assert await _count(url, contacts) == SEEDED_CONTACTS  # the seed only: no upsert
     assert await _count(url, lead_events) == 0
     assert not (tmp_path / "outbox.jsonl").exists()
@@ -50,7 +50,7 @@ async def test_a_shadow_run_sends_nothing_and_writes_nothing(
 
     # The same leads for real reach all three, so the counts above could have moved.
     await process_file(path=leads)
-    assert len(webhook_server.requests) == 12
+    assert len(webhook_server.received) == 12
     assert await _count(url, contacts) == SEEDED_CONTACTS + 12
     assert await _count(url, lead_events) == 12
 
@@ -106,7 +106,7 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
                 await asyncio.sleep(0.05)
         assert await webhook_runtime.inbox.counts() == {"left": 1}
 
-        assert webhook_server.requests == []
+        assert webhook_server.received == []
         assert await _count(url, contacts) <= SEEDED_CONTACTS
         assert await _count(url, lead_events) == 0
         stored = await ComparisonStore(ShadowSettings().database_url).in_window(
@@ -116,6 +116,6 @@ async def test_in_shadow_mode_every_entry_point_sends_nothing(
 
         await set_mode("live")
         await process_file(path=leads)
-        assert len(webhook_server.requests) == 4
+        assert len(webhook_server.received) == 4
     finally:
         await Variable.aunset(MODE_VARIABLE)

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from leadflow.compare import compare
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
-from tests.integration.test_postgres import pg_url, pytestmark  # noqa: F401 - fixture, skip
-from tests.unit.test_compare import decision
+from tests.support.postgres import needs_postgres
+from tests.support.shadow import compared_decision as decision
+
+pytestmark = needs_postgres
 
 
-async def test_comparisons_accumulate_and_read_back(pg_url):  # noqa: F811
+async def test_comparisons_accumulate_and_read_back(pg_url):
     store = ComparisonStore(pg_url)
     now = datetime.now(UTC)
     rows = [

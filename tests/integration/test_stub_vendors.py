@@ -17,7 +17,7 @@ import uvicorn
 
 from leadflow.integrations.errors import RateLimited
 from leadflow.integrations.ratelimit import RateLimiter
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from stub_adapters import Vendor

@@ -19,9 +19,10 @@ from leadflow.flows.limits import apply_limits, concurrency_name, rate_name, ven
 from leadflow.integrations.local_crm import LocalCRM
 from leadflow.integrations.recorders import Journal, RecordingCRM
 from leadflow.integrations.terminal_notifier import TerminalNotifier
+from leadflow.loopback_vendor import FaultServer
 from leadflow.settings import VendorLimit
-from tests.conftest import EXAMPLES, make_settings
-from tests.integration.conftest import Reply, WebhookServer
+from tests.support.builders import make_settings
+from tests.support.paths import EXAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -51,9 +52,9 @@ def leads_file(path: Path, tag: str, count: int) -> Path:
     return path
 
 
-def most_at_once(server: WebhookServer) -> int:
+def most_at_once(server: FaultServer) -> int:
     """The most requests the server was answering at one time (each takes DELAY)."""
-    starts = sorted(request.at for request in server.requests)
+    starts = sorted(request.at for request in server.received)
     return max(sum(1 for s in starts if start <= s < start + DELAY) for start in starts)
 
 
@@ -87,21 +88,21 @@ async def test_apply_creates_then_updates_the_limits(tmp_path: Path):
 
 
 async def test_calls_stay_within_the_concurrency_limit(
-    webhook_runtime, webhook_server: WebhookServer, tmp_path: Path
+    webhook_runtime, webhook_server: FaultServer, tmp_path: Path
 ):
-    webhook_server.default = Reply(delay=DELAY)
+    webhook_server.latency = DELAY
 
     await eight_leads_under(VendorLimit(concurrency=2), tmp_path)
 
-    assert len(webhook_server.requests) == 8
+    assert len(webhook_server.received) == 8
     assert most_at_once(webhook_server) <= 2
 
 
 async def test_without_a_limit_the_calls_run_at_once(
-    webhook_runtime, webhook_server: WebhookServer, tmp_path: Path
+    webhook_runtime, webhook_server: FaultServer, tmp_path: Path
 ):
     """The control for the test above: the same file, no limit on the server."""
-    webhook_server.default = Reply(delay=DELAY)
+    webhook_server.latency = DELAY
 
     with capture_logs() as logs:
         state = await process_file(
@@ -115,11 +116,11 @@ async def test_without_a_limit_the_calls_run_at_once(
 
 
 async def test_calls_stay_within_the_rate_limit(
-    webhook_runtime, webhook_server: WebhookServer, tmp_path: Path
+    webhook_runtime, webhook_server: FaultServer, tmp_path: Path
 ):
     await eight_leads_under(VendorLimit(per_second=4), tmp_path)
 
-    arrivals = sorted(request.at for request in webhook_server.requests)
+    arrivals = sorted(request.at for request in webhook_server.received)
     # A burst of 4, then the other 4 as the slots decay at 4 a second.
     assert len(arrivals) == 8 and arrivals[-1] - arrivals[0] >= 0.75
 

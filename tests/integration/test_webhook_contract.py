@@ -30,45 +30,14 @@ from leadflow.integrations.http import (
 )
 from leadflow.integrations.webhook_notifier import WebhookNotifier
 from leadflow.integrations.wiring import build_adapter
-from leadflow.models import Decision, FollowUpType, Lead, ScoreReason
+from leadflow.models import Decision, Lead
 from leadflow.settings import Settings, SettingsError
-from tests.conftest import EXAMPLES
+from tests.support.builders import sample_decision, sample_lead
+from tests.support.paths import EXAMPLES
 
 HOOK = "https://hooks.example.test/services/leadflow"
 TOKEN = "s3cr3t-token-value"
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-
-
-def make_lead() -> Lead:
-    return Lead.from_record(
-        {
-            "email": "Ava.Stone@Northwind.test",
-            "first_name": "Ava",
-            "last_name": "Stone",
-            "company": "Northwind",
-            "title": "VP Sales",
-            "country": "us",
-            "source": "website",
-            "employee_count": "8",
-            "created_at": "2026-11-22T08:00:00Z",
-            "demo_requested": "yes",
-        }
-    )
-
-
-def make_decision(lead: Lead) -> Decision:
-    return Decision(
-        lead_id=lead.id,
-        score=72,
-        score_reasons=[ScoreReason(group="title", rule="vp", points=30)],
-        tier="A",
-        follow_up=FollowUpType.CALL,
-        sla_minutes=60,
-        due_at=datetime(2026, 11, 22, 9, 0, tzinfo=UTC),
-        rep="rep.one@example.test",
-        assignment_rule="round_robin",
-        rules_version="test-1",
-    )
 
 
 @pytest.fixture
@@ -82,8 +51,8 @@ async def notifier():
 
 
 async def test_a_notification_on_the_wire(notifier: WebhookNotifier) -> None:
-    lead = make_lead()
-    decision = make_decision(lead)
+    lead = sample_lead()
+    decision = sample_decision(lead)
     with respx.mock(assert_all_called=True, assert_all_mocked=True) as router:
         route = router.post(HOOK).mock(return_value=httpx.Response(200, json={"ok": True}))
         await notifier.notify(lead, decision, idempotency_key=f"notify:{lead.id}")
@@ -113,12 +82,12 @@ async def test_a_notification_on_the_wire(notifier: WebhookNotifier) -> None:
 
 
 async def test_no_token_no_authorization_header() -> None:
-    lead = make_lead()
+    lead = sample_lead()
     adapter = WebhookNotifier(HOOK)
     try:
         with respx.mock(assert_all_called=True) as router:
             route = router.post(HOOK).mock(return_value=httpx.Response(204))
-            await adapter.notify(lead, make_decision(lead), idempotency_key="notify:x")
+            await adapter.notify(lead, sample_decision(lead), idempotency_key="notify:x")
     finally:
         await adapter.aclose()
     assert "authorization" not in route.calls.last.request.headers
@@ -126,12 +95,12 @@ async def test_no_token_no_authorization_header() -> None:
 
 async def test_a_query_string_in_the_url_is_kept() -> None:
     url = f"{HOOK}?channel=sales"
-    lead = make_lead()
+    lead = sample_lead()
     adapter = WebhookNotifier(url)
     try:
         with respx.mock(assert_all_called=True) as router:
             route = router.post(url).mock(return_value=httpx.Response(200))
-            await adapter.notify(lead, make_decision(lead), idempotency_key="notify:x")
+            await adapter.notify(lead, sample_decision(lead), idempotency_key="notify:x")
     finally:
         await adapter.aclose()
     assert str(route.calls.last.request.url) == url
@@ -155,7 +124,7 @@ async def test_notify_raises_the_adapter_error(
     error: type[AdapterError],
     retry_after: float | None,
 ) -> None:
-    lead = make_lead()
+    lead = sample_lead()
     with respx.mock(assert_all_called=True) as router:
         route = router.post(HOOK)
         if isinstance(reply, Exception):
@@ -163,7 +132,7 @@ async def test_notify_raises_the_adapter_error(
         else:
             route.mock(return_value=reply)
         with pytest.raises(AdapterError) as caught:
-            await notifier.notify(lead, make_decision(lead), idempotency_key="notify:x")
+            await notifier.notify(lead, sample_decision(lead), idempotency_key="notify:x")
     assert type(caught.value) is error
     assert str(caught.value).startswith("webhook notify: ")
     assert TOKEN not in str(caught.value)
@@ -337,12 +306,12 @@ async def test_from_settings_reads_url_and_token_from_the_environment(
     clean_env.setenv("LEADFLOW_WEBHOOK_URL", HOOK)
     clean_env.setenv("LEADFLOW_WEBHOOK_TOKEN", TOKEN)
     adapter = _build()
-    lead = make_lead()
+    lead = sample_lead()
     try:
         assert TOKEN not in f"{adapter!r} {adapter!s} {vars(adapter)!r}"
         with respx.mock(assert_all_called=True) as router:
             route = router.post(HOOK).mock(return_value=httpx.Response(200))
-            await adapter.notify(lead, make_decision(lead), idempotency_key="notify:x")
+            await adapter.notify(lead, sample_decision(lead), idempotency_key="notify:x")
     finally:
         await adapter.aclose()
     assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"

@@ -6,23 +6,23 @@ import asyncio
 
 from leadflow.integrations.ratelimit import RateLimiter
 from leadflow.integrations.webhook_notifier import WebhookNotifier
-from tests.integration.conftest import Reply
-from tests.integration.test_webhook_contract import make_decision, make_lead
+from tests.support.builders import sample_decision, sample_lead
+from tests.support.webhook import hook_url
 
 
 async def test_requests_stay_within_the_configured_window_and_concurrency(webhook_server):
-    webhook_server.default = Reply(200, delay=0.05)
+    webhook_server.latency = 0.05
     limiter = RateLimiter(requests=3, per_seconds=0.4, max_concurrent=2)
-    notifier = WebhookNotifier(webhook_server.url, limiter=limiter)
-    lead = make_lead()
-    decision = make_decision(lead)
+    notifier = WebhookNotifier(hook_url(webhook_server), limiter=limiter)
+    lead = sample_lead()
+    decision = sample_decision(lead)
     try:
         await asyncio.gather(
             *(notifier.notify(lead, decision, idempotency_key=f"notify:{i}") for i in range(7))
         )
     finally:
         await notifier.aclose()
-    arrivals = sorted(request.at for request in webhook_server.requests)
+    arrivals = sorted(request.at for request in webhook_server.received)
     assert len(arrivals) == 7
     for first, fourth in zip(arrivals, arrivals[3:], strict=False):
         assert fourth - first >= 0.4 - 0.02  # never 4 starts within one window

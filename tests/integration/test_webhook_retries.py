@@ -25,27 +25,16 @@ from structlog.testing import capture_logs
 from leadflow.app.runtime import Runtime, use_runtime
 from leadflow.flows.lead import BRANCHES, BranchesFailedError, process_lead
 from leadflow.integrations.webhook_notifier import WebhookNotifier, WebhookNotifierSettings
+from leadflow.loopback_vendor import Fault, FaultServer, reply
 from leadflow.models import BranchStatus, LeadOutcome, person_id
 from leadflow.settings import load_settings
-from tests.integration.conftest import SECRET_TOKEN, Reply, WebhookServer
+from tests.support.builders import webhook_record as record
+from tests.support.webhook import SECRET_TOKEN, hook_url
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 RETRIES = 2  # tests/integration/conftest.py FAST_RETRIES
 BACKOFF = 0.05
-
-
-def record(tag: str) -> dict[str, Any]:
-    return {
-        "email": f"{tag}@webhook-it.test",
-        "first_name": "Wren",
-        "last_name": "Hale",
-        "title": "VP Sales",
-        "company": "Acme",
-        "country": "US",
-        "employee_count": "120",
-        "source": "referral",
-    }
 
 
 async def run(raw: dict[str, Any]) -> State:
@@ -61,10 +50,10 @@ async def outcome_of(state: State) -> LeadOutcome:
     return exc.outcome
 
 
-def assert_keys(server: WebhookServer, raw: dict[str, Any]) -> None:
+def assert_keys(server: FaultServer, raw: dict[str, Any]) -> None:
     """Every request was a POST to /hook carrying the lead's once-only key."""
     expected = f"notify:{person_id(raw['email'])}"
-    for request in server.requests:
+    for request in server.received:
         assert (request.method, request.path) == ("POST", "/hook")
         assert request.headers.get("idempotency-key") == expected
 
@@ -78,9 +67,9 @@ def assert_others_ok(outcome: LeadOutcome) -> None:
 
 
 async def test_429_with_retry_after_is_waited_out_then_succeeds(
-    webhook_server: WebhookServer, webhook_runtime: Runtime
+    webhook_server: FaultServer, webhook_runtime: Runtime
 ) -> None:
-    webhook_server.script(Reply(429, {"Retry-After": "1"}), 200)
+    webhook_server.inject(Fault.retry_after("1"))
     raw = record("rate-limited")
 
     with capture_logs() as logs:
@@ -91,7 +80,7 @@ async def test_429_with_retry_after_is_waited_out_then_succeeds(
     assert {name: r.status for name, r in outcome.branches.items()} == dict.fromkeys(
         BRANCHES, BranchStatus.OK
     )
-    requests = webhook_server.requests
+    requests = webhook_server.received
     assert len(requests) == 2
     gap = requests[1].at - requests[0].at
     # The backoff alone is 0.05 s: only honouring Retry-After explains a 1 s gap.
@@ -106,7 +95,7 @@ async def test_429_with_retry_after_is_waited_out_then_succeeds(
 async def test_retry_after_is_honoured_when_jitter_shortens_the_backoff(
     prefect_api,
     make_runtime: Callable[..., Runtime],
-    webhook_server: WebhookServer,
+    webhook_server: FaultServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Prefect's jitter can cut the backoff to about 40 % of its nominal value (with a
@@ -117,10 +106,10 @@ async def test_retry_after_is_honoured_when_jitter_shortens_the_backoff(
         return average * lower_clamp_multiple(1 + clamping_factor)
 
     monkeypatch.setattr(prefect.task_engine, "clamped_poisson_interval", shortest)
-    webhook_server.script(Reply(429, {"Retry-After": "1"}), 200)
+    webhook_server.inject(Fault.retry_after("1"))
     raw = record("rate-limited-jitter")
     built = make_runtime(
-        notifier=WebhookNotifier(webhook_server.url, token=SecretStr(SECRET_TOKEN)),
+        notifier=WebhookNotifier(hook_url(webhook_server), token=SecretStr(SECRET_TOKEN)),
         pipeline={"retries": 1, "retry_backoff_seconds": 0.5, "retry_jitter_factor": 1.0},
     )
     try:
@@ -130,16 +119,16 @@ async def test_retry_after_is_honoured_when_jitter_shortens_the_backoff(
         await built.aclose()
 
     assert state.is_completed(), state.message
-    requests = webhook_server.requests
+    requests = webhook_server.received
     assert len(requests) == 2
     gap = requests[1].at - requests[0].at
     assert 0.95 <= gap < 2.5, gap  # without the fix: 0.5 s wait + 0.21 s backoff
 
 
 async def test_503_twice_is_retried_with_backoff_then_succeeds(
-    webhook_server: WebhookServer, webhook_runtime: Runtime
+    webhook_server: FaultServer, webhook_runtime: Runtime
 ) -> None:
-    webhook_server.script(503, 503, 200)
+    webhook_server.inject(Fault.status_code(503), Fault.status_code(503))
     raw = record("unavailable")
 
     state = await run(raw)
@@ -148,7 +137,7 @@ async def test_503_twice_is_retried_with_backoff_then_succeeds(
     outcome = await outcome_of(state)
     assert outcome.branches["notify_team"].status is BranchStatus.OK
     assert_others_ok(outcome)
-    requests = webhook_server.requests
+    requests = webhook_server.received
     assert len(requests) == 3
     # exponential backoff: 0.05 s, then 0.1 s
     assert requests[1].at - requests[0].at >= BACKOFF * 0.9
@@ -164,15 +153,15 @@ async def test_503_twice_is_retried_with_backoff_then_succeeds(
     [(400, "PermanentError"), (401, "AuthenticationError"), (403, "AuthenticationError")],
 )
 async def test_client_errors_fail_the_branch_at_once(
-    webhook_server: WebhookServer, webhook_runtime: Runtime, status: int, error: str
+    webhook_server: FaultServer, webhook_runtime: Runtime, status: int, error: str
 ) -> None:
-    webhook_server.default = Reply(status, body={"error": "no"})
+    webhook_server.ok = reply(status, {"error": "no"})
     raw = record(f"client-error-{status}")
 
     state = await run(raw)
 
     assert state.is_failed()
-    assert len(webhook_server.requests) == 1
+    assert len(webhook_server.received) == 1
     exc = await state.aresult(raise_on_failure=False)
     assert isinstance(exc, BranchesFailedError)
     assert set(exc.outcome.failed_branches) == {"notify_team"}
@@ -185,15 +174,15 @@ async def test_client_errors_fail_the_branch_at_once(
 
 
 async def test_persistent_500_exhausts_the_retries(
-    webhook_server: WebhookServer, webhook_runtime: Runtime
+    webhook_server: FaultServer, webhook_runtime: Runtime
 ) -> None:
-    webhook_server.default = Reply(500)
+    webhook_server.ok = reply(500)
     raw = record("server-error")
 
     state = await run(raw)
 
     assert state.is_failed()
-    assert len(webhook_server.requests) == RETRIES + 1
+    assert len(webhook_server.received) == RETRIES + 1
     outcome = await outcome_of(state)
     assert set(outcome.failed_branches) == {"notify_team"}
     reason = outcome.failed_branches["notify_team"]
@@ -206,14 +195,14 @@ async def test_persistent_500_exhausts_the_retries(
 
 
 async def test_the_token_is_sent_but_never_shown(
-    webhook_server: WebhookServer,
+    webhook_server: FaultServer,
     webhook_runtime: Runtime,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A retry, then a refusal: the retry, failure and outcome paths all log.
-    webhook_server.script(Reply(429, {"Retry-After": "0.2"}), 401)
+    webhook_server.inject(Fault.retry_after("0.2"), Fault.status_code(401))
     raw = record("secret")
     for name in ("", "prefect", "httpx", "httpcore", "leadflow", "uvicorn"):
         caplog.set_level(logging.DEBUG, logger=name or None)
@@ -223,7 +212,7 @@ async def test_the_token_is_sent_but_never_shown(
     await APILogHandler.aflush()
 
     # the token did travel, so the checks below mean something
-    requests = webhook_server.requests
+    requests = webhook_server.received
     assert len(requests) == 2
     assert all(r.headers["authorization"] == f"Bearer {SECRET_TOKEN}" for r in requests)
 
@@ -242,7 +231,7 @@ async def test_the_token_is_sent_but_never_shown(
     assert api_logs  # the lines the Prefect UI shows for this run
 
     notifier = webhook_runtime.adapters.notifier
-    monkeypatch.setenv("LEADFLOW_WEBHOOK_URL", webhook_server.url)
+    monkeypatch.setenv("LEADFLOW_WEBHOOK_URL", hook_url(webhook_server))
     monkeypatch.setenv("LEADFLOW_WEBHOOK_TOKEN", SECRET_TOKEN)
     settings = load_settings(WebhookNotifierSettings)
     assert settings.token is not None and settings.token.get_secret_value() == SECRET_TOKEN
@@ -272,16 +261,16 @@ async def test_the_token_is_sent_but_never_shown(
 
 
 async def test_a_lead_is_notified_once_with_its_idempotency_key(
-    webhook_server: WebhookServer, webhook_runtime: Runtime
+    webhook_server: FaultServer, webhook_runtime: Runtime
 ) -> None:
     raw = record("once-only")
 
     first = await run(raw)
     assert first.is_completed(), first.message
     assert (await outcome_of(first)).branches["notify_team"].status is BranchStatus.OK
-    assert len(webhook_server.requests) == 1
+    assert len(webhook_server.received) == 1
     expected = f"notify:{person_id(raw['email'])}"
-    assert webhook_server.requests[0].headers["idempotency-key"] == expected
+    assert webhook_server.received[0].headers["idempotency-key"] == expected
 
     again = await run(raw)
 
@@ -290,5 +279,5 @@ async def test_a_lead_is_notified_once_with_its_idempotency_key(
     assert {name: r.status for name, r in outcome.branches.items()} == dict.fromkeys(
         BRANCHES, BranchStatus.SKIPPED
     )
-    assert len(webhook_server.requests) == 1  # the Prefect cache kept it from repeating
+    assert len(webhook_server.received) == 1  # the Prefect cache kept it from repeating
     assert_keys(webhook_server, raw)

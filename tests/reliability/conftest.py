@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from leadflow.loopback_vendor import FaultServer
-from tests.reliability.vendors import VENDORS, Vendor
+from tests.support.vendors import VENDORS, Vendor
 
 
 @pytest.fixture(params=VENDORS, ids=lambda v: v.id)

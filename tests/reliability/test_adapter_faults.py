@@ -17,8 +17,8 @@ import pytest
 from leadflow.integrations.errors import AdapterError, RateLimited, TransientError
 from leadflow.loopback_vendor import Fault, FaultServer, every_kind
 from leadflow.once import once_key
-from tests.contract.conftest import make_decision, make_lead
-from tests.reliability.vendors import TIMEOUT, Vendor
+from tests.support.builders import make_decision, make_lead
+from tests.support.vendors import TIMEOUT, Vendor
 
 FAULTS = every_kind(TIMEOUT, retry_after=2)
 TRANSIENT = {"http_500", "http_503", "connection_reset", "read_timeout", "slow_drip"}

@@ -34,8 +34,8 @@ import httpx
 import pytest
 
 from leadflow.loopback_vendor import FaultServer
-from tests.conftest import ROOT
-from tests.e2e.stack import clean_env, prefect_stack
+from tests.support.paths import ROOT
+from tests.support.stack import clean_env, prefect_stack
 
 pytestmark = pytest.mark.e2e
 

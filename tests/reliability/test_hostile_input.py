@@ -27,8 +27,9 @@ from leadflow.integrations.file_source import open_file
 from leadflow.loopback_vendor import FaultServer
 from leadflow.models import Lead
 from leadflow.textfiles import UndecodableFileError
-from tests.contract.conftest import make_decision, start_smtp
-from tests.reliability.vendors import BY_ID
+from tests.support.builders import make_decision
+from tests.support.smtp import start_smtp
+from tests.support.vendors import BY_ID
 
 # --- files ---------------------------------------------------------------------------
 
@@ -282,7 +283,7 @@ FORMULA = ("=", "+", "-", "@", "\t", "\r")
 @settings(max_examples=200, deadline=None)
 def test_the_mismatch_csv_never_starts_a_cell_with_a_formula(email: str) -> None:
     from leadflow.report_render import mismatches_csv
-    from tests.unit.test_report import decision, record, report
+    from tests.support.shadow import decision, record, report
 
     rows = [record(1, decision("l1", 75), decision("l1", 75, "hot"), email=email or "x")]
     parsed = list(csv.reader(io.StringIO(mismatches_csv(report(rows)))))

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from leadflow.kill_trials import Setup, Trial, run_path
-from tests.e2e.stack import prefect_stack
+from tests.support.stack import prefect_stack
 
 pytestmark = pytest.mark.e2e
 

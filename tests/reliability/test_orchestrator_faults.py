@@ -40,7 +40,7 @@ from leadflow.kill_trials import (
     stop_started,
     when,
 )
-from tests.e2e.stack import Processes, start_prefect_server
+from tests.support.stack import Processes, start_prefect_server
 
 pytestmark = pytest.mark.e2e
 

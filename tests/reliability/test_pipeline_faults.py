@@ -23,8 +23,8 @@ from leadflow.flows.lead import BRANCHES, BranchesFailedError, process_lead
 from leadflow.flows.replay_effects import replay_side_effects
 from leadflow.loopback_vendor import Fault, FaultServer
 from leadflow.models import BranchStatus, LeadOutcome
-from tests.integration.test_webhook_retries import record
-from tests.reliability.vendors import TIMEOUT, VENDORS, Vendor
+from tests.support.builders import webhook_record as record
+from tests.support.vendors import TIMEOUT, VENDORS, Vendor
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -24,7 +24,7 @@ from leadflow.db import dispose_engines
 from leadflow.intake import RawRecord, Rejection, validate_record
 from leadflow.models import LEAD_FIELDS, CrmMatch, Lead
 from leadflow.rules import load_rules, score_lead
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 RULES = load_rules(EXAMPLES / "rules.toml")
 SCORING = RULES.scoring

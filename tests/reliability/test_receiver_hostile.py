@@ -24,7 +24,7 @@ from leadflow.flows.receiver_guard import ReceiverSettings, server_config
 from leadflow.flows.webhook_app import create_app
 from leadflow.integrations.webhook_notifier import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from leadflow.settings import SettingsError
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

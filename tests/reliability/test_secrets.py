@@ -52,8 +52,8 @@ from leadflow.flows.files import process_file
 from leadflow.flows.replay_effects import replay_side_effects
 from leadflow.integrations.email_notifier import EmailNotifier
 from leadflow.loopback_vendor import Fault, FaultServer
-from tests.contract.conftest import email_to, start_smtp
-from tests.reliability.vendors import BY_ID, SECRETS
+from tests.support.smtp import email_to, start_smtp
+from tests.support.vendors import BY_ID, SECRETS
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -316,7 +316,7 @@ def test_unknown_kind() -> None:
 
 
 def test_register_test_adapter() -> None:
-    from tests.fakes import MemoryCRM
+    from tests.support.fakes import MemoryCRM
 
     assert register(MemoryCRM, name="memory-test") is MemoryCRM
     try:

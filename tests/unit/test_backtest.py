@@ -24,7 +24,7 @@ from leadflow.report_render import BACKTEST, as_html, mismatches_csv
 from leadflow.rules import FitRules, Rules, ScoringRules, TitleRule
 from leadflow.settings import Settings
 from leadflow.stores.decisions import DecisionStore
-from tests.unit.test_routing import ANNA, BEN, MONDAY_TEN, make_rules
+from tests.support.routing import ANNA, BEN, MONDAY_TEN, make_rules
 
 SCORING = ScoringRules(
     fit=FitRules(countries={"DE": 45}, title_keywords=[TitleRule(keywords=["vp"], points=30)])

@@ -15,24 +15,8 @@ from leadflow.compare import (
 from leadflow.integrations.base import LeadEvent
 from leadflow.models import Decision
 from leadflow.shadow_store import ComparisonRecord, ComparisonStore
-
-TEAMS = {"alice@x": ["na"], "bob@x": ["na"], "ivan@x": ["global"]}
-
-
-def decision(**changes) -> Decision:
-    base = {
-        "lead_id": "l1",
-        "score": 72,
-        "score_reasons": [],
-        "tier": "hot",
-        "follow_up": "call",
-        "sla_minutes": 15,
-        "due_at": None,
-        "rep": "alice@x",
-        "assignment_rule": "territory:north-america/round_robin:na",
-        "rules_version": "v1",
-    }
-    return Decision.model_validate({**base, **changes})
+from tests.support.shadow import TEAMS
+from tests.support.shadow import compared_decision as decision
 
 
 def test_equal_decisions_match_field_by_field():

@@ -15,7 +15,7 @@ from leadflow.app.cli import app
 from leadflow.db import dispose_engines
 from leadflow.integrations.local_crm import LocalCRM
 from leadflow.models import Lead
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 runner = CliRunner()
 HANK = "hank.scorpio@globex.test"  # a contact of examples/crm_seed.json

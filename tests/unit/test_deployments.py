@@ -12,9 +12,9 @@ from prefect import Flow
 from prefect.exceptions import ParameterTypeError
 
 from leadflow.flows.serve import load_flow, served_deployments
+from tests.support.paths import PREFECT_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from leadflow.app.cli import app
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(

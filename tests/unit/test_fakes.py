@@ -1,4 +1,4 @@
-"""The in-memory fakes (tests/fakes.py) keep the ports' promises: the contract kit's
+"""The in-memory fakes (tests/support/fakes.py) keep the ports' promises: the contract kit's
 checks that need no installed entry point and no remote vendor, run over each."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from leadflow.testing import CRMContract, EventSinkContract, LocalStore, NotifierContract
-from tests.fakes import MemoryCRM, MemoryEventSink, MemoryNotifier
+from tests.support.fakes import MemoryCRM, MemoryEventSink, MemoryNotifier
 
 
 class FakeContract:

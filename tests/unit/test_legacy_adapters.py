@@ -23,7 +23,8 @@ from leadflow.models import FollowUpType
 from leadflow.rules import load_rules
 from leadflow.settings import SettingsError
 from leadflow.shadow_settings import ShadowSettings
-from tests.conftest import EXAMPLES, ROOT, make_settings
+from tests.support.builders import make_settings
+from tests.support.paths import EXAMPLES, ROOT
 
 RECORD = {
     "email": "Kim@Example.ORG",

@@ -10,88 +10,30 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from leadflow.assignment import Assigner, pick_weighted
 from leadflow.availability import AvailabilityOverrides
 from leadflow.decide import make_decision
-from leadflow.models import CrmMatch, Lead, Score
-from leadflow.rules import Rep, Rules, Tier
-
-ANNA, BEN, WES, QUEUE = "anna@example.com", "ben@example.com", "wes@example.com", "q@example.com"
-# Monday 12 January 2026, 10:00 in Berlin (UTC+1)
-MONDAY_TEN = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def make_rules(
-    *, emea: dict[str, Any] | None = None, reps: dict[str, dict[str, Any]] | None = None
-) -> Rules:
-    reps = reps or {}
-    return Rules.model_validate(
-        {
-            "tiers": [
-                {"name": "hot", "min_score": 70, "follow_up": "call", "sla_minutes": 15},
-                {
-                    "name": "warm",
-                    "min_score": 40,
-                    "follow_up": "email_sequence",
-                    "sla_minutes": 60,
-                    "may_wait_for_shift": True,
-                },
-                {"name": "cold", "min_score": 0, "follow_up": "nurture"},
-            ],
-            "assignment": {
-                "fallback_owner": QUEUE,
-                "hours": {
-                    "berlin": {
-                        "timezone": "Europe/Berlin",
-                        "days": ["mon", "tue", "wed", "thu", "fri"],
-                        "start": "09:00",
-                        "end": "17:00",
-                    }
-                },
-                "territories": [
-                    {"name": "emea", "countries": ["DE"], "team": "emea", **(emea or {})},
-                    {"name": "world", "team": "world"},
-                ],
-                "teams": {
-                    "emea": {
-                        "hours": "berlin",
-                        "reps": [
-                            {"id": ANNA, "weight": 2, **reps.get(ANNA, {})},
-                            {"id": BEN, "weight": 1, **reps.get(BEN, {})},
-                        ],
-                    },
-                    "world": {"reps": [{"id": WES}]},
-                },
-            },
-        }
-    )
+from leadflow.models import CrmMatch, Score
+from leadflow.rules import Rep, Rules
+from tests.support.routing import (
+    ANNA,
+    BEN,
+    MONDAY_TEN,
+    QUEUE,
+    WES,
+    Clock,
+    de_lead,
+    make_rules,
+    tier,
+)
 
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/routing.db"
-
-
-def de_lead(n: int | str) -> Lead:
-    return Lead.from_record({"email": f"p{n}@kunde.test", "country": "DE"})
-
-
-def tier(rules: Rules, name: str) -> Tier:
-    return next(t for t in rules.tiers if t.name == name)
 
 
 async def picks(assigner: Assigner, names: list[str], rules: Rules, tier_name: str = "cold"):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from leadflow.app.cli import app
 from leadflow.rules import RulesError, load_rules
 from leadflow.rules_examples import failure_lines, run_examples
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 ROUTING = EXAMPLES / "routing.toml"
 runner = CliRunner()

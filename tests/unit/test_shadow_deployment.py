@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.unit.test_deployments import PREFECT_FILE
+from tests.support.paths import PREFECT_FILE
 
 
 def test_shadow_report_runs_daily_in_a_time_zone():

@@ -28,7 +28,7 @@ from leadflow.sla import (
     watched,
 )
 from leadflow.stores.decisions import DecisionStore
-from tests.unit.test_routing import ANNA, BEN, MONDAY_TEN, QUEUE, WES, Clock, make_rules, tier
+from tests.support.routing import ANNA, BEN, MONDAY_TEN, QUEUE, WES, Clock, make_rules, tier
 
 DUE = datetime(2026, 1, 12, 9, 15, tzinfo=UTC)
 ASSIGNED = DUE - timedelta(minutes=15)

@@ -19,7 +19,7 @@ from leadflow.integrations.rules_scorer import RulesScorer
 from leadflow.models import Lead
 from leadflow.rules import FitRules, ScoringRules
 from leadflow.stores.decisions import DecisionStore
-from tests.unit.test_routing import ANNA, MONDAY_TEN, Clock, make_rules
+from tests.support.routing import ANNA, MONDAY_TEN, Clock, make_rules
 
 runner = CliRunner()
 

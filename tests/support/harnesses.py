@@ -60,8 +60,8 @@ from leadflow.integrations.webhook_notifier import WebhookNotifier
 from leadflow.rules import load_rules
 from leadflow.testing import HttpVendor, LocalStore, mentioned
 from leadflow.testing import json_body as _json
-from tests.conftest import EXAMPLES
-from tests.contract.conftest import start_smtp
+from tests.support.paths import EXAMPLES
+from tests.support.smtp import start_smtp
 
 HOOK = "https://hooks.example.test/hook"
 

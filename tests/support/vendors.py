@@ -35,7 +35,7 @@ from leadflow.integrations.slack import (
 from leadflow.integrations.teams import TeamsNotifier, TeamsSettings
 from leadflow.integrations.webhook_notifier import WebhookNotifier
 from leadflow.models import Decision, Lead
-from tests.contract import harnesses as h
+from tests.support import harnesses as h
 
 TIMEOUT = 1.0  # seconds: a hung vendor costs the tests little, a busy machine no retry
 

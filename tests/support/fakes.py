@@ -24,7 +24,7 @@ from leadflow.integrations.base import CRM, EventSink, LeadEvent, Notifier, RunA
 from leadflow.integrations.errors import PermanentError
 from leadflow.models import CrmMatch, Decision, Lead, Score
 from leadflow.rules import ScoringRules, score_lead
-from tests.conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 
 class Journal:
