@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from leadflow.app import cli_db, cli_quarantine, cli_receiver, cli_routing, cli_shadow, cli_sla
@@ -615,14 +616,18 @@ def check(
 
     found = check_configuration()
     for problem in found.problems:
-        err.print(f"[bold red]error:[/] {problem}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
     table = Table(title="Configuration", title_justify="left")
-    for column in ("kind", "adapter", "status", "detail"):
+    for column in ("kind", "adapter", "status"):
         table.add_column(column)
+    table.add_column("detail", overflow="fold")  # a variable's name is never cut short
     for result in found.results:
         status = "[green]ok[/]" if result.ok else "[red]error[/]"
-        table.add_row(result.kind, result.name, status, result.detail)
+        table.add_row(result.kind, result.name, status, escape(result.detail))
     out.print(table)
+    for result in found.results:
+        if not result.ok:  # one whole line each, to copy, whatever the terminal's width
+            err.print(f"[bold red]error:[/] {escape(result.detail)}", highlight=False)
     if not found.ok:
         asyncio.run(found.aclose())
         raise typer.Exit(2)

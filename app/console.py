@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from leadflow.flows.temporary_server import ServerTrouble
 
 out = Console()
-err = Console(stderr=True)
+# Error, warning and progress lines are one line each, wrapped by the terminal, never by
+# rich: a message copied from an 80-column terminal stays whole, and a test reads it
+# whatever COLUMNS was when this module was imported.
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 

@@ -36,6 +36,23 @@ def test_a_bad_configuration_names_every_problem(env) -> None:
     assert "LEADFLOW_SEGMENT_WRITE_KEY: required by the segment adapter" in result.output
 
 
+def test_each_problem_is_one_whole_line_in_a_narrow_terminal(env) -> None:
+    """At 60 columns the table folds its cells, but every problem is also printed as
+    one line that rich does not wrap, so it can be copied whole."""
+    from leadflow.app import console
+
+    env.setattr(console.out, "width", 60)
+    env.setattr(console.err, "width", 60)
+    env.setenv("LEADFLOW_ADAPTERS__CRM", "hubspot")
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines if line.startswith("│")) <= 60
+    (line,) = [line for line in lines if line.startswith("error: ")]
+    assert line.startswith("error: LEADFLOW_HUBSPOT_TOKEN: required by the hubspot adapter, not")
+    assert line.endswith("LEADFLOW_HUBSPOT_TOKEN_BLOCK)")
+
+
 def test_a_bad_setting_value_is_named(env) -> None:
     env.setenv("LEADFLOW_PIPELINE__CONCURRENCY", "0")
     result = runner.invoke(app, ["check"])
