@@ -29,17 +29,24 @@ shadow: $(STAMP)
 	$(BIN)/leadflow shadow examples/leads.csv --legacy python:examples.legacy.process:decide; \
 	  status=$$?; $(BIN)/leadflow report && exit $$status
 
+# The tests run on TEST_WORKERS processes (pytest-xdist), a file to a process so a
+# module's own Prefect server or vendor is started once; TEST_WORKERS=0 runs them in
+# this process, one at a time. Two is what CI's 2 cores take: the e2e and slow tiers
+# wait on servers and subprocesses more than they compute.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP) lint docs
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 # The day-to-day loop: lint, types and the tests that start no server or subprocess.
 check: $(STAMP) lint
-	$(BIN)/pytest -q tests/unit tests/contract
+	$(BIN)/pytest -q $(PARALLEL) tests/unit tests/contract
 
 # Everything but the e2e and slow tiers (tests/conftest.py): the flows against a real
 # Prefect API, the integration tests, the unit and contract tests.
 test-fast: $(STAMP) lint
-	$(BIN)/pytest -q -m "not e2e and not slow"
+	$(BIN)/pytest -q $(PARALLEL) -m "not e2e and not slow"
 
 lint: $(STAMP) types
 	$(BIN)/ruff check .
