@@ -36,8 +36,13 @@ shadow: $(STAMP)
 TEST_WORKERS ?= 2
 PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-test: $(STAMP) lint docs
-	$(BIN)/pytest $(PARALLEL)
+# Ends with how long it took, lint to last test (the install, when one ran, not counted).
+test: $(STAMP)
+	@start=$$(date +%s); \
+	  $(MAKE) --no-print-directory lint docs && $(BIN)/pytest $(PARALLEL); status=$$?; \
+	  took=$$(( $$(date +%s) - start )); \
+	  echo "make test: $$((took / 60)) min $$((took % 60)) s (lint, types, docs, tests), exit $$status"; \
+	  exit $$status
 
 # The day-to-day loop: lint, types and the tests that start no server or subprocess.
 check: $(STAMP) lint
