@@ -31,6 +31,7 @@ from leadflow.integrations.webhook_notifier import (
 )
 from tests.support.builders import make_decision, make_lead
 from tests.support.http import body
+from tests.support.net import free_port
 from tests.support.smtp import SmtpServer, email_to, start_smtp
 
 SENDER = "leadflow@example.test"
@@ -94,8 +95,6 @@ async def test_email_with_authentication() -> None:
 
 
 async def test_email_connection_refused_is_transient() -> None:
-    from tests.support.net import free_port
-
     notifier = EmailNotifier(
         EmailSettings(_env_file=None, host="127.0.0.1", port=free_port(), sender=SENDER)
     )

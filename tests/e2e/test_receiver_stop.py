@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,14 +16,9 @@ import httpx
 import pytest
 
 from tests.support.cli import LEADFLOW, cli_env
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def receiver(workdir: Path, port: int) -> subprocess.Popen:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_cli
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -40,12 +40,6 @@ def _require(ok: bool, why: str) -> None:
         pytest.skip(why)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _get(url: str, body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
@@ -56,7 +50,7 @@ def _get(url: str, body: dict | None = None):
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free port, with its own home; stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("ui-server")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(

@@ -4,17 +4,16 @@ the live check talks to a real loopback server standing in for HubSpot."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from typer.testing import CliRunner
 
 from leadflow.app.cli import app
 from leadflow.integrations.checks import check_configuration
 from leadflow.integrations.registry import get_adapter_class
-from tests.support.http import serve_app
+from leadflow.loopback_vendor import FaultServer
 
 runner = CliRunner()
 
@@ -60,20 +59,23 @@ def test_a_bad_setting_value_is_named(env) -> None:
     assert "LEADFLOW_PIPELINE__CONCURRENCY" in result.output
 
 
-def _hubspot(status: int) -> Starlette:
-    async def contacts(request):
-        assert request.headers["authorization"] == "Bearer pat-1"
-        return JSONResponse({"results": []}, status_code=status)
+def _hubspot(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    """HubSpot's contacts read, answering `status` to the token pat-1."""
 
-    return Starlette(routes=[Route("/crm/v3/objects/contacts", contacts)])
+    def contacts(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/crm/v3/objects/contacts"
+        assert request.headers["authorization"] == "Bearer pat-1"
+        return httpx.Response(status, json={"results": []})
+
+    return contacts
 
 
 @pytest.mark.parametrize(("status", "code", "word"), [(200, 0, "ok"), (401, 1, "failed")])
 def test_live_makes_one_read_per_adapter(env, status, code, word) -> None:
-    with serve_app(_hubspot(status)) as port:
+    with FaultServer(_hubspot(status)) as hubspot:
         env.setenv("LEADFLOW_ADAPTERS__CRM", "hubspot")
         env.setenv("LEADFLOW_HUBSPOT_TOKEN", "pat-1")
-        env.setenv("LEADFLOW_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+        env.setenv("LEADFLOW_HUBSPOT_BASE_URL", hubspot.base_url)
         result = runner.invoke(app, ["check", "--live"])
     assert result.exit_code == code, result.output
     live = result.output.split("Live check")[1]

@@ -103,6 +103,6 @@ def sample_decision(lead: Lead) -> Decision:
 
 
 def webhook_record(tag: str) -> dict[str, Any]:
-    """A raw lead of its own per `tag` (so the Prefect cache keys of one test never
-    satisfy another's), as the webhook notifier's tests post it."""
+    """A raw lead of its own per `tag` (so one test's once-only records never answer
+    for another's), as the webhook notifier's tests post it."""
     return raw_lead(f"{tag}@webhook-it.test", first_name="Wren", last_name="Hale")

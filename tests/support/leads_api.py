@@ -1,7 +1,7 @@
-"""A leads API on loopback for the HTTP polling source: a small Starlette app standing in
-for a CRM's or form tool's list endpoint. It answers `updated_since` (records at or
-after that time, oldest first, paged by `cursor`) or a plain cursor, like the APIs the
-source is written for."""
+"""A leads API on loopback for the HTTP polling source: the loopback vendor
+(leadflow.loopback_vendor's FaultServer) answering as a CRM's or form tool's list
+endpoint would. It answers `updated_since` (records at or after that time, oldest
+first, paged by `cursor`) or a plain cursor, like the APIs the source is written for."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+import httpx
 
-from tests.support.http import serve_app
+from leadflow.loopback_vendor import FaultServer
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -24,18 +21,21 @@ class LeadsApi:
         self.leads: list[dict] = []
         self.queries: list[dict] = []
         self.fail_pages: dict[str, int] = {}  # cursor -> status to answer, once
-        self.app = Starlette(routes=[Route("/leads", self.list)])
+        self.base = ""  # the server's address, once it listens
 
     def add(self, n: int, at: datetime) -> dict:
         lead = {"id": f"L{n}", "email": f"p{n}@acme.test", "updated_at": at.isoformat()}
         self.leads.append(lead)
         return lead
 
-    async def list(self, request: Request) -> JSONResponse:
-        params = dict(request.query_params)
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """GET /leads: one page of the leads the query selects."""
+        if request.url.path != "/leads":
+            return httpx.Response(404, json={"error": "not found"})
+        params = dict(request.url.params)
         self.queries.append(params)
         if (status := self.fail_pages.pop(params.get("cursor", "0"), None)) is not None:
-            return JSONResponse({"error": "unavailable"}, status_code=status)
+            return httpx.Response(status, json={"error": "unavailable"})
         limit = int(params.get("limit", 100))
         ordered = sorted(self.leads, key=lambda x: (x.get("updated_at", ""), x["id"]))
         if "updated_since" in params:
@@ -44,14 +44,15 @@ class LeadsApi:
         start = int(params.get("cursor", 0))
         page = ordered[start : start + limit]
         more = start + limit < len(ordered)
-        return JSONResponse({"data": page, "next_cursor": str(start + limit) if more else None})
+        return httpx.Response(
+            200, json={"data": page, "next_cursor": str(start + limit) if more else None}
+        )
 
 
 @contextmanager
 def serve_leads_api() -> Iterator[LeadsApi]:
-    """A LeadsApi served on a free loopback port (its address in `base`), stopped
-    afterwards."""
+    """A LeadsApi on a free loopback port (its address in `base`), stopped afterwards."""
     leads = LeadsApi()
-    with serve_app(leads.app) as port:
-        leads.base = f"http://127.0.0.1:{port}"
+    with FaultServer(leads.answer) as server:
+        leads.base = server.base_url
         yield leads
